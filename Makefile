@@ -1,0 +1,41 @@
+# pool_health: PGXS build.  `make installcheck` runs all test suites
+# (pg_regress, isolation, TAP) on throwaway instances with the preload; the
+# README's test command (tools/test) wraps it with the set-up it needs.
+
+MODULE_big = pool_health
+EXTENSION = pool_health
+DATA = $(wildcard sql/pool_health--*.sql)
+PGFILEDESC = "pool_health - connection health, leak detection and cleanup"
+
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+
+PG_CPPFLAGS = -I$(srcdir)/src
+# Warnings are errors in the test build (tools/test sets PH_WERROR=1).
+ifdef PH_WERROR
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
+	-Wno-missing-field-initializers -Werror
+endif
+
+# in order: the first creates the extension
+REGRESS = pool_health_shapes pool_health_settings pool_health_levels \
+	pool_health_policies pool_health_privileges pool_health_security \
+	pool_health_bad_input pool_health_upgrade
+REGRESS_OPTS = --temp-instance=tmp_check_regress \
+	--temp-config=$(srcdir)/test/regress.conf --load-extension=dblink
+
+ISOLATION = $(patsubst test/isolation/specs/%.spec,%,$(wildcard test/isolation/specs/*.spec))
+ISOLATION_OPTS = --temp-instance=tmp_check_iso \
+	--temp-config=$(srcdir)/test/isolation.conf \
+	--inputdir=$(srcdir)/test/isolation --outputdir=output_iso
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# after PGXS, which resets it
+PROVE_FLAGS = -I $(srcdir)/test/perl
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out

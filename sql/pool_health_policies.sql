@@ -1,0 +1,73 @@
+-- Policies: every validation error (clear message, SQLSTATE, nothing
+-- written), defaults, precedence as shown by pool_health.sessions, and
+-- argument checks of the cleanup functions.
+INSERT INTO pool_health.policies (name) VALUES ('defaults');
+SELECT name, priority, action, dry_run, allow_superuser, enabled, refuse_at
+FROM pool_health.policies;
+DELETE FROM pool_health.policies;
+
+SELECT expect_error($$INSERT INTO pool_health.policies (name, idle_timeout) VALUES ('p', '0')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, idle_timeout) VALUES ('p', '-5 seconds')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, idle_in_transaction_timeout) VALUES ('p', '-1 min')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, transaction_timeout) VALUES ('p', '0.0001 s')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, blocking_timeout) VALUES ('p', '2 years')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, action) VALUES ('p', 'kill')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, action) VALUES ('p', NULL)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_connections) VALUES ('p', 0)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_connections) VALUES ('p', -3)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, application_name) VALUES ('p', 'web\')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, application_name) VALUES ('p', 'web\\\')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, application_name) VALUES ('p', repeat('x', 300))$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, refuse_at) VALUES ('p', 'healthy')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, refuse_at) VALUES ('p', 'exhausted')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name) VALUES ('')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name) VALUES (repeat('n', 64))$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, priority) VALUES ('p', NULL)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, client_addr) VALUES ('p', '10.0.0.1/8')$$);
+-- an invalid UPDATE is rejected too, and leaves the row as it was
+INSERT INTO pool_health.policies (name, idle_timeout) VALUES ('ok', '5 min');
+SELECT expect_error($$UPDATE pool_health.policies SET idle_timeout = '-1 min' WHERE name = 'ok'$$);
+SELECT name, idle_timeout FROM pool_health.policies;
+-- a valid pattern with escapes
+INSERT INTO pool_health.policies (name, application_name) VALUES ('escaped', 'web\\%\_x');
+-- injection through names and patterns is inert: they are data
+INSERT INTO pool_health.policies (name, application_name)
+VALUES ('x''); DROP TABLE pool_health.policies; --', '%''; SELECT 1; --');
+SELECT count(*) FROM pool_health.policies;
+DELETE FROM pool_health.policies;
+
+-- precedence: priority, then specificity, then name
+INSERT INTO pool_health.policies (name, priority, application_name, idle_timeout) VALUES
+    ('b_any_app', 0, NULL, '1h'),
+    ('a_this_app', 0, 'pg_regress%', '1h'),
+    ('z_this_app_and_role', 0, 'pg_regress%', '1h');
+UPDATE pool_health.policies SET role = current_user WHERE name = 'z_this_app_and_role';
+SELECT wait_for_policies();
+SELECT policy FROM pool_health.sessions WHERE pid = pg_backend_pid();
+UPDATE pool_health.policies SET priority = 10 WHERE name = 'b_any_app';
+SELECT wait_for_policies();
+SELECT policy FROM pool_health.sessions WHERE pid = pg_backend_pid();
+UPDATE pool_health.policies SET enabled = false WHERE name = 'b_any_app';
+SELECT wait_for_policies();
+SELECT policy FROM pool_health.sessions WHERE pid = pg_backend_pid();
+UPDATE pool_health.policies SET client_addr = '10.0.0.0/8' WHERE name = 'z_this_app_and_role';
+SELECT wait_for_policies();
+SELECT policy FROM pool_health.sessions WHERE pid = pg_backend_pid();
+DELETE FROM pool_health.policies;
+SELECT wait_for_policies();
+SELECT policy FROM pool_health.sessions WHERE pid = pg_backend_pid();
+
+-- the cleanup functions check their arguments
+SELECT expect_error($$SELECT * FROM pool_health.terminate_idle(NULL)$$);
+SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('0')$$);
+SELECT expect_error($$SELECT * FROM pool_health.terminate_idle_in_transaction('-1 s')$$);
+SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('1 s', NULL)$$);
+SELECT expect_error($$SELECT * FROM pool_health.reclaim(101)$$);
+SELECT expect_error($$SELECT * FROM pool_health.reclaim(-1)$$);
+SELECT expect_error($$SELECT * FROM pool_health.reclaim(NULL)$$);
+SELECT expect_error($$SELECT * FROM pool_health.cleanup(NULL)$$);
+-- nothing to do: no rows, and nothing audited
+SELECT * FROM pool_health.cleanup();
+SELECT * FROM pool_health.terminate_idle('1 h');
+SELECT * FROM pool_health.reclaim(100);
+SELECT count(*) FROM pool_health.terminations;

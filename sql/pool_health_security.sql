@@ -1,0 +1,83 @@
+-- search_path hijack: an unprivileged role creates look-alikes of what
+-- pool_health's SQL resolves by name (functions, operators) in a schema a
+-- superuser then puts first on its search_path.  Calling every view and
+-- function of pool_health must run none of them: views are bound when
+-- created, SQL functions and triggers pin their search_path, and the C
+-- code's queries are fully qualified.
+CREATE ROLE ph_attacker;
+CREATE SCHEMA evil AUTHORIZATION ph_attacker;
+SET ROLE ph_attacker;
+CREATE TABLE evil.hits (what text);
+GRANT INSERT, SELECT ON evil.hits TO PUBLIC;
+CREATE FUNCTION evil.hit(what text) RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO evil.hits VALUES (what) RETURNING true $$;
+CREATE FUNCTION evil.quote_nullable(anyelement) RETURNS text LANGUAGE sql
+    AS $$ SELECT evil.hit('quote_nullable')::text $$;
+CREATE FUNCTION evil.quote_literal(text) RETURNS text LANGUAGE sql
+    AS $$ SELECT evil.hit('quote_literal')::text $$;
+CREATE FUNCTION evil.length(text) RETURNS integer LANGUAGE sql
+    AS $$ SELECT evil.hit('length')::int $$;
+CREATE FUNCTION evil.octet_length(text) RETURNS integer LANGUAGE sql
+    AS $$ SELECT evil.hit('octet_length')::int $$;
+CREATE FUNCTION evil.substring(text, text) RETURNS text LANGUAGE sql
+    AS $$ SELECT evil.hit('substring')::text $$;
+CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql
+    AS $$ SELECT CASE WHEN evil.hit('now') THEN pg_catalog.now() END $$;
+CREATE FUNCTION evil.round(numeric, integer) RETURNS numeric LANGUAGE sql
+    AS $$ SELECT evil.hit('round')::int::numeric $$;
+CREATE FUNCTION evil.current_setting(text, boolean) RETURNS text LANGUAGE sql
+    AS $$ SELECT evil.hit('current_setting')::text $$;
+CREATE FUNCTION evil.textlike(text, text) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('textlike') $$;
+CREATE FUNCTION evil.name_eq(name, name) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('name =') $$;
+CREATE OPERATOR evil.= (LEFTARG = name, RIGHTARG = name, FUNCTION = evil.name_eq);
+CREATE FUNCTION evil.text_eq(text, text) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('text =') $$;
+CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.text_eq);
+CREATE FUNCTION evil.text_like(text, text) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('text ~~') $$;
+CREATE OPERATOR evil.~~ (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.text_like);
+CREATE FUNCTION evil.int_lt(integer, integer) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('int <') $$;
+CREATE OPERATOR evil.< (LEFTARG = integer, RIGHTARG = integer, FUNCTION = evil.int_lt);
+CREATE FUNCTION evil.num_lt(numeric, numeric) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('numeric <') $$;
+CREATE OPERATOR evil.< (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = evil.num_lt);
+CREATE TABLE evil.policies (name text);
+CREATE TABLE evil.terminations (pid int);
+GRANT ALL ON evil.policies, evil.terminations TO PUBLIC;
+RESET ROLE;
+
+-- a superuser with the attacker's schema first
+SET search_path = evil, pg_catalog, public;
+SELECT count(*) >= 1 AS ok FROM pool_health.sessions;
+SELECT count(*) = 1 AS ok FROM pool_health.usage;
+SELECT count(*) >= 1 AS ok FROM pool_health.usage_by_database;
+SELECT count(*) >= 1 AS ok FROM pool_health.usage_by_role;
+SELECT count(*) >= 1 AS ok FROM pool_health.usage_by_application;
+SELECT count(*) >= 1 AS ok FROM pool_health.usage_by_client;
+SELECT count(*) >= 0 AS ok FROM pool_health.usage_by_policy;
+SELECT count(*) >= 0 AS ok FROM pool_health.leaks;
+SELECT count(*) >= 0 AS ok FROM pool_health.history;
+SELECT count(*) = 1 AS ok FROM pool_health.forecast;
+SELECT count(*) >= 0 AS ok FROM pool_health.recent_actions;
+SELECT pool_health.status() IS NOT NULL AS ok, pool_health.ping() IS NOT NULL AS ok2,
+       pool_health.metrics() IS NOT NULL AS ok3;
+INSERT INTO pool_health.policies (name, role, application_name, idle_timeout, refuse_at)
+VALUES ('hijack-test', 'nobody', 'x%', '1 hour', 'critical');
+-- (the test's own comparisons are qualified: the attacker's = comes first here)
+UPDATE pool_health.policies SET idle_in_transaction_timeout = '1 min' WHERE name OPERATOR(pg_catalog.=) 'hijack-test';
+SELECT count(*) >= 0 AS ok FROM pool_health.cleanup(dry_run => true);
+SELECT count(*) >= 0 AS ok FROM pool_health.terminate_idle('1 hour', dry_run => true);
+SELECT count(*) >= 0 AS ok FROM pool_health.terminate_idle_in_transaction('1 hour', dry_run => true);
+SELECT count(*) >= 0 AS ok FROM pool_health.reclaim(100, dry_run => true);
+DELETE FROM pool_health.policies WHERE name OPERATOR(pg_catalog.=) 'hijack-test';
+RESET search_path;
+
+-- nothing of the attacker's ran, and the look-alike tables were not used
+SELECT what, count(*) FROM evil.hits GROUP BY what ORDER BY what;
+SELECT (SELECT count(*) FROM evil.policies) + (SELECT count(*) FROM evil.terminations) AS written_to_evil;
+
+DROP SCHEMA evil CASCADE;
+DROP ROLE ph_attacker;

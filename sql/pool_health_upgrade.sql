@@ -1,0 +1,35 @@
+-- Upgrade path: install the oldest version, update step by step, and check
+-- at each step what the update added or removed, that every object is
+-- documented, and that the views work.  (A fresh install runs the same
+-- path: there is one install script, pool_health--1.0.sql, and updates.)
+SELECT name, version FROM pg_available_extension_versions
+WHERE name = 'pool_health' ORDER BY version;
+
+CREATE DATABASE pool_health_upgrade;
+\c pool_health_upgrade
+CREATE EXTENSION pool_health VERSION '1.0';
+CREATE VIEW public.objects AS
+    SELECT pg_describe_object(classid, objid, 0) AS object,
+           obj_description(objid, classid::regclass::text) IS NOT NULL AS documented
+    FROM pg_depend
+    WHERE refclassid = 'pg_extension'::regclass
+      AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pool_health')
+      AND deptype = 'e';
+CREATE TABLE public.before AS SELECT * FROM public.objects;
+SELECT count(*) AS objects, bool_and(documented) AS all_documented FROM public.objects;
+SELECT used >= 1 AS works FROM pool_health.usage;
+SELECT count(*) > 0 AS works FROM pool_health.usage_by_role;
+
+ALTER EXTENSION pool_health UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'pool_health';
+SELECT 'added' AS change, object FROM public.objects EXCEPT SELECT 'added', object FROM public.before
+UNION ALL
+SELECT 'removed', object FROM public.before EXCEPT SELECT 'removed', object FROM public.objects
+ORDER BY 1, 2;
+SELECT count(*) AS objects, bool_and(documented) AS all_documented FROM public.objects;
+SELECT count(*) > 0 AS works, count(*) = count(*) FILTER (WHERE quota IS NULL) AS no_quota_yet
+FROM pool_health.usage_by_role;
+SELECT count(*) = 0 AS works FROM pool_health.cleanup(dry_run => true);
+SELECT pool_health.metrics() LIKE '%pool_health_used_connections%' AS works;
+\c contrib_regression
+DROP DATABASE pool_health_upgrade;

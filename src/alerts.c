@@ -1,0 +1,71 @@
+/*-------------------------------------------------------------------------
+ *
+ * alerts.c
+ *		Telling people: every change of the health level is written to the
+ *		server log (WARNING when it gets worse, LOG when it improves) and
+ *		sent with NOTIFY on pool_health.notify_channel as a JSON payload.
+ *
+ * Called by the worker, inside its transaction when it has one (NOTIFY is
+ * delivered at commit).  No shared state is touched here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/async.h"
+#include "utils/json.h"
+#include "utils/timestamp.h"
+
+#include "pool_health.h"
+
+/* The NOTIFY payload for a level change. */
+static char *
+level_change_payload(PhLevel old_level, const PhUsage *usage)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"event\": \"level_change\", \"old_level\": ");
+	escape_json(&buf, ph_level_name(old_level));
+	appendStringInfoString(&buf, ", \"level\": ");
+	escape_json(&buf, ph_level_name(usage->level));
+	appendStringInfoString(&buf, ", \"reasons\": [");
+	for (int i = 0; i < usage->nreasons; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, usage->reasons[i]);
+	}
+	appendStringInfo(&buf, "], \"used\": %d, \"usable\": %d, \"usage_percent\": %.1f, "
+					 "\"idle_in_transaction\": %d, \"leaked\": %d, \"at\": ",
+					 usage->used, usage->usable, usage->usage_percent,
+					 usage->idle_in_transaction, usage->leaked);
+	escape_json(&buf, timestamptz_to_str(GetCurrentTimestamp()));
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/*
+ * Report a change of level from old_level to usage->level.  can_notify says
+ * whether this process may NOTIFY (connected to a database, in a
+ * transaction, not in recovery).
+ */
+void
+ph_alert_level_change(PhLevel old_level, const PhUsage *usage, bool can_notify)
+{
+	StringInfoData reasons;
+
+	initStringInfo(&reasons);
+	for (int i = 0; i < usage->nreasons; i++)
+		appendStringInfo(&reasons, "%s%s", i > 0 ? "; " : "", usage->reasons[i]);
+
+	ereport(usage->level > old_level ? WARNING : LOG,
+			(errmsg("pool_health: connection health changed from %s to %s",
+					ph_level_name(old_level), ph_level_name(usage->level)),
+			 errdetail("%d of %d usable connections used (%.1f%%)%s%s.",
+					   usage->used, usage->usable, usage->usage_percent,
+					   usage->nreasons > 0 ? ": " : "", reasons.data)));
+
+	if (can_notify && ph_notify_channel[0] != '\0')
+		Async_Notify(ph_notify_channel, level_change_payload(old_level, usage));
+}

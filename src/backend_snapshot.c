@@ -1,0 +1,341 @@
+/*-------------------------------------------------------------------------
+ *
+ * backend_snapshot.c
+ *		The one pass over backend status that every pool_health feature
+ *		shares: which backends exist, their type and state, their
+ *		transaction, and what they wait for.
+ *
+ * The pass reads the server's shared backend status array directly, with
+ * the same change-count protocol pg_stat_activity uses (a reader retries
+ * an entry its backend was writing; no lock), copying only the fields
+ * pool_health needs.  It does not go through pgstat's backend-local copy:
+ * that copy costs a megabyte of string copying per call at 1000 backends,
+ * and it is kept until the end of the transaction, which would show a
+ * long-lived caller stale data.  Every pass here reads live values.
+ *
+ * Transaction ids and wait events come from each backend's PGPROC, read
+ * without a lock as pg_stat_activity does: a value may be a moment old,
+ * never torn.  Blocking counts, computed only on request, come from
+ * pg_blocking_pids(), which holds the lock manager's partition locks
+ * briefly, and only for backends that wait on a heavyweight lock.
+ *
+ * No shared state of pool_health is touched here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+#include <netdb.h>
+
+#include "access/transam.h"
+#include "common/ip.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "compat.h"
+#include "pool_health.h"
+
+/* A pid and where to find it, in an array sorted by pid. */
+typedef struct PidSlot
+{
+	int			pid;
+	int			index;
+} PidSlot;
+
+static int
+pid_slot_cmp(const void *a, const void *b)
+{
+	int			pa = ((const PidSlot *) a)->pid;
+	int			pb = ((const PidSlot *) b)->pid;
+
+	return (pa > pb) - (pa < pb);
+}
+
+static int
+pid_slot_find(const PidSlot *slots, int nslots, int pid)
+{
+	PidSlot		key;
+	PidSlot    *found;
+
+	key.pid = pid;
+	found = bsearch(&key, slots, nslots, sizeof(PidSlot), pid_slot_cmp);
+	return found ? found->index : -1;
+}
+
+/*
+ * Map every live PGPROC by pid, so that each backend's PGPROC is found in
+ * O(log n) instead of a scan of the proc array per backend.
+ */
+static PidSlot *
+map_procs(int *nslots)
+{
+	uint32		nprocs = ProcGlobal->allProcCount;
+	PidSlot    *slots = palloc(sizeof(PidSlot) * Max(nprocs, 1));
+	int			n = 0;
+
+	for (uint32 i = 0; i < nprocs; i++)
+	{
+		int			pid = ProcGlobal->allProcs[i].pid;
+
+		if (pid != 0)
+		{
+			slots[n].pid = pid;
+			slots[n].index = (int) i;
+			n++;
+		}
+	}
+	qsort(slots, n, sizeof(PidSlot), pid_slot_cmp);
+	*nslots = n;
+	return slots;
+}
+
+/*
+ * Count, for every backend, how many backends wait on a lock it holds (or
+ * is ahead of them in the queue for).  Lock-group members (parallel
+ * workers) are reported by pg_blocking_pids() as their leader.
+ */
+static void
+compute_blocking(PhSnapshot *snap)
+{
+	PidSlot    *by_pid = palloc(sizeof(PidSlot) * Max(snap->nbackends, 1));
+
+	for (int i = 0; i < snap->nbackends; i++)
+	{
+		by_pid[i].pid = snap->backends[i].pid;
+		by_pid[i].index = i;
+		snap->backends[i].blocking = 0;
+	}
+	qsort(by_pid, snap->nbackends, sizeof(PidSlot), pid_slot_cmp);
+
+	for (int i = 0; i < snap->nbackends; i++)
+	{
+		PhBackend  *waiter = &snap->backends[i];
+		ArrayType  *blockers;
+		Datum	   *pids;
+		int			npids;
+
+		if (!waiter->waiting)
+			continue;
+		blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+														  Int32GetDatum(waiter->pid)));
+		deconstruct_array_builtin(blockers, INT4OID, &pids, NULL, &npids);
+
+		/* a holder may be listed once per conflicting lock: count it once */
+		for (int j = 0; j < npids; j++)
+		{
+			int			pid = DatumGetInt32(pids[j]);
+			bool		seen = false;
+			int			holder;
+
+			for (int k = 0; k < j && !seen; k++)
+				seen = DatumGetInt32(pids[k]) == pid;
+			holder = seen ? -1 : pid_slot_find(by_pid, snap->nbackends, pid);
+			if (holder >= 0)
+				snap->backends[holder].blocking++;
+		}
+	}
+}
+
+/*
+ * The server's shared backend status array, found once per process by its
+ * shared-memory name.  The size must match what the server allocated, so
+ * a wrong size for this PostgreSQL version is an error, never a misread.
+ */
+static PgBackendStatus *
+backend_status_array(void)
+{
+	static PgBackendStatus *array = NULL;
+	bool		found;
+
+	if (array == NULL)
+	{
+		array = ShmemInitStruct("Backend Status Array",
+								mul_size(sizeof(PgBackendStatus),
+										 ph_backend_status_slots()),
+								&found);
+		if (!found)
+			elog(ERROR, "backend status array not found in shared memory");
+	}
+	return array;
+}
+
+/*
+ * Copy one backend's status entry into *be, consistently: retry while its
+ * backend is writing it.  Returns false for an unused entry.
+ */
+static bool
+copy_status_entry(volatile PgBackendStatus *src, PhBackend *be, char *query_buf)
+{
+	for (;;)
+	{
+		int			before;
+		int			after;
+
+		pgstat_begin_read_activity(src, before);
+		be->pid = src->st_procpid;
+		if (be->pid > 0)
+		{
+			be->backend_type = src->st_backendType;
+			be->state = src->st_state;
+			be->database_id = src->st_databaseid;
+			be->role_id = src->st_userid;
+			be->backend_start = src->st_proc_start_timestamp;
+			be->xact_start = src->st_xact_start_timestamp;
+			be->query_start = src->st_activity_start_timestamp;
+			be->state_change = src->st_state_start_timestamp;
+			memcpy(&be->client_addr, (SockAddr *) &src->st_clientaddr, sizeof(SockAddr));
+			strlcpy(be->application_name, src->st_appname, NAMEDATALEN);
+			if (query_buf)
+				strlcpy(query_buf, src->st_activity_raw,
+						pgstat_track_activity_query_size);
+		}
+		pgstat_end_read_activity(src, after);
+		if (pgstat_read_activity_complete(before, after))
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	return be->pid > 0;
+}
+
+/*
+ * Take one pass over backend status into *snap, allocated in the current
+ * memory context.  flags (PH_SNAPSHOT_*) asks for the costlier extras.
+ */
+void
+ph_snapshot_take(PhSnapshot *snap, int flags)
+{
+	PgBackendStatus *array = backend_status_array();
+	int			nslots = ph_backend_status_slots();
+	char	   *query_buf = NULL;
+	int			nprocs;
+	PidSlot    *procs;
+
+	if (flags & PH_SNAPSHOT_QUERY)
+		query_buf = palloc(pgstat_track_activity_query_size);
+	snap->taken_at = GetCurrentTimestamp();
+	snap->nbackends = 0;
+	snap->backends = palloc(sizeof(PhBackend) * nslots);
+	procs = map_procs(&nprocs);
+
+	for (int i = 0; i < nslots; i++)
+	{
+		PhBackend  *be = &snap->backends[snap->nbackends];
+		int			procno;
+
+		if (!copy_status_entry(&array[i], be, query_buf))
+			continue;
+		snap->nbackends++;
+		be->slot = i;
+		be->query = query_buf ? pstrdup(query_buf) : NULL;
+
+		procno = pid_slot_find(procs, nprocs, be->pid);
+		if (procno >= 0)
+		{
+			volatile PGPROC *proc = &ProcGlobal->allProcs[procno];
+
+			be->xid = proc->xid;
+			be->xmin = proc->xmin;
+			be->wait_event_info = proc->wait_event_info;
+		}
+		else
+		{
+			be->xid = InvalidTransactionId;
+			be->xmin = InvalidTransactionId;
+			be->wait_event_info = 0;
+		}
+
+		be->is_client = be->backend_type == B_BACKEND;
+		be->waiting = (be->wait_event_info & 0xFF000000) == PG_WAIT_LOCK;
+		be->pins_xmin = TransactionIdIsValid(be->xid) ||
+			TransactionIdIsValid(be->xmin);
+		be->blocking = -1;
+		be->leak = PH_LEAK_NONE;
+		be->xact_age = be->xact_start != 0 ?
+			Max(snap->taken_at - be->xact_start, 0) : -1;
+		if (be->state == STATE_IDLE ||
+			be->state == STATE_IDLEINTRANSACTION ||
+			be->state == STATE_IDLEINTRANSACTION_ABORTED)
+			be->idle_for = Max(snap->taken_at - be->state_change, 0);
+		else
+			be->idle_for = -1;
+	}
+	pfree(procs);
+
+	if (flags & PH_SNAPSHOT_BLOCKING)
+		compute_blocking(snap);
+}
+
+/*
+ * Read the backend status entry of be again, for the re-check before a
+ * session is signalled.  Returns false when the entry is unused now;
+ * otherwise *now holds its current fields, query text included.
+ */
+bool
+ph_snapshot_reread(const PhBackend *be, PhBackend *now)
+{
+	char	   *query_buf = palloc(pgstat_track_activity_query_size);
+
+	if (!copy_status_entry(&backend_status_array()[be->slot], now, query_buf))
+		return false;
+	now->query = query_buf;
+	return true;
+}
+
+/*
+ * The client address as text (numeric host), into buf; false for a Unix
+ * socket or an unknown address.
+ */
+bool
+ph_client_addr_text(const SockAddr *addr, char *buf, size_t size, int *port)
+{
+	char		service[NI_MAXSERV];
+
+	if (addr->addr.ss_family != AF_INET && addr->addr.ss_family != AF_INET6)
+		return false;
+	if (pg_getnameinfo_all(&addr->addr, addr->salen, buf, size,
+						   service, sizeof(service),
+						   NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		return false;
+	clean_ipv6_addr(addr->addr.ss_family, buf);
+	if (port)
+		*port = atoi(service);
+	return true;
+}
+
+/*
+ * May the current user see the details of this backend?  The rule of
+ * pg_stat_activity: pg_read_all_stats, or the privileges of its role.
+ */
+bool
+ph_backend_visible(const PhBackend *be)
+{
+	Oid			me = GetUserId();
+
+	return has_privs_of_role(me, ROLE_PG_READ_ALL_STATS) ||
+		has_privs_of_role(me, be->role_id);
+}
+
+/* backend_type as pg_stat_activity shows it (a worker shows its bgw_type). */
+const char *
+ph_backend_type_name(const PhBackend *be)
+{
+	if (be->backend_type == B_BG_WORKER)
+	{
+		const char *bgw_type = GetBackgroundWorkerTypeByPid(be->pid);
+
+		if (bgw_type != NULL)
+			return pstrdup(bgw_type);
+	}
+	return GetBackendTypeDesc(be->backend_type);
+}

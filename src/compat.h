@@ -1,0 +1,100 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *		Every difference between the PostgreSQL majors pool_health supports
+ *		(15 and newer), as small inline wrappers and macros.  Logic files
+ *		never test PG_VERSION_NUM themselves.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef POOL_HEALTH_COMPAT_H
+#define POOL_HEALTH_COMPAT_H
+
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "postmaster/postmaster.h"
+#include "storage/proc.h"
+#include "utils/backend_status.h"
+#include "utils/wait_event.h"
+
+/*
+ * Number of entries of the shared backend status array ("Backend Status
+ * Array", NumBackendStatSlots in backend_status.c): one per backend plus
+ * one per auxiliary process.  PG 17 counts auxiliary processes by slot
+ * rather than by type.
+ */
+static inline int
+ph_backend_status_slots(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return MaxBackends + NUM_AUXILIARY_PROCS;
+#else
+	return MaxBackends + NUM_AUXPROCTYPES;
+#endif
+}
+
+/*
+ * Slots of max_connections that ordinary roles cannot get:
+ * superuser_reserved_connections, plus reserved_connections from PG 16.
+ */
+static inline int
+ph_reserved_connections(void)
+{
+#if PG_VERSION_NUM >= 160000
+	return SuperuserReservedConnections + ReservedConnections;
+#else
+	return ReservedBackends;
+#endif
+}
+
+/*
+ * The state column of pg_stat_activity, as text.  PG 18 added "starting"
+ * for backends still authenticating.
+ */
+static inline const char *
+ph_backend_state_name(BackendState state)
+{
+	switch (state)
+	{
+		case STATE_IDLE:
+			return "idle";
+		case STATE_RUNNING:
+			return "active";
+		case STATE_IDLEINTRANSACTION:
+			return "idle in transaction";
+		case STATE_FASTPATH:
+			return "fastpath function call";
+		case STATE_IDLEINTRANSACTION_ABORTED:
+			return "idle in transaction (aborted)";
+		case STATE_DISABLED:
+			return "disabled";
+#if PG_VERSION_NUM >= 180000
+		case STATE_STARTING:
+			return "starting";
+#endif
+		case STATE_UNDEFINED:
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * The wait event the worker shows while it sleeps between samples: a named
+ * custom event from PG 17, the generic "Extension" before.
+ */
+static inline uint32
+ph_worker_wait_event(void)
+{
+#if PG_VERSION_NUM >= 170000
+	static uint32 wait_event = 0;
+
+	if (wait_event == 0)
+		wait_event = WaitEventExtensionNew("PoolHealthMain");
+	return wait_event;
+#else
+	return PG_WAIT_EXTENSION;
+#endif
+}
+
+#endif							/* POOL_HEALTH_COMPAT_H */

@@ -1,0 +1,317 @@
+/*-------------------------------------------------------------------------
+ *
+ * history.c
+ *		Multi-resolution history in shared memory: a ring of raw samples
+ *		(pool_health.history_raw_samples of them) and a ring of per-minute
+ *		aggregates (pool_health.history_retention minutes), and its file,
+ *		written by the postmaster at a clean shutdown and read back at the
+ *		next start, as pg_stat_statements does with its statistics.
+ *
+ * Locking: every function that reads or writes the rings says which mode
+ * of ph_shared->lock its caller holds.  Saving and loading run in the
+ * postmaster when no other process is attached, without the lock.
+ *
+ * With the defaults (3600 raw samples, 7 days of minutes) the rings take
+ * about 0.9 MB.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "port/pg_crc32c.h"
+#include "storage/fd.h"
+#include "utils/timestamp.h"
+
+#include "pool_health.h"
+
+#define HISTORY_FILE		PGSTAT_STAT_PERMANENT_DIRECTORY "/pool_health.history"
+#define HISTORY_MAGIC		0x50484831	/* "PHH1" */
+#define HISTORY_FORMAT		1
+
+/* The file: this header, the entries oldest first, then a CRC of both. */
+typedef struct HistoryFileHeader
+{
+	uint32		magic;
+	uint32		format;
+	uint32		sample_size;
+	uint32		minute_size;
+	int32		raw_count;
+	int32		minute_count;
+	uint64		terminations;
+	uint64		refusals;
+	PhMinute	current;
+} HistoryFileHeader;
+
+Size
+ph_history_shmem_size(void)
+{
+	return add_size(MAXALIGN(mul_size(sizeof(PhSample), ph_history_raw_samples)),
+					mul_size(sizeof(PhMinute), ph_history_minutes));
+}
+
+/* Set up empty rings in storage (ph_history_shmem_size() bytes). */
+void
+ph_history_init(PhHistory *history, char *storage)
+{
+	memset(history, 0, sizeof(PhHistory));
+	history->raw_capacity = ph_history_raw_samples;
+	history->minute_capacity = ph_history_minutes;
+	history->raw = (PhSample *) storage;
+	history->minutes = (PhMinute *)
+		(storage + MAXALIGN(sizeof(PhSample) * ph_history_raw_samples));
+}
+
+static TimestampTz
+minute_start(TimestampTz at)
+{
+	TimestampTz rem = at % USECS_PER_MINUTE;
+
+	return at - (rem < 0 ? rem + USECS_PER_MINUTE : rem);
+}
+
+static void
+push_minute(PhHistory *history, const PhMinute *minute)
+{
+	history->minutes[history->minute_next] = *minute;
+	history->minute_next = (history->minute_next + 1) % history->minute_capacity;
+	history->minute_count = Min(history->minute_count + 1, history->minute_capacity);
+}
+
+/*
+ * Add a raw sample, and fold it into its minute.  Caller holds the lock
+ * exclusively.
+ */
+void
+ph_history_append(PhHistory *history, const PhSample *sample)
+{
+	PhMinute   *cur = &history->current;
+	TimestampTz minute = minute_start(sample->at);
+
+	history->raw[history->raw_next] = *sample;
+	history->raw_next = (history->raw_next + 1) % history->raw_capacity;
+	history->raw_count = Min(history->raw_count + 1, history->raw_capacity);
+
+	if (cur->samples > 0 && cur->at != minute)
+	{
+		push_minute(history, cur);
+		cur->samples = 0;
+	}
+	if (cur->samples == 0)
+	{
+		memset(cur, 0, sizeof(PhMinute));
+		cur->at = minute;
+		cur->used_min = sample->used;
+		cur->used_max = sample->used;
+	}
+	cur->samples++;
+	cur->usable = sample->usable;
+	cur->used_min = Min(cur->used_min, sample->used);
+	cur->used_max = Max(cur->used_max, sample->used);
+	cur->used_sum += sample->used;
+	cur->active_sum += sample->active;
+	cur->idle_sum += sample->idle;
+	cur->idle_in_transaction_sum += sample->idle_in_transaction;
+	cur->waiting_max = Max(cur->waiting_max, sample->waiting);
+	cur->leaked_max = Max(cur->leaked_max, sample->leaked);
+	cur->terminated += sample->terminated;
+	cur->refused += sample->refused;
+	cur->worst_level = Max(cur->worst_level, sample->level);
+}
+
+/*
+ * Copy the raw samples, oldest first, into out (room for raw_capacity).
+ * Caller holds the lock, shared at least.
+ */
+int
+ph_history_copy_raw(const PhHistory *history, PhSample *out)
+{
+	int			first = (history->raw_next - history->raw_count + history->raw_capacity) %
+		history->raw_capacity;
+
+	for (int i = 0; i < history->raw_count; i++)
+		out[i] = history->raw[(first + i) % history->raw_capacity];
+	return history->raw_count;
+}
+
+/*
+ * Copy the minutes, oldest first, then the minute in progress, into out
+ * (room for minute_capacity + 1).  Caller holds the lock, shared at least.
+ */
+int
+ph_history_copy_minutes(const PhHistory *history, PhMinute *out)
+{
+	int			first = (history->minute_next - history->minute_count +
+						 history->minute_capacity) % history->minute_capacity;
+	int			n = history->minute_count;
+
+	for (int i = 0; i < n; i++)
+		out[i] = history->minutes[(first + i) % history->minute_capacity];
+	if (history->current.samples > 0)
+		out[n++] = history->current;
+	return n;
+}
+
+/*
+ * Write the history to its file (postmaster, at a clean shutdown).  A
+ * failure is logged and costs only the history.
+ */
+void
+ph_history_save(void)
+{
+	PhHistory  *history = &ph_shared->history;
+	HistoryFileHeader header;
+	PhSample   *raw = palloc(sizeof(PhSample) * Max(history->raw_capacity, 1));
+	PhMinute   *minutes = palloc(sizeof(PhMinute) * (history->minute_capacity + 1));
+	pg_crc32c	crc;
+	FILE	   *file;
+	const char *tmp = HISTORY_FILE ".tmp";
+
+	memset(&header, 0, sizeof(header));
+	header.magic = HISTORY_MAGIC;
+	header.format = HISTORY_FORMAT;
+	header.sample_size = sizeof(PhSample);
+	header.minute_size = sizeof(PhMinute);
+	header.raw_count = ph_history_copy_raw(history, raw);
+	header.minute_count = history->minute_count;
+	(void) ph_history_copy_minutes(history, minutes);
+	header.current = history->current;
+	header.terminations = pg_atomic_read_u64(&ph_shared->terminations);
+	header.refusals = pg_atomic_read_u64(&ph_shared->refusals);
+
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, &header, sizeof(header));
+	COMP_CRC32C(crc, raw, sizeof(PhSample) * header.raw_count);
+	COMP_CRC32C(crc, minutes, sizeof(PhMinute) * header.minute_count);
+	FIN_CRC32C(crc);
+
+	file = AllocateFile(tmp, PG_BINARY_W);
+	if (file == NULL ||
+		fwrite(&header, sizeof(header), 1, file) != 1 ||
+		fwrite(raw, sizeof(PhSample), header.raw_count, file) != (size_t) header.raw_count ||
+		fwrite(minutes, sizeof(PhMinute), header.minute_count, file) != (size_t) header.minute_count ||
+		fwrite(&crc, sizeof(crc), 1, file) != 1 ||
+		FreeFile(file) != 0)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write pool_health history file \"%s\": %m", tmp)));
+		if (file)
+			FreeFile(file);
+		unlink(tmp);
+		return;
+	}
+	(void) durable_rename(tmp, HISTORY_FILE, LOG);
+}
+
+/* Ignore a history file that cannot be ours, or is damaged. */
+static void
+reject_file(const char *why)
+{
+	ereport(WARNING,
+			(errmsg("ignoring pool_health history file \"%s\": %s",
+					HISTORY_FILE, why),
+			 errdetail("The history starts empty.")));
+}
+
+/*
+ * Read the history back (postmaster, at start, into fresh rings).  The
+ * file is removed afterwards, so that a crash never restores old data.
+ * When the rings are now smaller, the newest entries are kept.
+ */
+void
+ph_history_load(void)
+{
+	PhHistory  *history = &ph_shared->history;
+	HistoryFileHeader header;
+	struct stat st;
+	char	   *data = NULL;
+	FILE	   *file;
+	Size		expected;
+	pg_crc32c	crc;
+	pg_crc32c	stored;
+	PhSample   *raw;
+	PhMinute   *minutes;
+
+	if (stat(HISTORY_FILE, &st) != 0)
+		return;					/* no file: nothing to restore */
+
+	file = AllocateFile(HISTORY_FILE, PG_BINARY_R);
+	if (file == NULL)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not read pool_health history file \"%s\": %m", HISTORY_FILE)));
+		return;
+	}
+
+	if (st.st_size < (off_t) (sizeof(header) + sizeof(crc)) ||
+		st.st_size > (off_t) (64 * 1024 * 1024))
+	{
+		reject_file("its size is not that of a history file");
+		goto done;
+	}
+	data = palloc(st.st_size);
+	if (fread(data, 1, st.st_size, file) != (size_t) st.st_size)
+	{
+		reject_file("it could not be read whole");
+		goto done;
+	}
+	memcpy(&header, data, sizeof(header));
+	if (header.magic != HISTORY_MAGIC || header.format != HISTORY_FORMAT ||
+		header.sample_size != sizeof(PhSample) ||
+		header.minute_size != sizeof(PhMinute))
+	{
+		reject_file("it was not written by this version of pool_health");
+		goto done;
+	}
+	if (header.raw_count < 0 || header.minute_count < 0 ||
+		header.raw_count > 16 * 1024 * 1024 || header.minute_count > 16 * 1024 * 1024)
+	{
+		reject_file("its header is damaged");
+		goto done;
+	}
+	expected = sizeof(header) + sizeof(PhSample) * (Size) header.raw_count +
+		sizeof(PhMinute) * (Size) header.minute_count + sizeof(crc);
+	if ((Size) st.st_size != expected)
+	{
+		reject_file("it is truncated or has trailing data");
+		goto done;
+	}
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, data, expected - sizeof(crc));
+	FIN_CRC32C(crc);
+	memcpy(&stored, data + expected - sizeof(crc), sizeof(crc));
+	if (!EQ_CRC32C(crc, stored))
+	{
+		reject_file("its checksum does not match");
+		goto done;
+	}
+
+	raw = (PhSample *) (data + sizeof(header));
+	minutes = (PhMinute *) (data + sizeof(header) + sizeof(PhSample) * header.raw_count);
+	for (int i = Max(header.raw_count - history->raw_capacity, 0); i < header.raw_count; i++)
+	{
+		history->raw[history->raw_next] = raw[i];
+		history->raw_next = (history->raw_next + 1) % history->raw_capacity;
+		history->raw_count = Min(history->raw_count + 1, history->raw_capacity);
+	}
+	for (int i = Max(header.minute_count - history->minute_capacity, 0); i < header.minute_count; i++)
+		push_minute(history, &minutes[i]);
+	history->current = header.current;
+	pg_atomic_write_u64(&ph_shared->terminations, header.terminations);
+	pg_atomic_write_u64(&ph_shared->refusals, header.refusals);
+	ereport(LOG,
+			(errmsg("pool_health restored %d samples and %d minutes of history",
+					history->raw_count, history->minute_count)));
+
+done:
+	FreeFile(file);
+	if (data)
+		pfree(data);
+	unlink(HISTORY_FILE);
+}

@@ -1,0 +1,245 @@
+/*-------------------------------------------------------------------------
+ *
+ * pool_health.c
+ *		Entry point of the pool_health library: _PG_init and the settings.
+ *
+ * The library works in two modes.  Loaded on demand (CREATE EXTENSION,
+ * first call of one of its functions), it serves the live views and the
+ * manual functions.  Loaded through shared_preload_libraries, it also
+ * owns shared memory and a background worker; ph_preloaded says which.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/varlena.h"
+
+#include "pool_health.h"
+
+PG_MODULE_MAGIC;
+
+/* Settings (see the README for their meaning). */
+int			ph_degraded_percent = 70;
+int			ph_critical_percent = 90;
+int			ph_leak_after_ms = 60 * 1000;
+char	   *ph_database = NULL;
+int			ph_sample_interval_ms = 1000;
+char	   *ph_notify_channel = NULL;
+int			ph_history_raw_samples = 3600;
+int			ph_history_minutes = 7 * 24 * 60;
+int			ph_forecast_window_s = 15 * 60;
+int			ph_enforce = PH_ENFORCE_ON;
+char	   *ph_protected_roles = NULL;
+int			ph_max_policies = 100;
+int			ph_audit_memory = 500;
+bool		ph_admission = true;
+int			ph_metrics_top_groups = 10;
+
+static const struct config_enum_entry enforce_options[] = {
+	{"on", PH_ENFORCE_ON, false},
+	{"dry_run", PH_ENFORCE_DRY_RUN, false},
+	{"off", PH_ENFORCE_OFF, false},
+	{"true", PH_ENFORCE_ON, true},
+	{"false", PH_ENFORCE_OFF, true},
+	{NULL, 0, false}
+};
+
+/* Was the library loaded by shared_preload_libraries? */
+bool		ph_preloaded = false;
+
+void		_PG_init(void);
+
+static bool
+check_protected_roles(char **newval, void **extra, GucSource source)
+{
+	char	   *copy = pstrdup(*newval);
+	List	   *names;
+	bool		ok = SplitIdentifierString(copy, ',', &names);
+
+	if (!ok)
+		GUC_check_errdetail("List syntax is invalid.");
+	list_free(names);
+	pfree(copy);
+	return ok;
+}
+
+static bool
+check_notify_channel(char **newval, void **extra, GucSource source)
+{
+	if (strlen(*newval) >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("A channel name must be shorter than %d bytes.", NAMEDATALEN);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Settings that size shared memory or pick the worker's database: they can
+ * only exist when the library is preloaded.
+ */
+static void
+define_postmaster_settings(void)
+{
+	DefineCustomStringVariable("pool_health.database",
+							   "Database the pool_health worker connects to.",
+							   "The extension is created there; NOTIFY alerts are sent there.",
+							   &ph_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.max_policies",
+							"How many enabled policies the worker can publish to shared memory.",
+							NULL,
+							&ph_max_policies,
+							100, 1, 10000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.audit_memory",
+							"How many recent actions the in-memory audit list (pool_health.recent_actions) keeps.",
+							"On a hot standby it is the only queryable audit record.",
+							&ph_audit_memory,
+							500, 0, 100000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.history_raw_samples",
+							"Number of raw samples the history keeps in shared memory.",
+							"At the default sample_interval of 1s, 3600 samples are one hour.",
+							&ph_history_raw_samples,
+							3600, 10, 1000 * 1000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.history_retention",
+							"How long the history keeps per-minute aggregates.",
+							NULL,
+							&ph_history_minutes,
+							7 * 24 * 60, 60, 366 * 24 * 60,
+							PGC_POSTMASTER,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomIntVariable("pool_health.degraded_percent",
+							"Connection usage, in percent of the usable slots, at which the level becomes degraded.",
+							"Usable slots are max_connections minus the slots reserved for superusers and, from PostgreSQL 16, for pg_use_reserved_connections.",
+							&ph_degraded_percent,
+							70, 1, 100,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.critical_percent",
+							"Connection usage, in percent of the usable slots, at which the level becomes critical.",
+							NULL,
+							&ph_critical_percent,
+							90, 1, 100,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.leak_after",
+							"How long a session may stay idle in transaction before it counts as leaked.",
+							"A leaked session raises the level to at least degraded.",
+							&ph_leak_after_ms,
+							60 * 1000, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.sample_interval",
+							"How often the pool_health worker samples backend status.",
+							NULL,
+							&ph_sample_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pool_health.notify_channel",
+							   "Channel on which the worker sends NOTIFY for level changes; empty disables.",
+							   NULL,
+							   &ph_notify_channel,
+							   "pool_health",
+							   PGC_SIGHUP,
+							   0,
+							   check_notify_channel, NULL, NULL);
+
+	DefineCustomEnumVariable("pool_health.enforce",
+							 "Whether the worker enforces the policies continuously: on, dry_run (audit only) or off.",
+							 "The cleanup functions act whenever they are called, whatever this says.",
+							 &ph_enforce,
+							 PH_ENFORCE_ON,
+							 enforce_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pool_health.protected_roles",
+							   "Roles whose sessions pool_health never ends, whatever a policy says (comma-separated).",
+							   NULL,
+							   &ph_protected_roles,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   check_protected_roles, NULL, NULL);
+
+	DefineCustomBoolVariable("pool_health.admission",
+							 "Whether new connections are checked against the policies' max_connections and refuse_at.",
+							 "Needs the library in shared_preload_libraries.",
+							 &ph_admission,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.metrics_top_groups",
+							"How many databases, roles and applications pool_health.metrics() labels one by one; the rest are summed as (other).",
+							"Bounds the number of series a Prometheus scrape creates.",
+							&ph_metrics_top_groups,
+							10, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.forecast_window",
+							"How much recent history pool_health.forecast fits its trend to.",
+							NULL,
+							&ph_forecast_window_s,
+							15 * 60, 10, 7 * 24 * 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+}
+
+void
+_PG_init(void)
+{
+	ph_preloaded = process_shared_preload_libraries_in_progress;
+	define_settings();
+	if (ph_preloaded)
+		define_postmaster_settings();
+	MarkGUCPrefixReserved("pool_health");
+
+	if (ph_preloaded)
+	{
+		ph_shmem_install_hooks();
+		ph_admission_install_hook();
+		ph_worker_register();
+	}
+}

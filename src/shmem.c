@@ -1,0 +1,119 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *		pool_health's shared memory: requested and created through the
+ *		shmem hooks when the library is preloaded, and the error every
+ *		feature that needs it raises otherwise.
+ *
+ * Layout: one PhShared, followed by the history rings (history.c), the
+ * compiled policies (policy.c) and the in-memory audit list (audit.c).
+ * ph_shared->lock (an LWLock of the named tranche "pool_health") protects
+ * worker, history, policy_set and audit; the counters in PhShared are
+ * atomics and need no lock.  At a clean shutdown the postmaster saves the
+ * history to a file, and loads it back at the next start (history.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+
+#include "pool_health.h"
+
+PhShared   *ph_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static Size
+shared_size(void)
+{
+	Size		size = MAXALIGN(sizeof(PhShared));
+
+	size = add_size(size, MAXALIGN(ph_history_shmem_size()));
+	size = add_size(size, MAXALIGN(ph_policy_shmem_size()));
+	return add_size(size, ph_audit_shmem_size());
+}
+
+static void
+ph_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(shared_size());
+	RequestNamedLWLockTranche("pool_health", 1);
+}
+
+/* At postmaster exit: keep the history for the next start (not after a crash). */
+static void
+ph_shmem_shutdown(int code, Datum arg)
+{
+	if (code == 0 && ph_shared != NULL)
+		ph_history_save();
+}
+
+static void
+ph_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ph_shared = ShmemInitStruct("pool_health", shared_size(), &found);
+	if (!found)
+	{
+		char	   *storage = (char *) ph_shared + MAXALIGN(sizeof(PhShared));
+
+		memset(ph_shared, 0, sizeof(PhShared));
+		ph_shared->lock = &(GetNamedLWLockTranche("pool_health"))->lock;
+		pg_atomic_init_u64(&ph_shared->terminations, 0);
+		pg_atomic_init_u64(&ph_shared->refusals, 0);
+		/* optimistic: the first start connects to pool_health.database */
+		ph_shared->worker.connect_to_database = true;
+		ph_history_init(&ph_shared->history, storage);
+		storage += MAXALIGN(ph_history_shmem_size());
+		ph_policy_init(&ph_shared->policy_set, storage);
+		storage += MAXALIGN(ph_policy_shmem_size());
+		ph_audit_init(&ph_shared->audit, storage);
+	}
+	LWLockRelease(AddinShmemInitLock);
+
+	/* in the postmaster: restore the saved history, save it at exit */
+	if (!IsUnderPostmaster)
+	{
+		if (!found)
+			ph_history_load();
+		on_shmem_exit(ph_shmem_shutdown, (Datum) 0);
+	}
+}
+
+/* From _PG_init, when preloaded. */
+void
+ph_shmem_install_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ph_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ph_shmem_startup;
+}
+
+/*
+ * The shared state, or an error saying the feature needs the library in
+ * shared_preload_libraries.
+ */
+PhShared *
+ph_shared_required(const char *what)
+{
+	if (ph_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s requires pool_health to be loaded via shared_preload_libraries",
+						what),
+				 errhint("Add pool_health to shared_preload_libraries in postgresql.conf and restart the server.")));
+	return ph_shared;
+}

@@ -1,0 +1,146 @@
+# The background worker: it samples into the history, alerts on level
+# changes (log and NOTIFY), follows SIGHUP, comes back after being killed,
+# and its history survives worker restarts and clean server restarts.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use PoolHealthTest;
+
+my $node = ph_node('worker', conf => "max_connections = 20");
+
+# --- the worker runs and samples ---------------------------------------------
+my ($client) = ph_session($node);    # a client connected while the worker samples
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pool_health' AND application_name = 'pool_health' AND datname = 'postgres'"),
+	'one worker, backend_type pool_health, connected to pool_health.database');
+ok( $node->poll_query_until('postgres',
+		"SELECT status->'worker'->>'mode' = 'running' AND (status->'worker'->>'running')::bool FROM pool_health.status() status"),
+	'status() reports the worker running');
+ok($node->poll_query_until('postgres', "SELECT count(*) >= 3 FROM pool_health.get_history(resolution => 'raw') WHERE used >= 1"),
+	'the history grows');
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(DISTINCT level, ',') || ':' || min(usable) || ':' || (max(used) >= 1) FROM pool_health.get_history(resolution => 'raw')"),
+	'healthy:17:true', 'history rows carry the level and usage');
+is( $node->safe_psql('postgres',
+		"SELECT resolution || ':' || samples FROM pool_health.history ORDER BY at LIMIT 1"),
+	'raw:1', 'a fresh history has only raw samples');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) >= 1 AND min(samples) >= 1 AND min(used_min) <= min(used_max) FROM pool_health.get_history(resolution => 'minute')"),
+	't', 'the current minute is aggregated');
+
+# --- a level change: logged and notified --------------------------------------
+my ($listener) = ph_session($node);
+$listener->query_safe('LISTEN pool_health');
+my $log_offset = -s $node->logfile;
+# 17 usable; the client and the listener are 2 connections: 11.8 %
+ph_set($node, 'pool_health.degraded_percent' => '5');
+my $notification = '';
+for (my $i = 0; $i < 10 * $PostgreSQL::Test::Utils::timeout_default; $i++)
+{
+	$notification = $listener->query_safe('SELECT 1');
+	last if $notification =~ /Asynchronous notification/;
+	usleep(100_000);
+}
+like($notification,
+	qr/Asynchronous notification "pool_health" with payload "\{"event": "level_change", "old_level": "healthy", "level": "degraded", "reasons": \["usage [\d.]+% is at or above pool_health.degraded_percent \(5%\)"\], "used": \d+, "usable": 17/,
+	'a LISTENing session receives the level change as JSON');
+ok( $node->wait_for_log(
+		qr/WARNING:  pool_health: connection health changed from healthy to degraded\n.*DETAIL:  \d+ of 17 usable connections used/,
+		$log_offset),
+	'the degradation is logged as a WARNING with the reasons');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pool_health.get_history(resolution => 'raw') WHERE level = 'degraded'"),
+	'the history records the degraded level');
+$log_offset = -s $node->logfile;
+ph_set($node, 'pool_health.degraded_percent' => '70');
+ok($node->wait_for_log(qr/LOG:  pool_health: connection health changed from degraded to healthy/, $log_offset),
+	'the recovery is logged as LOG');
+$listener->quit;
+$client->quit;
+
+# --- SIGHUP changes the interval ------------------------------------------------
+ph_set($node, 'pool_health.sample_interval' => '100ms');
+ok( $node->poll_query_until('postgres',
+		"SELECT max(gap) < '400ms' FROM (SELECT at - lag(at) OVER (ORDER BY at) AS gap FROM pool_health.get_history(now() - interval '1 second', NULL, 'raw')) g WHERE gap IS NOT NULL HAVING count(*) >= 5"),
+	'after a reload the worker samples every 100 ms');
+
+# --- the worker comes back after being terminated, history intact ---------------
+my $old_pid = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pool_health'");
+my $samples_before = $node->safe_psql('postgres', "SELECT count(*) FROM pool_health.get_history(resolution => 'raw')");
+my $oldest = $node->safe_psql('postgres', "SELECT min(at) FROM pool_health.get_history(resolution => 'raw')");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($old_pid)");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pool_health' AND pid <> $old_pid"),
+	'the terminated worker is restarted');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) >= $samples_before AND min(at) = '$oldest' FROM pool_health.get_history(resolution => 'raw')"),
+	't', 'the history survives the worker restart');
+ok( $node->poll_query_until('postgres',
+		"SELECT (status->'worker'->>'starts')::int = 2 AND status->'worker'->>'mode' = 'running' FROM pool_health.status() status"),
+	'status() counts the restart');
+
+# --- the history survives a clean server restart -------------------------------------
+$log_offset = -s $node->logfile;
+$node->restart(mode => 'fast');
+ok($node->wait_for_log(qr/pool_health restored \d+ samples and \d+ minutes of history/, $log_offset),
+	'the restart logs the restored history');
+is( $node->safe_psql('postgres',
+		"SELECT min(at) = '$oldest' FROM pool_health.get_history(resolution => 'raw')"),
+	't', 'samples from before the restart are still there');
+ok($node->poll_query_until('postgres', "SELECT max(at) > now() - interval '1 second' FROM pool_health.get_history(resolution => 'raw')"),
+	'and new ones are appended');
+
+# --- a damaged history file is ignored with a warning ------------------------------------
+$node->stop('fast');
+my $file = $node->data_dir . '/pg_stat/pool_health.history';
+ok(-s $file, 'a clean stop writes the history file');
+truncate($file, (-s $file) - 100) or die "truncate: $!";
+$log_offset = -s $node->logfile;
+$node->start;
+ok($node->wait_for_log(qr/WARNING:  ignoring pool_health history file "pg_stat\/pool_health.history": it is truncated or has trailing data/, $log_offset),
+	'a truncated file is ignored with a warning');
+is($node->safe_psql('postgres', "SELECT count(*) FILTER (WHERE at < '$oldest'::timestamptz + interval '1 second') FROM pool_health.get_history(resolution => 'raw')"),
+	'0', 'and the history starts empty');
+$node->stop('fast');
+open(my $fh, '>', $file) or die;
+print $fh "garbage" x 100;
+close $fh;
+$log_offset = -s $node->logfile;
+$node->start;
+ok($node->wait_for_log(qr/WARNING:  ignoring pool_health history file .*: it was not written by this version of pool_health/, $log_offset),
+	'a foreign file is ignored with a warning');
+ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM pool_health.get_history()"),
+	'the worker samples after that');
+
+# --- DROP and CREATE EXTENSION do not disturb the worker ------------------------------------
+my $pid = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pool_health'");
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres', 'DROP EXTENSION pool_health');
+ok($node->wait_for_log(qr/pool_health: extension "pool_health" is not created in database "postgres"; sampling and waiting for it/, $log_offset),
+	'the worker notices the extension is gone');
+$node->safe_psql('postgres', 'CREATE EXTENSION pool_health');
+ok( $node->poll_query_until('postgres',
+		"SELECT status->'worker'->>'mode' = 'running' FROM pool_health.status() status"),
+	'and resumes when it is created again');
+is($node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pool_health'"),
+	$pid, 'without restarting');
+
+# --- forecast ------------------------------------------------------------------------------------
+ph_set($node, 'pool_health.forecast_window' => '20s');
+my @rising = map { [ ph_session($node) ] } 1 .. 6;
+$node->poll_query_until('postgres',
+	"SELECT used >= 7 FROM pool_health.get_history(now() - interval '1 second', NULL, 'raw') ORDER BY at DESC LIMIT 1");
+my $forecast = $node->safe_psql('postgres',
+	"SELECT samples > 5, trend_per_minute > 0, time_to_exhaustion > '0', exhaustion_at > now() FROM pool_health.forecast");
+is($forecast, 't|t|t|t', 'rising usage gives a positive trend and a time to exhaustion');
+$_->[0]->quit for @rising;
+ok( $node->poll_query_until('postgres',
+		"SELECT time_to_exhaustion IS NULL FROM pool_health.forecast", 't'),
+	'no time to exhaustion once usage stops rising');
+
+$node->stop;
+done_testing();
