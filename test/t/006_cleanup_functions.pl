@@ -106,6 +106,12 @@ $bobs_idle->quit;
 $_->quit for ($young, $super);
 ok($node->poll_query_until('postgres', 'SELECT used = 1 FROM pool_health.usage'),
 	'only the checking session is left');
+# the longest idle of all: a superuser's and a protected role's, which
+# reclaim() must pass over even when the caller is a superuser
+$node->safe_psql('postgres', 'CREATE ROLE ops LOGIN');
+ph_set($node, 'pool_health.protected_roles' => 'ops');
+my ($super_idle, $super_idle_pid) = ph_app_session($node, 'pool-admin');
+my ($ops_idle, $ops_idle_pid) = ph_app_session($node, 'pool-ops', role => 'ops');
 my @idle;
 for my $i (1 .. 10)
 {
@@ -115,15 +121,20 @@ for my $i (1 .. 10)
 }
 is($node->safe_psql('postgres', 'SELECT count(*) FROM pool_health.reclaim(100)'),
 	'0', 'reclaim() does nothing while usage is below the target');
-# target 30 % of 20 = 6 slots: the 10 idle sessions and the calling one
-# are 11, so 5 must go
+# target 30 % of 20 = 6 slots: the 12 idle sessions and the calling one
+# are 13, so 7 must go, all of them bob's
 my $reclaimed = $node->safe_psql('postgres',
 	"SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pool_health.reclaim(30)");
 my @ended = split /,/, $reclaimed;
-is(scalar(@ended), 5, 'reclaim(30) ends exactly enough sessions');
+is(scalar(@ended), 7, 'reclaim(30) ends exactly enough sessions');
 is( join(',', sort { $a <=> $b } @ended),
 	join(',', sort { $a <=> $b } map { $_->[1] } @idle[ 0 .. $#ended ]),
 	'the longest idle ones');
+ok(ph_alive($node, $super_idle_pid), 'not the longer idle superuser session');
+ok(ph_alive($node, $ops_idle_pid), 'nor the protected role\'s');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM pool_health.terminations WHERE pid IN ($super_idle_pid, $ops_idle_pid)"),
+	'0', 'and neither is audited as ended');
 ok( $node->poll_query_until('postgres',
 		"SELECT used <= 6 FROM pool_health.usage"),
 	'usage is at the target afterwards');
