@@ -85,3 +85,27 @@ ph_scratch_copy() {
 	[ "$(id -u)" = 0 ] && chown -R "$(ph_run_user)" "$dir"
 	echo "$dir"
 }
+
+# ph_fetch_source PACKAGE DIR: download Debian's source package PACKAGE
+# (from bookworm, trixie or sid, through a private deb-src list: the
+# machine's own apt configuration is left alone) into DIR; prints the path
+# of its upstream tarball.
+ph_fetch_source() {
+	local apt_dir=${PH_APT_CACHE:-/var/cache/pool_health-apt} mirror
+	ph_need_packages dpkg-dev
+	mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+	[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+	[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+	local opts=(-o Dir::Etc::sourcelist="$apt_dir/sources.list" -o Dir::Etc::sourceparts=-
+		-o Dir::State::Lists="$apt_dir/lists" -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1)
+	if [ ! -f "$apt_dir/sources.list" ]; then
+		ph_as_root mkdir -p "$apt_dir/lists/partial"
+		printf 'deb-src [trusted=yes] %s %s main\n' "$mirror" bookworm "$mirror" trixie "$mirror" sid |
+			ph_as_root tee "$apt_dir/sources.list" >/dev/null
+		ph_as_root apt-get "${opts[@]}" update >/dev/null 2>&1
+	fi
+	mkdir -p "$2"
+	(cd "$2" && apt-get "${opts[@]}" source --download-only "$1" >/dev/null 2>&1) ||
+		{ echo "cannot fetch the source package $1" >&2; return 1; }
+	ls "$2"/*.orig.tar.* | head -n 1
+}
