@@ -20,19 +20,14 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
-#include "utils/lsyscache.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "pool_health.h"
@@ -159,43 +154,25 @@ ph_audit_datums(const PhAuditEntry *e, Datum *values, bool *isnull)
 static void
 insert_row(const PhAuditEntry *e)
 {
-	Oid			nsp = get_namespace_oid("pool_health", true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("terminations", nsp) : InvalidOid;
 	Oid			types[PH_AUDIT_COLS] = {TIMESTAMPTZOID, INT4OID, NAMEOID, NAMEOID,
 		TEXTOID, INETOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID,
 	TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID, BOOLOID, TEXTOID, NAMEOID};
 	Datum		values[PH_AUDIT_COLS];
 	bool		isnull[PH_AUDIT_COLS];
 	char		nulls[PH_AUDIT_COLS + 1];
-	HeapTuple	classtup;
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
-
-	if (!OidIsValid(relid))
-		return;
-	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(classtup))
-		return;
-	owner = ((Form_pg_class) GETSTRUCT(classtup))->relowner;
-	ReleaseSysCache(classtup);
+	PhTableOwner saved;
 
 	ph_audit_datums(e, values, isnull);
 	for (int i = 0; i < PH_AUDIT_COLS; i++)
 		nulls[i] = isnull[i] ? 'n' : ' ';
 	nulls[PH_AUDIT_COLS] = '\0';
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	if (!ph_table_owner_begin("terminations", &saved))
+		return;
 	if (SPI_execute_with_args(AUDIT_INSERT, PH_AUDIT_COLS, types, values, nulls,
 							  false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into pool_health.terminations");
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	ph_table_owner_end(&saved);
 }
 
 static char *

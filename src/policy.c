@@ -22,10 +22,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "access/htup_details.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "commands/dbcommands.h"	/* get_database_oid() before PG 19 */
 #include "catalog/pg_database.h"	/* get_database_oid() from PG 19 */
@@ -39,7 +36,6 @@
 #include "utils/builtins.h"
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -193,32 +189,14 @@ compile_row(HeapTuple tuple, TupleDesc desc, PhPolicy *p)
 bool
 ph_policies_load(PhPolicies *out)
 {
-	Oid			nsp = get_namespace_oid("pool_health", true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("policies", nsp) : InvalidOid;
-	HeapTuple	classtup;
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
 	MemoryContext caller_context = CurrentMemoryContext;
+	PhTableOwner saved;
 
 	out->count = 0;
 	out->items = NULL;
 	out->need_blocking = false;
-	if (!OidIsValid(relid))
+	if (!ph_table_owner_begin("policies", &saved))
 		return false;
-
-	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(classtup))
-		return false;
-	owner = ((Form_pg_class) GETSTRUCT(classtup))->relowner;
-	ReleaseSysCache(classtup);
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute(POLICY_QUERY, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pool_health.policies");
 
@@ -232,8 +210,7 @@ ph_policies_load(PhPolicies *out)
 		if (p->blocking_timeout > 0)
 			out->need_blocking = true;
 	}
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	ph_table_owner_end(&saved);
 
 	qsort(out->items, out->count, sizeof(PhPolicy), precedence_cmp);
 	return true;

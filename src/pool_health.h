@@ -436,6 +436,15 @@ extern bool ph_enforce_act(const PhBackend *be, const PhPolicy *policy,
 						   PhActionResult *result);
 extern char *ph_duration_text(int64 usec);
 
+/* table_owner.c */
+typedef struct PhTableOwner
+{
+	Oid			userid;			/* the caller's, restored at the end */
+	int			sec_context;
+} PhTableOwner;
+extern bool ph_table_owner_begin(const char *relname, PhTableOwner *saved);
+extern void ph_table_owner_end(const PhTableOwner *saved);
+
 /* audit.c */
 extern Size ph_audit_shmem_size(void);
 extern void ph_audit_init(PhAuditRing *ring, char *storage);
