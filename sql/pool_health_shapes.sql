@@ -33,6 +33,11 @@ FROM pg_depend
 WHERE refclassid = 'pg_extension'::regclass
   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pool_health')
   AND deptype = 'e'
+  -- PostgreSQL 18 also records the row types of relations and the array
+  -- types as members: they come with their relation or type
+  AND NOT (classid = 'pg_type'::regclass AND EXISTS (
+      SELECT FROM pg_type t LEFT JOIN pg_class c ON c.oid = t.typrelid
+      WHERE t.oid = objid AND (t.typcategory = 'A' OR c.relkind <> 'c')))
 ORDER BY 1;
 
 -- the columns of each view

@@ -361,6 +361,19 @@ ph_match_key_for(const PhBackend *be, PhMatchKey *key)
 	key->client_addr = &be->client_addr;
 }
 
+/*
+ * Does a policy's database or role (by OID, else by name) match the
+ * session's?  A session that has neither yet (a backend still
+ * authenticating, which PostgreSQL 18 shows) matches no such policy.
+ */
+static bool
+same_object(Oid key_id, const char *key_name, Oid policy_id, const NameData *policy_name)
+{
+	if (OidIsValid(key_id))
+		return key_id == policy_id;
+	return key_name != NULL && strcmp(key_name, NameStr(*policy_name)) == 0;
+}
+
 /* The policy governing a session, or NULL. */
 const PhPolicy *
 ph_policy_match(const PhPolicies *policies, const PhMatchKey *key)
@@ -370,12 +383,10 @@ ph_policy_match(const PhPolicies *policies, const PhMatchKey *key)
 		const PhPolicy *p = &policies->items[i];
 
 		if (p->match_database &&
-			(OidIsValid(key->database_id) ? key->database_id != p->database_id :
-			 strcmp(key->database, NameStr(p->database)) != 0))
+			!same_object(key->database_id, key->database, p->database_id, &p->database))
 			continue;
 		if (p->match_role &&
-			(OidIsValid(key->role_id) ? key->role_id != p->role_id :
-			 strcmp(key->role, NameStr(p->role)) != 0))
+			!same_object(key->role_id, key->role, p->role_id, &p->role))
 			continue;
 		if (p->match_client && !ph_network_contains(&p->client, key->client_addr))
 			continue;

@@ -8,6 +8,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Socket::UNIX;
 use PoolHealthTest;
 
 my $node = ph_node('faults', conf => "pool_health.database = 'app'", create => 0);
@@ -65,6 +66,37 @@ $node->safe_psql('app', q{
 	VALUES ('web', 'web%', '1s');
 });
 ok(ph_gone($node, $leaker3_pid), 'created again, the policy is enforced again');
+
+# --- a client still authenticating (PostgreSQL 18 lists it, with no role yet) ------------
+# while a policy names a role: the worker classifies it without a role,
+# matches no role's policy, and counts it
+$node->safe_psql('app', q{
+	CREATE ROLE pw LOGIN PASSWORD 'secret';
+	INSERT INTO pool_health.policies (name, role, idle_in_transaction_timeout)
+	VALUES ('by-role', 'web', '1h');
+});
+$node->append_conf('pg_hba.conf', '');
+my $hba = $node->data_dir . '/pg_hba.conf';
+my $hba_text = slurp_file($hba);
+open my $hba_fh, '>', $hba or die "pg_hba.conf: $!";
+print $hba_fh "local all pw scram-sha-256\n$hba_text";
+close $hba_fh;
+$node->reload;
+# a startup packet, then silence: the server waits for the password
+my $stalled = IO::Socket::UNIX->new(
+	Type => SOCK_STREAM(),
+	Peer => $node->host . '/.s.PGSQL.' . $node->port) or die "connect: $!";
+my $params = "user\0pw\0database\0app\0\0";
+print $stalled pack('NN', 8 + length($params), 196608) . $params;
+$stalled->flush;
+my $auth_request;
+$stalled->sysread($auth_request, 1);
+is($auth_request, 'R', 'a client waits in authentication');
+$samples = $node->safe_psql('app', "SELECT status->'worker'->>'samples' FROM pool_health.status() status");
+ok( $node->poll_query_until('app',
+		"SELECT (status->'worker'->>'samples')::int > $samples + 2 FROM pool_health.status() status"),
+	'the worker samples on while it does');
+close $stalled;
 
 # --- the worker's database dropped and re-created ------------------------------------------
 my $worker_pid = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pool_health'");
