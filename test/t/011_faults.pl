@@ -1,6 +1,7 @@
 # Faults: a worker cycle that fails (the audit insert raises), the worker's
 # database dropped and re-created, DROP EXTENSION while the worker
-# enforces.  The worker logs, counts, and carries on; the server never
+# enforces, a client stalled in authentication (listed with no role on
+# PostgreSQL 18) while a policy names a role.  The worker logs, counts, and carries on; the server never
 # restarts.
 use strict;
 use warnings;
