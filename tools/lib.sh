@@ -92,7 +92,7 @@ ph_scratch_copy() {
 # of its upstream tarball.
 ph_fetch_source() {
 	local apt_dir=${PH_APT_CACHE:-/var/cache/pool_health-apt} mirror
-	ph_need_packages dpkg-dev
+	ph_need_packages dpkg-dev curl
 	mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 	[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
 	[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
@@ -105,7 +105,30 @@ ph_fetch_source() {
 		ph_as_root apt-get "${opts[@]}" update >/dev/null 2>&1
 	fi
 	mkdir -p "$2"
-	(cd "$2" && apt-get "${opts[@]}" source --download-only "$1" >/dev/null 2>&1) ||
-		{ echo "cannot fetch the source package $1" >&2; return 1; }
+	if ! (cd "$2" && apt-get "${opts[@]}" source --download-only "$1" >/dev/null 2>&1); then
+		# a mirror can lag its own index: fetch the upstream tarball of the
+		# indexed release, or of the newest earlier one the pool still has
+		local version upstream last ext
+		version=$(apt-cache "${opts[@]}" showsrc "$1" 2>/dev/null |
+			awk '/^Version:/ {print $2}' | sort -V | tail -n 1)
+		upstream=${version#*:}
+		upstream=${upstream%-*}
+		while [ -n "$upstream" ]; do
+			for ext in bz2 xz gz; do
+				if curl -fsS -o "$2/${1}_$upstream.orig.tar.$ext" \
+					"$mirror/pool/main/${1:0:1}/$1/${1}_$upstream.orig.tar.$ext" 2>/dev/null; then
+					echo "fetched $1 $upstream from the pool (the index names $version)" >&2
+					ls "$2"/*.orig.tar.* | head -n 1
+					return 0
+				fi
+				rm -f "$2/${1}_$upstream.orig.tar.$ext"
+			done
+			last=${upstream##*.}
+			case $last in '' | *[!0-9]* | 0) break ;; esac
+			upstream=${upstream%.*}.$((last - 1))
+		done
+		echo "cannot fetch the source package $1" >&2
+		return 1
+	fi
 	ls "$2"/*.orig.tar.* | head -n 1
 }
