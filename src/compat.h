@@ -12,6 +12,8 @@
 
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
 #include "storage/proc.h"
@@ -77,6 +79,22 @@ ph_backend_state_name(BackendState state)
 			break;
 	}
 	return NULL;
+}
+
+/*
+ * Send a signal to a backend the way pg_terminate_backend() does: to its
+ * whole process group (a backend leads its own, so that a program it runs,
+ * e.g. for COPY ... PROGRAM, gets the signal too).  PG 17 dropped
+ * HAVE_SETSID: every Unix has setsid().
+ */
+static inline int
+ph_signal_backend(int pid, int sig)
+{
+#if (PG_VERSION_NUM >= 170000 && !defined(WIN32)) || defined(HAVE_SETSID)
+	return kill(-pid, sig);
+#else
+	return kill(pid, sig);
+#endif
 }
 
 /*

@@ -12,8 +12,8 @@
  * itself), the calling session, roles in pool_health.protected_roles, and
  * superuser sessions unless the governing policy says allow_superuser.
  *
- * Sessions idle in transaction ignore a cancel, so they are terminated
- * (SIGTERM, as pg_terminate_backend() does).
+ * Sessions idle in transaction ignore a cancel, so they are terminated:
+ * SIGTERM to the backend's process group, as pg_terminate_backend() does.
  *
  * Shared state: only the atomic counter ph_shared->terminations.
  *
@@ -179,7 +179,7 @@ ph_enforce_act(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 
 	if (terminate && !dry_run)
 	{
-		e->success = kill(be->pid, SIGTERM) == 0 ? 1 : 0;
+		e->success = ph_signal_backend(be->pid, SIGTERM) == 0 ? 1 : 0;
 		if (e->success == 1 && ph_shared != NULL)
 			pg_atomic_fetch_add_u64(&ph_shared->terminations, 1);
 	}

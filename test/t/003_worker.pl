@@ -1,6 +1,7 @@
 # The background worker: it samples into the history, alerts on level
 # changes (log and NOTIFY), follows SIGHUP, comes back after being killed,
-# and its history survives worker restarts and clean server restarts.
+# its history survives worker restarts and clean server restarts, and it
+# keeps sampling when every connection slot is taken.
 use strict;
 use warnings;
 
@@ -141,6 +142,25 @@ $_->[0]->quit for @rising;
 ok( $node->poll_query_until('postgres',
 		"SELECT time_to_exhaustion IS NULL FROM pool_health.forecast", 't'),
 	'no time to exhaustion once usage stops rising');
+
+# --- every usable slot taken: the worker has a slot of its own -------------------------------
+# 17 usable slots; the 17 sessions and the queries below (superuser, in the
+# reserved slots) leave none free
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'client backend'")
+  or die 'the sessions of the forecast test did not end';
+my @all = map { [ ph_session($node) ] } 1 .. 17;
+$node->safe_psql('postgres', 'CREATE ROLE app LOGIN');
+my ($ret, $stdout, $stderr) = $node->psql('postgres', 'SELECT 1', extra_params => [ '-U', 'app' ]);
+like($stderr, qr/FATAL:  remaining connection slots are reserved/,
+	'an ordinary role gets no connection: the server is full');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pool_health.get_history(now() - interval '2 seconds', NULL, 'raw') WHERE level = 'exhausted' AND used >= 17"),
+	'the worker keeps sampling and records the exhausted level');
+is( $node->safe_psql('postgres',
+		"SELECT level || ':' || free || ':' || ((s->'worker'->>'last_sample_at')::timestamptz > now() - interval '2 seconds') FROM pool_health.usage, pool_health.status() s"),
+	'exhausted:0:true', 'usage says exhausted, with a fresh sample from the worker');
+$_->[0]->quit for @all;
 
 $node->stop;
 done_testing();
