@@ -208,16 +208,12 @@ notify_payload(const PhAuditEntry *e)
 }
 
 /*
- * Record one action everywhere it can be recorded from here.  The table
- * and NOTIFY need a transaction in a database, on a server not in
- * recovery; the log and the in-memory list need nothing.
+ * The records that need no transaction: the server log and the in-memory
+ * list.
  */
 void
-ph_audit_record(const PhAuditEntry *e)
+ph_audit_log(const PhAuditEntry *e)
 {
-	bool		writable = IsTransactionState() && OidIsValid(MyDatabaseId) &&
-		!RecoveryInProgress();
-
 	ereport(LOG,
 			(errmsg("pool_health: %s session %d (role \"%s\", database \"%s\", application \"%s\"): %s",
 					what_was_done(e), e->pid, NameStr(e->role), NameStr(e->database),
@@ -227,13 +223,28 @@ ph_audit_record(const PhAuditEntry *e)
 					   e->source,
 					   NameStr(e->requested_by)[0] ? ", requested by " : "",
 					   NameStr(e->requested_by))));
-
 	if (ph_shared != NULL)
 		append_to_ring(e);
-	if (writable)
-	{
-		insert_row(e);
-		if (ph_notify_channel != NULL && ph_notify_channel[0] != '\0')
-			Async_Notify(ph_notify_channel, notify_payload(e));
-	}
+}
+
+/*
+ * The records that need a transaction in a database, on a server not in
+ * recovery: the table row and the NOTIFY.  Elsewhere, nothing.
+ */
+void
+ph_audit_store(const PhAuditEntry *e)
+{
+	if (!IsTransactionState() || !OidIsValid(MyDatabaseId) || RecoveryInProgress())
+		return;
+	insert_row(e);
+	if (ph_notify_channel != NULL && ph_notify_channel[0] != '\0')
+		Async_Notify(ph_notify_channel, notify_payload(e));
+}
+
+/* Record one action everywhere it can be recorded from here. */
+void
+ph_audit_record(const PhAuditEntry *e)
+{
+	ph_audit_log(e);
+	ph_audit_store(e);
 }

@@ -99,8 +99,9 @@ limit_activity(PhLimit limit, int blocking)
 }
 
 /*
- * End (or, in a dry run or for action log, only record) one session past
- * a limit.  The session is read again first: it must be the same session
+ * Signal (or, in a dry run or for action log, only describe) one session
+ * past a limit, filling result->entry for the audit; recording it is the
+ * caller's (ph_enforce_act does both).  The session is read again first: it must be the same session
  * (pid and backend start), still in the same state or transaction, and
  * still past limit_usec; if not, nothing is done and false is returned.
  * policy is NULL for manual calls, whose source names the function; label
@@ -108,9 +109,9 @@ limit_activity(PhLimit limit, int blocking)
  * caller has checked exclusions and privileges.
  */
 bool
-ph_enforce_act(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
-			   int64 limit_usec, const char *label, bool terminate,
-			   bool dry_run, const char *source, PhActionResult *result)
+ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
+				  int64 limit_usec, const char *label, bool terminate,
+				  bool dry_run, const char *source, PhActionResult *result)
 {
 	PhAuditEntry *e = &result->entry;
 	PhBackend	now;
@@ -183,7 +184,19 @@ ph_enforce_act(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 		if (e->success == 1 && ph_shared != NULL)
 			pg_atomic_fetch_add_u64(&ph_shared->terminations, 1);
 	}
-	ph_audit_record(e);
 	result->acted = true;
+	return true;
+}
+
+/* ph_enforce_signal, and the audit record of what was done. */
+bool
+ph_enforce_act(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
+			   int64 limit_usec, const char *label, bool terminate,
+			   bool dry_run, const char *source, PhActionResult *result)
+{
+	if (!ph_enforce_signal(be, policy, limit, limit_usec, label, terminate,
+						   dry_run, source, result))
+		return false;
+	ph_audit_record(&result->entry);
 	return true;
 }

@@ -430,6 +430,10 @@ typedef struct PhActionResult
 } PhActionResult;
 extern const char *ph_enforce_exclusion(const PhBackend *be, const PhPolicy *policy);
 extern bool ph_enforce_may_signal(Oid role_id);
+extern bool ph_enforce_signal(const PhBackend *be, const PhPolicy *policy,
+							  PhLimit limit, int64 limit_usec, const char *label,
+							  bool terminate, bool dry_run, const char *source,
+							  PhActionResult *result);
 extern bool ph_enforce_act(const PhBackend *be, const PhPolicy *policy,
 						   PhLimit limit, int64 limit_usec, const char *label,
 						   bool terminate, bool dry_run, const char *source,
@@ -449,6 +453,8 @@ extern void ph_table_owner_end(const PhTableOwner *saved);
 extern Size ph_audit_shmem_size(void);
 extern void ph_audit_init(PhAuditRing *ring, char *storage);
 extern void ph_audit_record(const PhAuditEntry *entry);
+extern void ph_audit_log(const PhAuditEntry *entry);
+extern void ph_audit_store(const PhAuditEntry *entry);
 #define PH_AUDIT_COLS 18
 extern void ph_audit_datums(const PhAuditEntry *entry, Datum *values, bool *isnull);
 extern int	ph_audit_copy(PhAuditEntry *out);

@@ -254,6 +254,14 @@ refresh_policies(Oid extension, bool standby)
  * Enforce the policies on a classified snapshot: act on every governed
  * session past its deadline (once per episode), and return the earliest
  * deadline still to come (0: none).
+ *
+ * Every due session is re-checked and signalled first, and only then are
+ * the actions recorded: writing the log line and the audit row of one
+ * session can take milliseconds while many others are exiting, and the
+ * sessions due later in the same pass should not wait for that.  The log
+ * and the in-memory list are written for all of them before any table
+ * row, so an error while inserting (say, a concurrent DROP EXTENSION)
+ * leaves no signalled session unrecorded.
  */
 static TimestampTz
 enforce_policies(PhSnapshot *snap)
@@ -261,6 +269,9 @@ enforce_policies(PhSnapshot *snap)
 	TimestampTz next_deadline = 0;
 	HASH_SEQ_STATUS scan;
 	ActedEntry *entry;
+	PhActionResult *done = NULL;	/* the sessions acted on, to record */
+	int			ndone = 0;
+	int			done_size = 0;
 
 	hash_seq_init(&scan, acted);
 	while ((entry = hash_seq_search(&scan)) != NULL)
@@ -271,7 +282,6 @@ enforce_policies(PhSnapshot *snap)
 		PhBackend  *be = &snap->backends[i];
 		ActedKey	key;
 		bool		found;
-		PhActionResult result;
 		const PhPolicy *p = be->policy;
 
 		if (p == NULL || be->deadline == 0)
@@ -295,16 +305,30 @@ enforce_policies(PhSnapshot *snap)
 				next_deadline = be->deadline;
 			continue;
 		}
-		if (ph_enforce_exclusion(be, p) == NULL &&
-			!ph_enforce_act(be, p, be->limit, be->limit_usec,
-							psprintf("%s %s exceeded", ph_limit_name(be->limit),
-									 ph_duration_text(be->limit_usec)),
-							p->terminate, p->dry_run || ph_enforce == PH_ENFORCE_DRY_RUN,
-							"worker", &result))
-			continue;			/* it moved on: look again next time */
+		if (ph_enforce_exclusion(be, p) == NULL)
+		{
+			if (ndone == done_size)
+			{
+				done_size = Max(16, done_size * 2);
+				done = done ? repalloc(done, sizeof(PhActionResult) * done_size) :
+					palloc(sizeof(PhActionResult) * done_size);
+			}
+			if (!ph_enforce_signal(be, p, be->limit, be->limit_usec,
+								   psprintf("%s %s exceeded", ph_limit_name(be->limit),
+											ph_duration_text(be->limit_usec)),
+								   p->terminate, p->dry_run || ph_enforce == PH_ENFORCE_DRY_RUN,
+								   "worker", &done[ndone]))
+				continue;		/* it moved on: look again next time */
+			ndone++;
+		}
 		entry = hash_search(acted, &key, HASH_ENTER, &found);
 		entry->seen = true;
 	}
+
+	for (int i = 0; i < ndone; i++)
+		ph_audit_log(&done[i].entry);
+	for (int i = 0; i < ndone; i++)
+		ph_audit_store(&done[i].entry);
 
 	hash_seq_init(&scan, acted);
 	while ((entry = hash_seq_search(&scan)) != NULL)
