@@ -129,8 +129,9 @@ $spared->query_safe('ROLLBACK');
 # --- a session that commits just before its deadline survives -------------------------------------
 my ($late, $late_pid) = ph_app_session($node, 'web-late', role => 'app');
 $late->query_safe('BEGIN; SELECT 1;');
+# (true as well if the session is already gone, so that the COMMIT fails at once)
 $node->poll_query_until('postgres',
-	"SELECT idle_for > '1.5s' FROM pool_health.sessions WHERE pid = $late_pid");
+	"SELECT coalesce((SELECT idle_for > '1.5s' FROM pool_health.sessions WHERE pid = $late_pid), true)");
 $late->query_safe('COMMIT');
 my ($canary3, $canary3_pid) = ph_app_session($node, 'web-canary3', role => 'app', on_error_stop => 0);
 $canary3->query_safe('BEGIN; SELECT 1;');
