@@ -101,9 +101,10 @@ limit_activity(PhLimit limit, int blocking)
 /*
  * Signal (or, in a dry run or for action log, only describe) one session
  * past a limit, filling result->entry for the audit; recording it is the
- * caller's (ph_enforce_act does both).  The session is read again first: it must be the same session
- * (pid and backend start), still in the same state or transaction, and
- * still past limit_usec; if not, nothing is done and false is returned.
+ * caller's (ph_enforce_act does both).  The session is read again first:
+ * it must be the same session (pid and backend start), still in the same
+ * state or transaction, and still past limit_usec; if not, nothing is
+ * done and false is returned.
  * policy is NULL for manual calls, whose source names the function; label
  * starts the audited reason (e.g. "idle_timeout 00:05:00 exceeded").  The
  * caller has checked exclusions and privileges.
