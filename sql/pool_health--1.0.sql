@@ -3,6 +3,62 @@
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION pool_health" to load this file. \quit
 
+-- Refuse a schema pool_health prepared by someone else: the worker runs as
+-- a superuser and acts on what this extension creates in it, so nobody but
+-- superusers may own the schema or create objects in it, and it must be
+-- empty.  (CREATE EXTENSION would otherwise reuse it silently.)  Every
+-- name and operator here is qualified: the schema may hold look-alikes.
+DO $$
+DECLARE
+    owner_name name;
+    owner_is_superuser boolean;
+    creators text;
+    objects bigint;
+BEGIN
+    SELECT r.rolname, r.rolsuper INTO owner_name, owner_is_superuser
+    FROM pg_catalog.pg_namespace n
+         JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+    WHERE n.nspname OPERATOR(pg_catalog.=) 'pool_health'::pg_catalog.name;
+    IF NOT owner_is_superuser THEN
+        RAISE EXCEPTION 'schema "pool_health" already exists and is owned by role "%", not by a superuser', owner_name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'pool_health runs a superuser worker that acts on the objects of this schema.',
+                  HINT = 'Drop the schema, or make a superuser its owner after checking its contents, then run CREATE EXTENSION again.';
+    END IF;
+    SELECT pg_catalog.string_agg(CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid
+                                      THEN 'PUBLIC' ELSE g.rolname::pg_catalog.text END, ', ')
+    INTO creators
+    FROM pg_catalog.pg_namespace n
+         CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+         LEFT JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) a.grantee
+    WHERE n.nspname OPERATOR(pg_catalog.=) 'pool_health'::pg_catalog.name
+      AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'::pg_catalog.text
+      AND NOT coalesce(g.rolsuper, false);
+    IF creators IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "pool_health" grants CREATE to roles that are not superusers: %', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'REVOKE CREATE ON SCHEMA pool_health from them, then run CREATE EXTENSION again.';
+    END IF;
+    SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c
+            WHERE c.relnamespace OPERATOR(pg_catalog.=) 'pool_health'::pg_catalog.regnamespace)
+         OPERATOR(pg_catalog.+)
+           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p
+            WHERE p.pronamespace OPERATOR(pg_catalog.=) 'pool_health'::pg_catalog.regnamespace)
+         OPERATOR(pg_catalog.+)
+           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_type t
+            WHERE t.typnamespace OPERATOR(pg_catalog.=) 'pool_health'::pg_catalog.regnamespace)
+         OPERATOR(pg_catalog.+)
+           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_operator o
+            WHERE o.oprnamespace OPERATOR(pg_catalog.=) 'pool_health'::pg_catalog.regnamespace)
+    INTO objects;
+    IF objects OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'schema "pool_health" already contains % objects', objects
+            USING ERRCODE = 'duplicate_schema',
+                  HINT = 'Create the extension into an empty schema: drop or empty the existing one first.';
+    END IF;
+END
+$$;
+
 -- ---------------------------------------------------------------------
 -- Live views: one C pass over backend status per query
 -- ---------------------------------------------------------------------

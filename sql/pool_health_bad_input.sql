@@ -29,8 +29,8 @@ SELECT expect_error($$SELECT * FROM pool_health.reclaim(50, NULL)$$);
 SELECT expect_error($$SELECT * FROM pool_health.cleanup(NULL)$$);
 SELECT expect_error($$SELECT * FROM pool_health.cleanup('maybe')$$);
 
-SELECT expect_error($$SELECT * FROM pool_health.usage_by_group('')$$);
-SELECT expect_error($$SELECT * FROM pool_health.usage_by_group('DATABASE')$$);
+SELECT expect_error($$SELECT * FROM pool_health.get_usage_by('')$$);
+SELECT expect_error($$SELECT * FROM pool_health.get_usage_by('DATABASE')$$);
 
 -- policies: huge values
 SELECT expect_error($$INSERT INTO pool_health.policies (name, idle_timeout) VALUES ('p', '178000000 years')$$);

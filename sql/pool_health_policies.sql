@@ -36,6 +36,50 @@ VALUES ('x''); DROP TABLE pool_health.policies; --', '%''; SELECT 1; --');
 SELECT count(*) FROM pool_health.policies;
 DELETE FROM pool_health.policies;
 
+-- a limit has one meaning, that of interval comparison (a month is 30
+-- days): '1 year -360 days 2 seconds' is 2 seconds, and 13 months too long
+INSERT INTO pool_health.policies (name, idle_timeout) VALUES ('mixed', '1 year -360 days 2 seconds');
+SELECT expect_error($$INSERT INTO pool_health.policies (name, idle_timeout) VALUES ('p', '13 months')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, idle_timeout) VALUES ('p', '1 year -361 days')$$);
+DELETE FROM pool_health.policies;
+
+-- with the validation trigger bypassed (session_replication_role =
+-- replica, as pg_restore --disable-triggers does), the table's constraints
+-- still refuse every invalid row
+SET session_replication_role = replica;
+SELECT expect_error($$INSERT INTO pool_health.policies (name, application_name) VALUES ('p', '%\')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, application_name) VALUES ('p', repeat('x', 256))$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name) VALUES ('')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name) VALUES (repeat('n', 64))$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, idle_in_transaction_timeout) VALUES ('p', '0')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, idle_timeout) VALUES ('p', '-1 s')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, transaction_timeout) VALUES ('p', '366 days')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, blocking_timeout) VALUES ('p', '0.5 ms')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_connections) VALUES ('p', 0)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, action) VALUES ('p', 'kill')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, refuse_at) VALUES ('p', 'healthy')$$);
+SELECT count(*) FROM pool_health.policies;
+RESET session_replication_role;
+
+-- a row that gets past everything (its constraint dropped by the owner,
+-- triggers bypassed) is left out by the worker and listed in policy_errors
+ALTER TABLE pool_health.policies DROP CONSTRAINT application_name_is_a_like_pattern;
+SET session_replication_role = replica;
+INSERT INTO pool_health.policies (name, application_name, idle_timeout) VALUES ('bad', '%\', '1h');
+RESET session_replication_role;
+INSERT INTO pool_health.policies (name, application_name, idle_timeout) VALUES ('good', 'pg_regress%', '1h');
+SELECT wait_for_policies();
+SELECT name, error FROM pool_health.policy_errors;
+SELECT policy FROM pool_health.sessions WHERE pid = pg_backend_pid();
+SELECT jsonb_array_length(pool_health.status()->'policies'->'errors') AS errors_in_status;
+SELECT policy, connections FROM pool_health.usage_by_policy;
+DELETE FROM pool_health.policies;
+ALTER TABLE pool_health.policies ADD CONSTRAINT application_name_is_a_like_pattern
+    CHECK (octet_length(application_name) <= 255 AND
+           application_name !~ '(^|[^\\])(\\\\)*\\$');
+SELECT wait_for_policies();
+SELECT count(*) AS errors FROM pool_health.policy_errors;
+
 -- precedence: priority, then specificity, then name
 INSERT INTO pool_health.policies (name, priority, application_name, idle_timeout) VALUES
     ('b_any_app', 0, NULL, '1h'),

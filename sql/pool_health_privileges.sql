@@ -14,15 +14,15 @@ SELECT * FROM pool_health.usage_by_role;
 SELECT * FROM pool_health.usage_by_database;
 SELECT * FROM pool_health.usage_by_application;
 SELECT * FROM pool_health.usage_by_client;
-SELECT * FROM pool_health.usage_by_group('role');
+SELECT * FROM pool_health.get_usage_by('role');
 RESET ROLE;
 
 SET ROLE ph_monitor;
 SELECT backend_type, state, query LIKE 'SELECT backend_type%' AS sees_query
 FROM pool_health.sessions WHERE pid = pg_backend_pid();
 SELECT count(*) >= 1 AS sees_groups FROM pool_health.usage_by_role;
-SELECT expect_error($$SELECT * FROM pool_health.usage_by_group('query')$$);
-SELECT expect_error($$SELECT * FROM pool_health.usage_by_group(NULL)$$);
+SELECT expect_error($$SELECT * FROM pool_health.get_usage_by('query')$$);
+SELECT expect_error($$SELECT * FROM pool_health.get_usage_by(NULL)$$);
 SELECT count(*) >= 0 AS reads_leaks FROM pool_health.leaks;
 RESET ROLE;
 

@@ -81,3 +81,24 @@ SELECT (SELECT count(*) FROM evil.policies) + (SELECT count(*) FROM evil.termina
 
 DROP SCHEMA evil CASCADE;
 DROP ROLE ph_attacker;
+
+-- schema squatting: a role allowed to create schemas prepares "pool_health"
+-- before the extension is created; CREATE EXTENSION refuses the schema
+-- until a superuser owns it, nobody else may create in it, and it is empty
+CREATE ROLE ph_squatter;
+CREATE DATABASE pool_health_squat;
+\c pool_health_squat
+CREATE SCHEMA pool_health AUTHORIZATION ph_squatter;
+CREATE EXTENSION pool_health;
+ALTER SCHEMA pool_health OWNER TO CURRENT_USER;
+GRANT CREATE ON SCHEMA pool_health TO ph_squatter;
+CREATE EXTENSION pool_health;
+REVOKE CREATE ON SCHEMA pool_health FROM ph_squatter;
+CREATE TABLE pool_health.policies (name text, allow_superuser boolean);
+CREATE EXTENSION pool_health;
+DROP TABLE pool_health.policies;
+CREATE EXTENSION pool_health;
+SELECT extname FROM pg_extension WHERE extname = 'pool_health';
+\c contrib_regression
+DROP DATABASE pool_health_squat;
+DROP ROLE ph_squatter;

@@ -36,5 +36,26 @@ SELECT count(*) > 0 AS works, count(*) = count(*) FILTER (WHERE quota IS NULL) A
 FROM pool_health.usage_by_role;
 SELECT count(*) = 0 AS works FROM pool_health.cleanup(dry_run => true);
 SELECT pool_health.metrics() LIKE '%pool_health_used_connections%' AS works;
+
+-- 1.2, with a row written with triggers bypassed before the update: the
+-- update goes through, and the constraint it breaks is left NOT VALID with
+-- a WARNING (the worker lists such rows in pool_health.policy_errors of
+-- its database: see pool_health_policies)
+DROP TABLE public.before;
+CREATE TABLE public.before AS SELECT * FROM public.objects;
+SET session_replication_role = replica;
+INSERT INTO pool_health.policies (name, action) VALUES ('old_bad', 'kill');
+RESET session_replication_role;
+ALTER EXTENSION pool_health UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'pool_health';
+SELECT 'added' AS change, object FROM public.objects EXCEPT SELECT 'added', object FROM public.before
+UNION ALL
+SELECT 'removed', object FROM public.before EXCEPT SELECT 'removed', object FROM public.objects
+ORDER BY 1, 2;
+SELECT count(*) AS objects, bool_and(documented) AS all_documented FROM public.objects;
+SELECT conname, convalidated FROM pg_constraint
+WHERE conrelid = 'pool_health.policies'::regclass AND contype = 'c' ORDER BY conname;
+SELECT count(*) > 0 AS works FROM pool_health.usage_by_role;
+SELECT count(*) = 0 AS works FROM pool_health.recent_actions WHERE client_port IS NOT NULL;
 \c contrib_regression
 DROP DATABASE pool_health_upgrade;

@@ -2,163 +2,389 @@
  *
  * admission.c
  *		Admission control at connection time: a ClientAuthentication_hook
- *		(chained to any previous one) that finds the policy governing a new
- *		connection among those the worker published, and refuses it
- *		(FATAL, SQLSTATE 53300) when the policy's max_connections quota is
- *		reached, or when its refuse_at level is reached by the server.
+ *		(chained to any previous one) that counts every client backend,
+ *		finds the policy governing a new connection among those the worker
+ *		published, and refuses it (FATAL, SQLSTATE 53300) when the policy's
+ *		max_connections quota is reached, or when the server's capacity
+ *		level is at or above the policy's refuse_at.
  *
- * The check is O(1) in the number of backends: per-policy counters in
- * shared memory, incremented here when a connection is admitted and
- * decremented when that backend exits, and set right by the worker from
- * its samples (ph_admission_correct) when they drift: after a crash, a
- * change of application_name, or a change of the policies.
+ * The login path fails open.  Superusers, replication connections and
+ * roles listed in pool_health.protected_roles are admitted before any
+ * policy is looked at (only the role lookups the server itself makes next
+ * run first).  Matching cannot raise: patterns, networks and names were
+ * validated when the worker compiled them, and the matcher (policy_match.c)
+ * allocates nothing.  Nothing that can raise runs while ph_shared->lock is
+ * held; a refusal is raised after it is released.
  *
- * Never refused: superusers, replication connections, roles listed in
- * pool_health.protected_roles (and background workers, which do not
- * authenticate).  They are counted like any governed session.
+ * The counts are exact by construction, O(1) per connection:
+ *	- admission.clients counts client backends from authentication to
+ *	  exit; the capacity level for refuse_at is computed from it at login
+ *	  (not from the last sample, and not raised by leaks);
+ *	- a governed connection is counted in its policy's quota counter at
+ *	  login, under the shared lock, and gives its count back at exit;
+ *	  counters are keyed by policy name, so republishing the policies
+ *	  neither loses nor double-counts anything;
+ *	- admission.counted[] records, per PGPROC, the backend's pid and the
+ *	  counter it is counted in.  The worker moves a session between
+ *	  counters only by compare-and-swap on that entry (ph_admission_rehome),
+ *	  when its sample shows it governed by another policy (application_name
+ *	  changed, policies changed, or it connected before its policy
+ *	  existed); it increments the new counter before the swap and
+ *	  decrements the old one after, so a count can be one too high for an
+ *	  instant, never too low, and never below the sessions counted at
+ *	  login but not yet visible in backend status.
+ * Superusers and protected roles are neither refused nor counted.
  *
- * Shared state: ph_shared->policy_set.policies, read under ph_shared->lock
- * (shared); its counters are atomics, written without the lock; the level
- * is ph_shared->worker.level, read without the lock (one byte).
+ * Shared state: ph_shared->admission (atomics, no lock; counter names and
+ * in_use are written by the worker under ph_shared->lock, exclusive, and
+ * read under it) and ph_shared->policy_set (read under ph_shared->lock,
+ * shared).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "catalog/pg_authid.h"
+#include <ctype.h>
+
 #include "libpq/auth.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "replication/walsender.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
-#include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/varlena.h"
 
+#include "compat.h"
 #include "pool_health.h"
 
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
 
-/* The counter this backend was counted in, to give back at exit. */
-static int	counted_slot = -1;
-static uint64 counted_version = 0;
+/* This backend: counted in admission.clients, exit callback registered. */
+static bool counted_as_client = false;
+static bool exit_registered = false;
 
-/* At exit: this backend no longer counts against its policy's quota. */
+#define COUNTED(pid, state)	(((uint64) (uint32) (pid) << 32) | (uint32) (state))
+#define COUNTED_PID(v)		((int) (uint32) ((v) >> 32))
+#define COUNTED_STATE(v)	((uint32) ((v) & 0xFFFFFFFF))
+
+Size
+ph_admission_shmem_size(void)
+{
+	return add_size(MAXALIGN(mul_size(sizeof(PhQuotaCounter), 2 * ph_max_policies)),
+					mul_size(sizeof(pg_atomic_uint64), MaxBackends));
+}
+
+char *
+ph_admission_init(PhAdmission *admission, char *storage)
+{
+	pg_atomic_init_u32(&admission->clients, 0);
+	admission->ncounters = 2 * ph_max_policies;
+	admission->counters = (PhQuotaCounter *) storage;
+	storage += MAXALIGN(sizeof(PhQuotaCounter) * admission->ncounters);
+	for (int i = 0; i < admission->ncounters; i++)
+	{
+		memset(&admission->counters[i].policy, 0, sizeof(NameData));
+		admission->counters[i].in_use = false;
+		pg_atomic_init_u32(&admission->counters[i].connections, 0);
+		pg_atomic_init_u64(&admission->counters[i].refused, 0);
+	}
+	admission->nprocs = MaxBackends;
+	admission->counted = (pg_atomic_uint64 *) storage;
+	for (int i = 0; i < admission->nprocs; i++)
+		pg_atomic_init_u64(&admission->counted[i], 0);
+	return storage + sizeof(pg_atomic_uint64) * admission->nprocs;
+}
+
+static pg_atomic_uint64 *
+counted_entry(int procno)
+{
+	PhAdmission *admission = &ph_shared->admission;
+
+	if (procno < 0 || procno >= admission->nprocs)
+		return NULL;
+	return &admission->counted[procno];
+}
+
+/* Give back a count (state k + 1: counter k). */
+static void
+release_count(uint32 state)
+{
+	PhAdmission *admission = &ph_shared->admission;
+
+	if (state != 0 && state != PH_COUNTED_EXITED && state <= (uint32) admission->ncounters)
+		pg_atomic_fetch_sub_u32(&admission->counters[state - 1].connections, 1);
+}
+
+/* At exit: give back what this backend was counted in.  Never fails. */
 static void
 admission_exit(int code, Datum arg)
 {
-	PhPolicySet *set = &ph_shared->policy_set;
+	pg_atomic_uint64 *entry = counted_entry(ph_my_procno());
 
-	/* after a republication the worker recounts: nothing to give back */
-	if (counted_slot >= 0 && counted_version == set->version)
-		pg_atomic_fetch_sub_u32(&set->counters[counted_slot].connections, 1);
-	counted_slot = -1;
+	if (entry != NULL)
+	{
+		uint64		old = pg_atomic_read_u64(entry);
+
+		while (COUNTED_PID(old) == MyProcPid && COUNTED_STATE(old) != PH_COUNTED_EXITED)
+		{
+			if (pg_atomic_compare_exchange_u64(entry, &old,
+											   COUNTED(MyProcPid, PH_COUNTED_EXITED)))
+			{
+				release_count(COUNTED_STATE(old));
+				break;
+			}
+		}
+	}
+	if (counted_as_client)
+	{
+		pg_atomic_fetch_sub_u32(&ph_shared->admission.clients, 1);
+		counted_as_client = false;
+	}
 }
 
-/* Is the connecting role one pool_health never refuses? */
-static bool
-never_refused(Port *port)
-{
-	char	   *list;
-	List	   *names;
-	ListCell   *lc;
-	bool		found = false;
-	Oid			role = get_role_oid(port->user_name, true);
+/* ---- the application_name the connection will have ---- */
 
-	if (OidIsValid(role) && superuser_arg(role))
-		return true;
-	list = pstrdup(ph_protected_roles);
-	if (SplitIdentifierString(list, ',', &names))
+/* Letters of the server's command-line switches that take an argument. */
+#define SWITCHES_WITH_ARGUMENT "BCcDdfhkNprStvW-"
+
+/*
+ * If arg is "application_name=value" (a setting of -c or --, whose name
+ * the server reads case-insensitively with '-' for '_'), copy the value
+ * into out and return true.
+ */
+static bool
+setting_is_application_name(const char *arg, char *out, size_t size)
+{
+	static const char name[] = "application_name";
+	int			i;
+
+	for (i = 0; name[i] != '\0'; i++)
 	{
-		foreach(lc, names)
-			if (strcmp((const char *) lfirst(lc), port->user_name) == 0)
+		char		c = arg[i] == '-' ? '_' : (char) tolower((unsigned char) arg[i]);
+
+		if (c != name[i])
+			return false;
+	}
+	if (arg[i] != '=')
+		return false;
+	strlcpy(out, arg + i + 1, size);
+	return true;
+}
+
+/*
+ * The last application_name set in a startup packet's "options", read as
+ * the server reads them (pg_split_opts: whitespace separates, a backslash
+ * escapes the next byte; then -c name=value, -cname=value, --name=value).
+ * Copies it into out; false if there is none.  Allocates nothing.
+ */
+static bool
+options_application_name(const char *options, char *out, size_t size)
+{
+	const char *p = options;
+	bool		found = false;
+	bool		setting_next = false;	/* the next token is -c's argument */
+	bool		skip_next = false;	/* the next token is another argument */
+	char		token[NAMEDATALEN * 4 + 32];
+
+	for (;;)
+	{
+		size_t		len = 0;
+
+		while (*p != '\0' && isspace((unsigned char) *p))
+			p++;
+		if (*p == '\0')
+			break;
+		while (*p != '\0' && !isspace((unsigned char) *p))
+		{
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			if (len < sizeof(token) - 1)
+				token[len++] = *p;
+			p++;
+		}
+		token[len] = '\0';
+
+		if (setting_next || skip_next)
+		{
+			if (setting_next && setting_is_application_name(token, out, size))
 				found = true;
+			setting_next = skip_next = false;
+			continue;
+		}
+		if (token[0] != '-')
+			continue;
+		for (const char *c = token + 1; *c != '\0'; c++)
+		{
+			if (strchr(SWITCHES_WITH_ARGUMENT, *c) == NULL)
+				continue;		/* a switch without argument */
+			if (c[1] != '\0')
+			{
+				if ((*c == 'c' || *c == '-') &&
+					setting_is_application_name(c + 1, out, size))
+					found = true;
+			}
+			else if (*c == 'c' || *c == '-')
+				setting_next = true;
+			else
+				skip_next = true;
+			break;
+		}
 	}
 	return found;
 }
 
+/*
+ * The application_name the session will report (pgstat_report_appname):
+ * from the startup packet, which wins, else from "options"; made clean
+ * ASCII as the server makes it; truncated to NAMEDATALEN - 1 bytes.
+ * out has NAMEDATALEN bytes.  Allocates nothing.
+ */
 static void
-refuse(PhPolicySet *set, int slot)
+effective_application_name(const Port *port, char *out)
 {
-	pg_atomic_fetch_add_u64(&set->counters[slot].refused, 1);
+	char		from_options[NAMEDATALEN * 4 + 32];
+	const char *raw = port->application_name;
+	size_t		len = 0;
+
+	if (raw == NULL && port->cmdline_options != NULL &&
+		options_application_name(port->cmdline_options, from_options,
+								 sizeof(from_options)))
+		raw = from_options;
+	for (const char *c = raw ? raw : ""; *c != '\0' && len < NAMEDATALEN - 1; c++)
+	{
+		char		clean[4];
+		int			n = ph_clean_ascii_byte((unsigned char) *c, clean);
+
+		for (int i = 0; i < n && len < NAMEDATALEN - 1; i++)
+			out[len++] = clean[i];
+	}
+	out[len] = '\0';
+}
+
+/* ---- the hook ---- */
+
+static void
+count_refusal(int counter)
+{
+	if (counter >= 0)
+		pg_atomic_fetch_add_u64(&ph_shared->admission.counters[counter].refused, 1);
 	pg_atomic_fetch_add_u64(&ph_shared->refusals, 1);
+}
+
+/*
+ * The admission decision for an authenticated, non-replication connection
+ * (admission on).
+ */
+static void
+admit(Port *port, pg_atomic_uint64 *entry)
+{
+	PhPolicySet *set = &ph_shared->policy_set;
+	PhAdmission *admission = &ph_shared->admission;
+	Oid			role;
+	char		application_name[NAMEDATALEN];
+	PhMatchKey	key;
+	const PhPolicy *p;
+	NameData	policy_name;
+	int32		max_connections = -1;
+	int8		refuse_at = -1;
+	int32		counter = -1;
+	uint32		connections = 0;
+	bool		governed = false;
+
+	/* the lookups InitializeSessionUserId() makes right after this hook */
+	role = get_role_oid(port->user_name, true);
+	if (!OidIsValid(role) || superuser_arg(role) ||
+		ph_role_name_protected(port->user_name))
+		return;
+
+	effective_application_name(port, application_name);
+	key.database_id = InvalidOid;
+	key.role_id = role;
+	key.database = port->database_name;
+	key.application_name = application_name;
+	key.client_addr = &port->raddr;
+
+	LWLockAcquire(ph_shared->lock, LW_SHARED);
+	if (set->compiled &&
+		(p = ph_policy_match(set->policies, set->count, &key)) != NULL)
+	{
+		governed = true;
+		policy_name = p->name;
+		max_connections = p->max_connections;
+		refuse_at = p->refuse_at;
+		counter = p->counter;
+		if (counter >= 0 && counter < admission->ncounters)
+		{
+			/* count first, then check: concurrent logins cannot both slip in */
+			connections = pg_atomic_add_fetch_u32(&admission->counters[counter].connections, 1);
+			if (entry != NULL)
+				pg_atomic_write_u64(entry, COUNTED(MyProcPid, counter + 1));
+		}
+		else
+			counter = -1;		/* no counter: the quota cannot be kept */
+	}
+	LWLockRelease(ph_shared->lock);
+	if (!governed)
+		return;
+
+	if (max_connections > 0 && counter >= 0 && connections > (uint32) max_connections)
+	{
+		count_refusal(counter);
+		ereport(FATAL,
+				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+				 errmsg("too many connections for pool_health policy \"%s\"",
+						NameStr(policy_name)),
+				 errdetail("Connections governed by the policy: %u open, at most %d allowed (max_connections).",
+						   connections - 1, max_connections),
+				 errhint("Retry when a connection of the policy has closed, or raise max_connections of policy \"%s\" in pool_health.policies.",
+						 NameStr(policy_name))));
+	}
+	if (refuse_at >= 0)
+	{
+		int			usable = Max(MaxConnections - ph_reserved_connections(), 0);
+		int			used = (int) pg_atomic_read_u32(&admission->clients) - 1;
+		PhLevel		level = ph_capacity_level(used, usable);
+
+		if (level >= (PhLevel) refuse_at)
+		{
+			count_refusal(counter);
+			ereport(FATAL,
+					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+					 errmsg("connection refused by pool_health policy \"%s\": server connection health is %s",
+							NameStr(policy_name), ph_level_name(level)),
+					 errdetail("%d of %d usable connections are in use. The policy refuses new connections while the capacity level is %s or worse (refuse_at), to keep the remaining connections for other applications.",
+							   used, usable, ph_level_name((PhLevel) refuse_at)),
+					 errhint("Retry later, or change refuse_at of policy \"%s\" in pool_health.policies.",
+							 NameStr(policy_name))));
+		}
+	}
 }
 
 static void
 ph_client_authentication(Port *port, int status)
 {
-	PhPolicySet *set;
-	PhPolicies	view;
-	PhMatchKey	key;
-	const PhPolicy *p;
-	PhPolicy	policy;
-	int			slot;
-	uint64		version;
-	PhLevel		level;
-	uint32		connections;
+	pg_atomic_uint64 *entry;
 
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
-	if (status != STATUS_OK || !ph_admission || ph_shared == NULL || am_walsender)
+	if (status != STATUS_OK || ph_shared == NULL || am_walsender)
 		return;
 
-	set = &ph_shared->policy_set;
-	key.database_id = InvalidOid;
-	key.role_id = InvalidOid;
-	key.database = port->database_name;
-	key.role = port->user_name;
-	key.application_name = port->application_name;
-	key.client_addr = &port->raddr;
-
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
-	view.count = set->compiled ? set->count : 0;
-	view.items = set->policies;
-	p = ph_policy_match(&view, &key);
-	if (p != NULL)
+	/* from here to exit this backend counts as a client */
+	if (!exit_registered)
 	{
-		policy = *p;
-		slot = (int) (p - set->policies);
-		version = set->version;
+		on_shmem_exit(admission_exit, (Datum) 0);
+		exit_registered = true;
 	}
-	LWLockRelease(ph_shared->lock);
-	if (p == NULL)
-		return;
+	entry = counted_entry(ph_my_procno());
+	if (entry != NULL)
+		pg_atomic_write_u64(entry, COUNTED(MyProcPid, 0));
+	pg_atomic_fetch_add_u32(&ph_shared->admission.clients, 1);
+	counted_as_client = true;
 
-	/* count first, then check: concurrent connections cannot both slip in */
-	connections = pg_atomic_add_fetch_u32(&set->counters[slot].connections, 1);
-	counted_slot = slot;
-	counted_version = version;
-	on_shmem_exit(admission_exit, (Datum) 0);
-
-	level = (PhLevel) ph_shared->worker.level;
-	if (policy.max_connections > 0 && connections > (uint32) policy.max_connections &&
-		!never_refused(port))
-	{
-		refuse(set, slot);
-		ereport(FATAL,
-				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
-				 errmsg("too many connections for pool_health policy \"%s\"",
-						NameStr(policy.name)),
-				 errdetail("The policy allows %d connections (max_connections) and %u are in use.",
-						   policy.max_connections, connections - 1),
-				 errhint("Retry when a connection of the policy has closed, or raise max_connections of policy \"%s\" in pool_health.policies.",
-						 NameStr(policy.name))));
-	}
-	if (policy.refuse_at >= 0 && level >= (PhLevel) policy.refuse_at &&
-		!never_refused(port))
-	{
-		refuse(set, slot);
-		ereport(FATAL,
-				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
-				 errmsg("connection refused by pool_health policy \"%s\": server connection health is %s",
-						NameStr(policy.name), ph_level_name(level)),
-				 errdetail("The policy refuses new connections while the level is %s or worse (refuse_at), to keep the remaining connections for other applications.",
-						   ph_level_name((PhLevel) policy.refuse_at)),
-				 errhint("Retry later, or change refuse_at of policy \"%s\" in pool_health.policies.",
-						 NameStr(policy.name))));
-	}
+	if (ph_admission)
+		admit(port, entry);
 }
 
 /* From _PG_init, when preloaded. */
@@ -169,54 +395,131 @@ ph_admission_install_hook(void)
 	ClientAuthentication_hook = ph_client_authentication;
 }
 
+/* ---- the worker's side ---- */
+
 /*
- * Worker, at each sample: set the counters right from the governed client
- * sessions it sees.  Right after the policies were republished they are
- * set outright; otherwise a counter is corrected only when it disagrees
- * with two samples in a row with the same value, so that connections
- * arriving between a sample and this call are not undone.
+ * Give each policy of a set about to be published its quota counter: the
+ * one already named after it, else a free one.  A counter is free when no
+ * published policy names it and nothing is counted in it (no login can
+ * count in it then: logins count only in the published set's counters).
+ * A policy left without a counter (more renamed policies than counters)
+ * is not counted and its quota not enforced until one frees up.
+ * Called by the worker with ph_shared->lock held exclusively: raises
+ * nothing.  named is the caller's scratch space, ph_admission_ncounters()
+ * booleans, allocated before the lock was taken.
  */
 void
-ph_admission_correct(const PhSnapshot *snap, const PhPolicies *policies,
-					 bool republished)
+ph_admission_assign_counters(PhPolicy *items, int count, bool *named)
 {
-	static uint32 *last_seen = NULL;
-	static int	last_count = 0;
-	PhPolicySet *set = &ph_shared->policy_set;
-	uint32	   *observed;
+	PhAdmission *admission = &ph_shared->admission;
 
-	if (policies->count == 0 || policies->count > set->capacity)
-		return;
-	observed = palloc0(sizeof(uint32) * policies->count);
-	for (int i = 0; i < snap->nbackends; i++)
+	memset(named, 0, sizeof(bool) * admission->ncounters);
+
+	for (int i = 0; i < count; i++)
 	{
-		const PhBackend *be = &snap->backends[i];
-
-		if (be->is_client && be->policy != NULL)
-			observed[be->policy - policies->items]++;
-	}
-	if (last_seen == NULL || last_count != policies->count)
-	{
-		if (last_seen)
-			pfree(last_seen);
-		last_seen = MemoryContextAllocZero(TopMemoryContext,
-										   sizeof(uint32) * policies->count);
-		last_count = policies->count;
-		republished = true;
-	}
-
-	for (int i = 0; i < policies->count; i++)
-	{
-		pg_atomic_uint32 *counter = &set->counters[i].connections;
-		uint32		current = pg_atomic_read_u32(counter);
-
-		if (current != observed[i] && (republished || current == last_seen[i]))
+		items[i].counter = -1;
+		for (int c = 0; c < admission->ncounters; c++)
 		{
-			uint32		expected = current;
+			PhQuotaCounter *counter = &admission->counters[c];
 
-			(void) pg_atomic_compare_exchange_u32(counter, &expected, observed[i]);
-			current = observed[i];
+			if (counter->in_use &&
+				strcmp(NameStr(counter->policy), NameStr(items[i].name)) == 0)
+			{
+				items[i].counter = c;
+				named[c] = true;
+				break;
+			}
 		}
-		last_seen[i] = current;
 	}
+	for (int c = 0; c < admission->ncounters; c++)
+	{
+		PhQuotaCounter *counter = &admission->counters[c];
+
+		if (counter->in_use && !named[c] &&
+			pg_atomic_read_u32(&counter->connections) == 0)
+			counter->in_use = false;
+	}
+	for (int i = 0, c = 0; i < count; i++)
+	{
+		if (items[i].counter >= 0)
+			continue;
+		while (c < admission->ncounters && admission->counters[c].in_use)
+			c++;
+		if (c == admission->ncounters)
+			break;
+		admission->counters[c].policy = items[i].name;
+		admission->counters[c].in_use = true;
+		pg_atomic_write_u64(&admission->counters[c].refused, 0);
+		items[i].counter = c;
+	}
+}
+
+/* How many quota counters there are (fixed at server start). */
+int
+ph_admission_ncounters(void)
+{
+	return ph_shared->admission.ncounters;
+}
+
+/*
+ * Worker, at each sample: count every visible client session where its
+ * evaluation says it belongs (its governing policy's counter, or none for
+ * superusers, protected roles and ungoverned sessions).  Sessions already
+ * counted right are not touched; see the file header for the protocol.
+ * eval must use the published set (the counters it names).
+ */
+void
+ph_admission_rehome(const PhEvaluation *eval)
+{
+	PhAdmission *admission = &ph_shared->admission;
+
+	if (!eval->policies.published)
+		return;
+	for (int i = 0; i < eval->snap.nbackends; i++)
+	{
+		const PhBackend *be = &eval->snap.backends[i];
+		pg_atomic_uint64 *entry;
+		uint64		old;
+		uint32		current;
+		uint32		want = 0;
+
+		if (!be->is_client || be->exemption == PH_EXEMPT_STARTING ||
+			(entry = counted_entry(be->procno)) == NULL)
+			continue;
+		if (be->policy != NULL && be->policy->counter >= 0 &&
+			!be->superuser && be->exemption != PH_EXEMPT_PROTECTED)
+			want = (uint32) be->policy->counter + 1;
+
+		old = pg_atomic_read_u64(entry);
+		current = COUNTED_STATE(old);
+		if (COUNTED_PID(old) != be->pid || current == PH_COUNTED_EXITED ||
+			current == want)
+			continue;
+		if (want != 0)
+			pg_atomic_fetch_add_u32(&admission->counters[want - 1].connections, 1);
+		if (pg_atomic_compare_exchange_u64(entry, &old, COUNTED(be->pid, want)))
+			release_count(current);
+		else if (want != 0)
+			pg_atomic_fetch_sub_u32(&admission->counters[want - 1].connections, 1);
+	}
+}
+
+/* Sessions counted against a published policy's quota now. */
+uint32
+ph_admission_counted(const PhPolicy *policy)
+{
+	if (ph_shared == NULL || policy->counter < 0 ||
+		policy->counter >= ph_shared->admission.ncounters)
+		return 0;
+	return pg_atomic_read_u32(&ph_shared->admission.counters[policy->counter].connections);
+}
+
+/* Connections refused by a published policy since its counter was made. */
+uint64
+ph_admission_refused(const PhPolicy *policy)
+{
+	if (ph_shared == NULL || policy->counter < 0 ||
+		policy->counter >= ph_shared->admission.ncounters)
+		return 0;
+	return pg_atomic_read_u64(&ph_shared->admission.counters[policy->counter].refused);
 }

@@ -13,35 +13,35 @@
 #include "postgres.h"
 
 #include "commands/async.h"
-#include "utils/json.h"
 #include "utils/timestamp.h"
 
 #include "pool_health.h"
 
-/* The NOTIFY payload for a level change. */
+/*
+ * The NOTIFY payload for a level change: the level, the reasons, the usage
+ * figures (nested, as in status(), and the main ones at the top level).
+ */
 static char *
 level_change_payload(PhLevel old_level, const PhUsage *usage)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"event\": \"level_change\", \"old_level\": ");
-	escape_json(&buf, ph_level_name(old_level));
-	appendStringInfoString(&buf, ", \"level\": ");
-	escape_json(&buf, ph_level_name(usage->level));
-	appendStringInfoString(&buf, ", \"reasons\": [");
+	ph_json_open(&buf, NULL, '{');
+	ph_json_str(&buf, "event", "level_change");
+	ph_json_str(&buf, "old_level", ph_level_name(old_level));
+	ph_json_str(&buf, "level", ph_level_name(usage->level));
+	ph_json_open(&buf, "reasons", '[');
 	for (int i = 0; i < usage->nreasons; i++)
-	{
-		if (i > 0)
-			appendStringInfoString(&buf, ", ");
-		escape_json(&buf, usage->reasons[i]);
-	}
-	appendStringInfo(&buf, "], \"used\": %d, \"usable\": %d, \"usage_percent\": %.1f, "
-					 "\"idle_in_transaction\": %d, \"leaked\": %d, \"at\": ",
-					 usage->used, usage->usable, usage->usage_percent,
-					 usage->idle_in_transaction, usage->leaked);
-	escape_json(&buf, timestamptz_to_str(GetCurrentTimestamp()));
-	appendStringInfoChar(&buf, '}');
+		ph_json_str(&buf, NULL, usage->reasons[i]);
+	ph_json_close(&buf, ']');
+	ph_json_int(&buf, "used", usage->used);
+	ph_json_int(&buf, "usable", usage->usable);
+	ph_json_double(&buf, "usage_percent", usage->usage_percent, 1);
+	ph_json_int(&buf, "idle_in_transaction", usage->idle_in_transaction);
+	ph_json_int(&buf, "leaked", usage->leaked);
+	ph_json_time(&buf, "at", GetCurrentTimestamp());
+	ph_json_close(&buf, '}');
 	return buf.data;
 }
 

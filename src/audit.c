@@ -8,13 +8,24 @@
  *		pool_health.terminations when this server can write it, and sent
  *		with NOTIFY on pool_health.notify_channel.
  *
+ * The worker's actions and the functions' go to two in-memory lists of
+ * pool_health.audit_memory entries each, so that no number of calls (dry
+ * runs of an ordinary role, say) can push the worker's records out.
+ *
  * The table row is inserted in the caller's transaction, with the table
- * owner's rights (the caller need not be able to write the audit table).
- * If that transaction rolls back, the server log and the in-memory list
+ * owner's rights (the caller need not be able to write the audit table),
+ * into the table that is a member of the extension with the expected
+ * column types; if it is not usable, or locked by another session, the
+ * row is skipped with a WARNING (the log and the list have the record).
+ * If the transaction rolls back, the server log and the in-memory list
  * still hold the record.
  *
- * Shared state: ph_shared->audit, under ph_shared->lock (exclusive to
- * append, shared to read).
+ * Whoever reads an action back through a function (the rows the cleanup
+ * functions return) sees the session's details (query, client address and
+ * port, times, state) only under pg_stat_activity's rule.
+ *
+ * Shared state: ph_shared->worker_actions and ph_shared->call_actions,
+ * under ph_shared->lock (exclusive to append, shared to copy out).
  *
  *-------------------------------------------------------------------------
  */
@@ -26,8 +37,8 @@
 #include "commands/async.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
-#include "utils/json.h"
 #include "utils/timestamp.h"
 
 #include "pool_health.h"
@@ -35,30 +46,62 @@
 Size
 ph_audit_shmem_size(void)
 {
-	return mul_size(sizeof(PhAuditEntry), ph_audit_memory);
+	return mul_size(mul_size(sizeof(PhAuditEntry), ph_audit_memory), 2);
 }
 
-void
-ph_audit_init(PhAuditRing *ring, char *storage)
+static char *
+ring_init(PhAuditRing *ring, char *storage)
 {
 	memset(ring, 0, sizeof(PhAuditRing));
 	ring->capacity = ph_audit_memory;
 	ring->entries = (PhAuditEntry *) storage;
+	return storage + sizeof(PhAuditEntry) * ring->capacity;
 }
 
-/* The newest entries, oldest first, into out (room for the capacity). */
-int
-ph_audit_copy(PhAuditEntry *out)
+char *
+ph_audit_init(PhShared *shared, char *storage)
 {
-	PhAuditRing *ring = &ph_shared->audit;
-	int			first;
-	int			n;
+	storage = ring_init(&shared->worker_actions, storage);
+	return ring_init(&shared->call_actions, storage);
+}
+
+/* Room ph_audit_copy() needs: both lists full. */
+int
+ph_audit_capacity(void)
+{
+	return ph_shared->worker_actions.capacity + ph_shared->call_actions.capacity;
+}
+
+static const PhAuditEntry *
+ring_entry(const PhAuditRing *ring, int i)
+{
+	int			first = (ring->next - ring->count + ring->capacity) % ring->capacity;
+
+	return &ring->entries[(first + i) % ring->capacity];
+}
+
+/*
+ * The entries of both lists, oldest first, into out (room for max, at
+ * least ph_audit_capacity()).
+ */
+int
+ph_audit_copy(PhAuditEntry *out, int max)
+{
+	const PhAuditRing *w = &ph_shared->worker_actions;
+	const PhAuditRing *c = &ph_shared->call_actions;
+	int			n = 0;
+	int			i = 0;
+	int			j = 0;
 
 	LWLockAcquire(ph_shared->lock, LW_SHARED);
-	n = ring->count;
-	first = (ring->next - ring->count + ring->capacity) % Max(ring->capacity, 1);
-	for (int i = 0; i < n; i++)
-		out[i] = ring->entries[(first + i) % ring->capacity];
+	while ((i < w->count || j < c->count) && n < max)
+	{
+		if (j >= c->count ||
+			(i < w->count && ring_entry(w, i)->at <= ring_entry(c, j)->at))
+			out[n++] = *ring_entry(w, i++);
+		else
+			out[n++] = *ring_entry(c, j++);
+	}
 	LWLockRelease(ph_shared->lock);
 	return n;
 }
@@ -66,7 +109,8 @@ ph_audit_copy(PhAuditEntry *out)
 static void
 append_to_ring(const PhAuditEntry *e)
 {
-	PhAuditRing *ring = &ph_shared->audit;
+	PhAuditRing *ring = e->requested_by.data[0] ?
+		&ph_shared->call_actions : &ph_shared->worker_actions;
 
 	if (ring->capacity == 0)
 		return;
@@ -110,10 +154,12 @@ time_or_null(TimestampTz t, bool *isnull)
 
 /*
  * An entry as the columns of pool_health.terminations (without id), the
- * same as the type pool_health.action: PH_AUDIT_COLS values.
+ * same as the type pool_health.action: PH_AUDIT_COLS values.  With
+ * visible false, the session's details are NULL (query: as in
+ * pg_stat_activity).
  */
 void
-ph_audit_datums(const PhAuditEntry *e, Datum *values, bool *isnull)
+ph_audit_datums(const PhAuditEntry *e, bool visible, Datum *values, bool *isnull)
 {
 	memset(isnull, false, sizeof(bool) * PH_AUDIT_COLS);
 	values[0] = TimestampTzGetDatum(e->at);
@@ -137,14 +183,33 @@ ph_audit_datums(const PhAuditEntry *e, Datum *values, bool *isnull)
 	values[15] = BoolGetDatum(e->success == 1);
 	values[16] = CStringGetTextDatum(e->source);
 	values[17] = name_or_null(&e->requested_by, &isnull[17]);
+	isnull[18] = (e->client_port == 0);
+	values[18] = Int32GetDatum(e->client_port);
+	if (!visible)
+	{
+		isnull[5] = isnull[6] = isnull[7] = isnull[8] = isnull[9] = isnull[18] = true;
+		values[10] = CStringGetTextDatum("<insufficient privilege>");
+	}
 }
+
+/* The columns written, with their types (the table must have them). */
+static const PhColumn audit_columns[PH_AUDIT_COLS] = {
+	{"at", TIMESTAMPTZOID}, {"pid", INT4OID}, {"role", NAMEOID},
+	{"database", NAMEOID}, {"application_name", TEXTOID},
+	{"client_addr", INETOID}, {"backend_start", TIMESTAMPTZOID},
+	{"xact_start", TIMESTAMPTZOID}, {"state", TEXTOID},
+	{"state_change", TIMESTAMPTZOID}, {"query", TEXTOID},
+	{"policy", TEXTOID}, {"reason", TEXTOID}, {"action", TEXTOID},
+	{"dry_run", BOOLOID}, {"success", BOOLOID}, {"source", TEXTOID},
+	{"requested_by", NAMEOID}, {"client_port", INT4OID},
+};
 
 #define AUDIT_INSERT \
 	"INSERT INTO pool_health.terminations (at, pid, role, database, " \
 	"application_name, client_addr, backend_start, xact_start, state, " \
 	"state_change, query, policy, reason, action, dry_run, success, source, " \
-	"requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, " \
-	"$12, $13, $14, $15, $16, $17, $18)"
+	"requested_by, client_port) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, " \
+	"$10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
 
 /*
  * Insert the row into pool_health.terminations of this database, if the
@@ -154,56 +219,71 @@ ph_audit_datums(const PhAuditEntry *e, Datum *values, bool *isnull)
 static void
 insert_row(const PhAuditEntry *e)
 {
-	Oid			types[PH_AUDIT_COLS] = {TIMESTAMPTZOID, INT4OID, NAMEOID, NAMEOID,
-		TEXTOID, INETOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID, BOOLOID, TEXTOID, NAMEOID};
+	Oid			types[PH_AUDIT_COLS];
 	Datum		values[PH_AUDIT_COLS];
 	bool		isnull[PH_AUDIT_COLS];
 	char		nulls[PH_AUDIT_COLS + 1];
+	char	   *why;
+	Oid			relid;
 	PhTableOwner saved;
 
-	ph_audit_datums(e, values, isnull);
+	relid = ph_extension_table("terminations", audit_columns, PH_AUDIT_COLS, &why);
+	if (!OidIsValid(relid))
+	{
+		if (why != NULL)
+			ereport(WARNING,
+					(errmsg("pool_health: action on session %d not written to pool_health.terminations: %s",
+							e->pid, why)));
+		return;
+	}
+	if (!ConditionalLockRelationOid(relid, RowExclusiveLock))
+	{
+		ereport(WARNING,
+				(errmsg("pool_health: action on session %d not written to pool_health.terminations: the table is locked by another session",
+						e->pid),
+				 errdetail("The server log and pool_health.recent_actions have it.")));
+		return;
+	}
+
+	ph_audit_datums(e, true, values, isnull);
 	for (int i = 0; i < PH_AUDIT_COLS; i++)
+	{
+		types[i] = audit_columns[i].type;
 		nulls[i] = isnull[i] ? 'n' : ' ';
+	}
 	nulls[PH_AUDIT_COLS] = '\0';
 
-	if (!ph_table_owner_begin("terminations", &saved))
-		return;
+	ph_table_owner_begin(relid, &saved);
 	if (SPI_execute_with_args(AUDIT_INSERT, PH_AUDIT_COLS, types, values, nulls,
 							  false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into pool_health.terminations");
 	ph_table_owner_end(&saved);
 }
 
+/* The NOTIFY payload of an action: names and the reason, no query text. */
 static char *
 notify_payload(const PhAuditEntry *e)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"event\": \"termination\", \"action\": ");
-	escape_json(&buf, e->action);
-	appendStringInfo(&buf, ", \"dry_run\": %s, \"success\": %s, \"pid\": %d, \"role\": ",
-					 e->dry_run ? "true" : "false",
-					 e->success < 0 ? "null" : e->success ? "true" : "false",
-					 e->pid);
-	escape_json(&buf, NameStr(e->role));
-	appendStringInfoString(&buf, ", \"database\": ");
-	escape_json(&buf, NameStr(e->database));
-	appendStringInfoString(&buf, ", \"application_name\": ");
-	escape_json(&buf, e->application_name);
-	appendStringInfoString(&buf, ", \"policy\": ");
-	if (NameStr(e->policy)[0])
-		escape_json(&buf, NameStr(e->policy));
+	ph_json_open(&buf, NULL, '{');
+	ph_json_str(&buf, "event", "termination");
+	ph_json_str(&buf, "action", e->action);
+	ph_json_bool(&buf, "dry_run", e->dry_run);
+	if (e->success < 0)
+		ph_json_str(&buf, "success", NULL);
 	else
-		appendStringInfoString(&buf, "null");
-	appendStringInfoString(&buf, ", \"reason\": ");
-	escape_json(&buf, e->reason);
-	appendStringInfoString(&buf, ", \"source\": ");
-	escape_json(&buf, e->source);
-	appendStringInfoString(&buf, ", \"at\": ");
-	escape_json(&buf, timestamptz_to_str(e->at));
-	appendStringInfoChar(&buf, '}');
+		ph_json_bool(&buf, "success", e->success == 1);
+	ph_json_int(&buf, "pid", e->pid);
+	ph_json_str(&buf, "role", NameStr(e->role));
+	ph_json_str(&buf, "database", NameStr(e->database));
+	ph_json_str(&buf, "application_name", e->application_name);
+	ph_json_str(&buf, "policy", NameStr(e->policy)[0] ? NameStr(e->policy) : NULL);
+	ph_json_str(&buf, "reason", e->reason);
+	ph_json_str(&buf, "source", e->source);
+	ph_json_time(&buf, "at", e->at);
+	ph_json_close(&buf, '}');
 	return buf.data;
 }
 

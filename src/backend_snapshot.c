@@ -17,7 +17,8 @@
  * without a lock as pg_stat_activity does: a value may be a moment old,
  * never torn.  Blocking counts, computed only on request, come from
  * pg_blocking_pids(), which holds the lock manager's partition locks
- * briefly, and only for backends that wait on a heavyweight lock.
+ * briefly, and only for backends that wait on a heavyweight lock; the
+ * time a wait began is PGPROC.waitStart, as pg_locks.waitstart shows it.
  *
  * No shared state of pool_health is touched here.
  *
@@ -32,6 +33,7 @@
 #include "common/ip.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"	/* get_database_name() before PG 19 */
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/proc.h"
@@ -40,6 +42,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/lsyscache.h"	/* get_database_name() from PG 19 */
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -101,20 +104,33 @@ map_procs(int *nslots)
 }
 
 /*
- * Count, for every backend, how many backends wait on a lock it holds (or
- * is ahead of them in the queue for).  Lock-group members (parallel
- * workers) are reported by pg_blocking_pids() as their leader.
+ * For every backend: how many backends wait on a lock it holds (or is
+ * ahead of them in the queue for), and since when the earliest of those
+ * waits began; for every waiter, the first backend it waits for.
+ * Lock-group members (parallel workers) are reported by
+ * pg_blocking_pids() as their leader.  Costs nothing when nobody waits.
  */
 static void
 compute_blocking(PhSnapshot *snap)
 {
-	PidSlot    *by_pid = palloc(sizeof(PidSlot) * Max(snap->nbackends, 1));
+	PidSlot    *by_pid = NULL;
+	bool		anyone_waits = false;
 
+	for (int i = 0; i < snap->nbackends; i++)
+	{
+		snap->backends[i].blocking = 0;
+		snap->backends[i].blocking_since = 0;
+		snap->backends[i].blocked_by = 0;
+		anyone_waits |= snap->backends[i].waiting;
+	}
+	if (!anyone_waits)
+		return;
+
+	by_pid = palloc(sizeof(PidSlot) * snap->nbackends);
 	for (int i = 0; i < snap->nbackends; i++)
 	{
 		by_pid[i].pid = snap->backends[i].pid;
 		by_pid[i].index = i;
-		snap->backends[i].blocking = 0;
 	}
 	qsort(by_pid, snap->nbackends, sizeof(PidSlot), pid_slot_cmp);
 
@@ -124,9 +140,12 @@ compute_blocking(PhSnapshot *snap)
 		ArrayType  *blockers;
 		Datum	   *pids;
 		int			npids;
+		TimestampTz since;
 
 		if (!waiter->waiting)
 			continue;
+		/* the wait start is set a moment after the wait begins */
+		since = waiter->wait_start != 0 ? waiter->wait_start : snap->taken_at;
 		blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
 														  Int32GetDatum(waiter->pid)));
 		deconstruct_array_builtin(blockers, INT4OID, &pids, NULL, &npids);
@@ -141,10 +160,17 @@ compute_blocking(PhSnapshot *snap)
 			for (int k = 0; k < j && !seen; k++)
 				seen = DatumGetInt32(pids[k]) == pid;
 			holder = seen ? -1 : pid_slot_find(by_pid, snap->nbackends, pid);
-			if (holder >= 0)
-				snap->backends[holder].blocking++;
+			if (holder < 0)
+				continue;
+			if (waiter->blocked_by == 0)
+				waiter->blocked_by = pid;
+			snap->backends[holder].blocking++;
+			if (snap->backends[holder].blocking_since == 0 ||
+				since < snap->backends[holder].blocking_since)
+				snap->backends[holder].blocking_since = since;
 		}
 	}
+	pfree(by_pid);
 }
 
 /*
@@ -242,17 +268,21 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 		procno = pid_slot_find(procs, nprocs, be->pid);
 		if (procno >= 0)
 		{
-			volatile PGPROC *proc = &ProcGlobal->allProcs[procno];
+			PGPROC	   *proc = &ProcGlobal->allProcs[procno];
 
-			be->xid = proc->xid;
-			be->xmin = proc->xmin;
-			be->wait_event_info = proc->wait_event_info;
+			be->procno = procno;
+			be->xid = ((volatile PGPROC *) proc)->xid;
+			be->xmin = ((volatile PGPROC *) proc)->xmin;
+			be->wait_event_info = ((volatile PGPROC *) proc)->wait_event_info;
+			be->wait_start = (TimestampTz) pg_atomic_read_u64(&proc->waitStart);
 		}
 		else
 		{
+			be->procno = -1;
 			be->xid = InvalidTransactionId;
 			be->xmin = InvalidTransactionId;
 			be->wait_event_info = 0;
+			be->wait_start = 0;
 		}
 
 		be->is_client = be->backend_type == B_BACKEND;
@@ -260,12 +290,14 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 		be->pins_xmin = TransactionIdIsValid(be->xid) ||
 			TransactionIdIsValid(be->xmin);
 		be->blocking = -1;
+		be->blocking_since = 0;
+		be->blocked_by = 0;
+		if (!be->waiting)
+			be->wait_start = 0;
 		be->leak = PH_LEAK_NONE;
 		be->xact_age = be->xact_start != 0 ?
 			Max(snap->taken_at - be->xact_start, 0) : -1;
-		if (be->state == STATE_IDLE ||
-			be->state == STATE_IDLEINTRANSACTION ||
-			be->state == STATE_IDLEINTRANSACTION_ABORTED)
+		if (be->state == STATE_IDLE || ph_idle_in_transaction(be->state))
 			be->idle_for = Max(snap->taken_at - be->state_change, 0);
 		else
 			be->idle_for = -1;
@@ -320,10 +352,35 @@ ph_client_addr_text(const SockAddr *addr, char *buf, size_t size, int *port)
 bool
 ph_backend_visible(const PhBackend *be)
 {
+	return ph_role_visible(be->role_id);
+}
+
+/* The same rule for a session of this role. */
+bool
+ph_role_visible(Oid role_id)
+{
 	Oid			me = GetUserId();
 
 	return has_privs_of_role(me, ROLE_PG_READ_ALL_STATS) ||
-		has_privs_of_role(me, be->role_id);
+		has_privs_of_role(me, role_id);
+}
+
+/* The name of a database (palloc'd), or "" if it is gone. */
+char *
+ph_database_name(Oid database_id)
+{
+	char	   *name = OidIsValid(database_id) ? get_database_name(database_id) : NULL;
+
+	return name ? name : pstrdup("");
+}
+
+/* The name of a role (palloc'd), or "" if it is gone. */
+char *
+ph_role_name(Oid role_id)
+{
+	char	   *name = OidIsValid(role_id) ? GetUserNameFromId(role_id, true) : NULL;
+
+	return name ? pstrdup(name) : pstrdup("");
 }
 
 /* backend_type as pg_stat_activity shows it (a worker shows its bgw_type). */

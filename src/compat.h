@@ -16,6 +16,7 @@
 
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
+#include "utils/guc.h"
 #include "storage/proc.h"
 #include "utils/backend_status.h"
 #include "utils/wait_event.h"
@@ -112,6 +113,60 @@ ph_worker_wait_event(void)
 	return wait_event;
 #else
 	return PG_WAIT_EXTENSION;
+#endif
+}
+
+/*
+ * Memory for a setting's parsed value ("extra"): malloc before PG 16,
+ * guc_malloc (freed by guc_free) from PG 16.  NULL when out of memory.
+ */
+static inline void *
+ph_guc_malloc(size_t size)
+{
+#if PG_VERSION_NUM >= 160000
+	return guc_malloc(LOG, size);
+#else
+	return malloc(size);
+#endif
+}
+
+/* This backend's PGPROC number (its index in ProcGlobal->allProcs). */
+static inline int
+ph_my_procno(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return MyProcNumber;
+#else
+	return MyProc->pgprocno;
+#endif
+}
+
+/*
+ * One byte of an application_name as the server keeps it
+ * (check_application_name, pg_clean_ascii): printable ASCII as is, any
+ * other byte as '?' before PG 16 and as "\xNN" from PG 16.  Writes into
+ * out (room for 4) and returns how many bytes it wrote.
+ */
+static inline int
+ph_clean_ascii_byte(unsigned char c, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	if (c >= 32 && c <= 126)
+	{
+		out[0] = (char) c;
+		return 1;
+	}
+#if PG_VERSION_NUM >= 160000
+	out[0] = '\\';
+	out[1] = 'x';
+	out[2] = hex[c >> 4];
+	out[3] = hex[c & 0xF];
+	return 4;
+#else
+	(void) hex;
+	out[0] = '?';
+	return 1;
 #endif
 }
 

@@ -1,16 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * enforce.c
- *		Acting on one session: the safety exclusions, the privilege rule of
- *		pg_terminate_backend(), the re-check right before signalling (same
- *		session, same state, still past its limit), the signal itself, and
- *		the audit record of what was done (audit.c).  Used by the worker's
- *		continuous enforcement and by the cleanup functions alike.
+ *		Acting on one session: the privilege rule of pg_terminate_backend(),
+ *		the re-check right before signalling (same session, same state,
+ *		still past its limit), the signal itself, and the audit entry of
+ *		what was done (recorded by audit.c).  Used by the worker's
+ *		continuous enforcement and by the functions of actions.c alike.
  *
- * Never touched, whatever the caller asks: anything but client backends
- * (walsenders, autovacuum, background and parallel workers, the worker
- * itself), the calling session, roles in pool_health.protected_roles, and
- * superuser sessions unless the governing policy says allow_superuser.
+ * Which sessions may never be touched is decided by the evaluation
+ * (evaluate.c, PhBackend.exemption): anything but client backends, the
+ * calling session, roles in pool_health.protected_roles, and superuser
+ * sessions unless the governing policy says allow_superuser.
  *
  * Sessions idle in transaction ignore a cancel, so they are terminated:
  * SIGTERM to the backend's process group, as pg_terminate_backend() does.
@@ -22,59 +22,30 @@
 #include "postgres.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 
 #include "catalog/pg_authid.h"
-#include "commands/dbcommands.h"	/* get_database_name() before PG 19 */
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"	/* get_database_name() from PG 19 */
 #include "utils/timestamp.h"
 
 #include "compat.h"
 #include "pool_health.h"
 
-/* Why the session may not be touched at all, or NULL. */
-const char *
-ph_enforce_exclusion(const PhBackend *be, const PhPolicy *policy)
-{
-	if (!be->is_client)
-		return "not a client backend";
-	if (be->pid == MyProcPid)
-		return "the calling session";
-	if (ph_role_is_protected(be->role_id))
-		return "role listed in pool_health.protected_roles";
-	if (superuser_arg(be->role_id) && !(policy != NULL && policy->allow_superuser))
-		return "superuser session";
-	return NULL;
-}
-
 /*
- * Could the current user end a session of this role with
- * pg_terminate_backend()?  The same rule: a superuser's session only as a
- * superuser; otherwise membership in the role or pg_signal_backend.
+ * Could actor end a session of this role with pg_terminate_backend()?
+ * The same rule: a superuser's session only as a superuser; otherwise the
+ * privileges of the role or of pg_signal_backend.
  */
 bool
-ph_enforce_may_signal(Oid role_id)
+ph_may_signal(Oid actor, Oid role_id)
 {
-	if (superuser_arg(role_id) && !superuser())
+	if (superuser_arg(role_id) && !superuser_arg(actor))
 		return false;
-	return has_privs_of_role(GetUserId(), role_id) ||
-		has_privs_of_role(GetUserId(), ROLE_PG_SIGNAL_BACKEND);
-}
-
-/* A duration as interval text, e.g. 00:05:00.123. */
-char *
-ph_duration_text(int64 usec)
-{
-	Interval	iv;
-
-	memset(&iv, 0, sizeof(iv));
-	iv.time = usec;
-	return DatumGetCString(DirectFunctionCall1(interval_out,
-											   DirectFunctionCall1(interval_justify_hours,
-																   IntervalPGetDatum(&iv))));
+	return has_privs_of_role(actor, role_id) ||
+		has_privs_of_role(actor, ROLE_PG_SIGNAL_BACKEND);
 }
 
 /* What the session has been doing for "observed", in words. */
@@ -90,7 +61,7 @@ limit_activity(PhLimit limit, int blocking)
 		case PH_LIMIT_TRANSACTION:
 			return "in a transaction";
 		case PH_LIMIT_BLOCKING:
-			return psprintf("in a transaction blocking %d %s", blocking,
+			return psprintf("blocking %d %s", blocking,
 							blocking == 1 ? "session" : "sessions");
 		case PH_LIMIT_NONE:
 			break;
@@ -99,37 +70,56 @@ limit_activity(PhLimit limit, int blocking)
 }
 
 /*
+ * Since when the session with this pid has been blocking others now, or 0
+ * (a fresh pass over backend status with blocking counts).
+ */
+static TimestampTz
+blocking_since_now(int pid, int *blocking)
+{
+	PhSnapshot	snap;
+
+	ph_snapshot_take(&snap, PH_SNAPSHOT_BLOCKING);
+	for (int i = 0; i < snap.nbackends; i++)
+	{
+		if (snap.backends[i].pid == pid)
+		{
+			*blocking = snap.backends[i].blocking;
+			return snap.backends[i].blocking_since;
+		}
+	}
+	return 0;
+}
+
+/*
  * Signal (or, in a dry run or for action log, only describe) one session
- * past a limit, filling result->entry for the audit; recording it is the
- * caller's (ph_enforce_act does both).  The session is read again first:
- * it must be the same session (pid and backend start), still in the same
- * state or transaction, and still past limit_usec; if not, nothing is
- * done and false is returned.
+ * past a limit, filling *e for the audit; recording it is the caller's.
+ * The session is read again first: it must be the same session (pid and
+ * backend start), still in the same state or transaction (for
+ * blocking_timeout: still blocking others, since no later), and still
+ * past limit_usec; if not, nothing is done and false is returned.
  * policy is NULL for manual calls, whose source names the function; label
- * starts the audited reason (e.g. "idle_timeout 00:05:00 exceeded").  The
- * caller has checked exclusions and privileges.
+ * starts the audited reason (NULL: "<limit> <value> exceeded").  The
+ * caller has checked exemptions and privileges.
  */
 bool
 ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 				  int64 limit_usec, const char *label, bool terminate,
-				  bool dry_run, const char *source, PhActionResult *result)
+				  bool dry_run, const char *source, PhAuditEntry *e)
 {
-	PhAuditEntry *e = &result->entry;
 	PhBackend	now;
 	TimestampTz since;
 	TimestampTz at;
 	const char *str;
 	char	   *query;
+	int			blocking = be->blocking;
 
-	result->acted = false;
 	if (!ph_snapshot_reread(be, &now) ||
 		now.pid != be->pid || now.backend_start != be->backend_start)
 		return false;
 	switch (limit)
 	{
 		case PH_LIMIT_IDLE_IN_TRANSACTION:
-			if ((now.state != STATE_IDLEINTRANSACTION &&
-				 now.state != STATE_IDLEINTRANSACTION_ABORTED) ||
+			if (!ph_idle_in_transaction(now.state) ||
 				now.state_change != be->state_change)
 				return false;
 			since = now.state_change;
@@ -140,10 +130,16 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 			since = now.state_change;
 			break;
 		case PH_LIMIT_TRANSACTION:
-		case PH_LIMIT_BLOCKING:
 			if (now.xact_start == 0 || now.xact_start != be->xact_start)
 				return false;
 			since = now.xact_start;
+			break;
+		case PH_LIMIT_BLOCKING:
+			if (now.xact_start == 0 || now.xact_start != be->xact_start)
+				return false;
+			since = blocking_since_now(be->pid, &blocking);
+			if (since == 0)
+				return false;
 			break;
 		default:
 			return false;
@@ -155,12 +151,13 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	memset(e, 0, sizeof(PhAuditEntry));
 	e->at = at;
 	e->pid = be->pid;
-	if ((str = GetUserNameFromId(be->role_id, true)) != NULL)
-		namestrcpy(&e->role, str);
-	if (OidIsValid(be->database_id) && (str = get_database_name(be->database_id)) != NULL)
-		namestrcpy(&e->database, str);
+	e->role_id = be->role_id;
+	namestrcpy(&e->role, ph_role_name(be->role_id));
+	namestrcpy(&e->database, ph_database_name(be->database_id));
 	strlcpy(e->application_name, now.application_name, sizeof(e->application_name));
-	(void) ph_client_addr_text(&now.client_addr, e->client_addr, sizeof(e->client_addr), NULL);
+	if (!ph_client_addr_text(&now.client_addr, e->client_addr, sizeof(e->client_addr),
+							 &e->client_port))
+		e->client_port = now.client_addr.addr.ss_family == AF_UNIX ? -1 : 0;
 	e->backend_start = now.backend_start;
 	e->xact_start = now.xact_start;
 	if ((str = ph_backend_state_name(now.state)) != NULL)
@@ -170,8 +167,11 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	memcpy(e->query, query, pg_mbcliplen(query, strlen(query), sizeof(e->query) - 1));
 	if (policy != NULL)
 		namestrcpy(&e->policy, NameStr(policy->name));
+	if (label == NULL)
+		label = psprintf("%s %s exceeded", ph_limit_name(limit),
+						 ph_duration_text(limit_usec));
 	snprintf(e->reason, sizeof(e->reason), "%s: %s for %s", label,
-			 limit_activity(limit, be->blocking), ph_duration_text(at - since));
+			 limit_activity(limit, blocking), ph_duration_text(at - since));
 	strlcpy(e->action, terminate ? "terminate" : "log", sizeof(e->action));
 	e->dry_run = dry_run;
 	e->success = -1;
@@ -185,19 +185,5 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 		if (e->success == 1 && ph_shared != NULL)
 			pg_atomic_fetch_add_u64(&ph_shared->terminations, 1);
 	}
-	result->acted = true;
-	return true;
-}
-
-/* ph_enforce_signal, and the audit record of what was done. */
-bool
-ph_enforce_act(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
-			   int64 limit_usec, const char *label, bool terminate,
-			   bool dry_run, const char *source, PhActionResult *result)
-{
-	if (!ph_enforce_signal(be, policy, limit, limit_usec, label, terminate,
-						   dry_run, source, result))
-		return false;
-	ph_audit_record(&result->entry);
 	return true;
 }

@@ -54,8 +54,11 @@ ph_history_shmem_size(void)
 					mul_size(sizeof(PhMinute), ph_history_minutes));
 }
 
-/* Set up empty rings in storage (ph_history_shmem_size() bytes). */
-void
+/*
+ * Set up empty rings in storage (ph_history_shmem_size() bytes); returns
+ * the end of it.
+ */
+char *
 ph_history_init(PhHistory *history, char *storage)
 {
 	memset(history, 0, sizeof(PhHistory));
@@ -64,6 +67,7 @@ ph_history_init(PhHistory *history, char *storage)
 	history->raw = (PhSample *) storage;
 	history->minutes = (PhMinute *)
 		(storage + MAXALIGN(sizeof(PhSample) * ph_history_raw_samples));
+	return (char *) history->minutes + sizeof(PhMinute) * ph_history_minutes;
 }
 
 static TimestampTz
@@ -169,6 +173,7 @@ ph_history_save(void)
 	PhMinute   *minutes = palloc(sizeof(PhMinute) * (history->minute_capacity + 1));
 	pg_crc32c	crc;
 	FILE	   *file;
+	bool		written;
 	const char *tmp = HISTORY_FILE ".tmp";
 
 	memset(&header, 0, sizeof(header));
@@ -189,19 +194,27 @@ ph_history_save(void)
 	COMP_CRC32C(crc, minutes, sizeof(PhMinute) * header.minute_count);
 	FIN_CRC32C(crc);
 
+	/*
+	 * Write, then close exactly once whatever happened (a failed write,
+	 * say a full disk, must not close the file a second time).
+	 */
 	file = AllocateFile(tmp, PG_BINARY_W);
-	if (file == NULL ||
-		fwrite(&header, sizeof(header), 1, file) != 1 ||
-		fwrite(raw, sizeof(PhSample), header.raw_count, file) != (size_t) header.raw_count ||
-		fwrite(minutes, sizeof(PhMinute), header.minute_count, file) != (size_t) header.minute_count ||
-		fwrite(&crc, sizeof(crc), 1, file) != 1 ||
-		FreeFile(file) != 0)
+	if (file == NULL)
+		written = false;
+	else
+	{
+		written = fwrite(&header, sizeof(header), 1, file) == 1 &&
+			fwrite(raw, sizeof(PhSample), header.raw_count, file) == (size_t) header.raw_count &&
+			fwrite(minutes, sizeof(PhMinute), header.minute_count, file) == (size_t) header.minute_count &&
+			fwrite(&crc, sizeof(crc), 1, file) == 1;
+		if (FreeFile(file) != 0)
+			written = false;
+	}
+	if (!written)
 	{
 		ereport(LOG,
 				(errcode_for_file_access(),
 				 errmsg("could not write pool_health history file \"%s\": %m", tmp)));
-		if (file)
-			FreeFile(file);
 		unlink(tmp);
 		return;
 	}

@@ -8,6 +8,10 @@
  * manual functions.  Loaded through shared_preload_libraries, it also
  * owns shared memory and a background worker; ph_preloaded says which.
  *
+ * pool_health.protected_roles is parsed once, when it is set, into a list
+ * of names that the login path compares without allocating or looking up
+ * anything (ph_role_name_protected).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -16,9 +20,12 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
 
+#include "compat.h"
 #include "pool_health.h"
 
 PG_MODULE_MAGIC;
@@ -27,6 +34,7 @@ PG_MODULE_MAGIC;
 int			ph_degraded_percent = 70;
 int			ph_critical_percent = 90;
 int			ph_leak_after_ms = 60 * 1000;
+int			ph_lock_wait_after_ms = 10 * 1000;
 char	   *ph_database = NULL;
 int			ph_sample_interval_ms = 1000;
 char	   *ph_notify_channel = NULL;
@@ -54,18 +62,81 @@ bool		ph_preloaded = false;
 
 void		_PG_init(void);
 
+/* pool_health.protected_roles, parsed (the setting's "extra") */
+typedef struct ProtectedRoles
+{
+	int			count;
+	NameData	names[FLEXIBLE_ARRAY_MEMBER];
+} ProtectedRoles;
+
+static ProtectedRoles *protected_roles = NULL;
+
 static bool
 check_protected_roles(char **newval, void **extra, GucSource source)
 {
 	char	   *copy = pstrdup(*newval);
 	List	   *names;
-	bool		ok = SplitIdentifierString(copy, ',', &names);
+	ListCell   *lc;
+	ProtectedRoles *parsed;
+	int			i = 0;
 
-	if (!ok)
+	if (!SplitIdentifierString(copy, ',', &names))
+	{
 		GUC_check_errdetail("List syntax is invalid.");
+		list_free(names);
+		pfree(copy);
+		return false;
+	}
+	parsed = ph_guc_malloc(offsetof(ProtectedRoles, names) +
+						   sizeof(NameData) * Max(list_length(names), 1));
+	if (parsed == NULL)
+		return false;
+	parsed->count = list_length(names);
+	foreach(lc, names)
+		namestrcpy(&parsed->names[i++], (const char *) lfirst(lc));
 	list_free(names);
 	pfree(copy);
-	return ok;
+	*extra = parsed;
+	return true;
+}
+
+static void
+assign_protected_roles(const char *newval, void *extra)
+{
+	protected_roles = (ProtectedRoles *) extra;
+}
+
+/*
+ * Is this role name listed in pool_health.protected_roles?  Compares
+ * names only: it allocates nothing and cannot fail (the login path).
+ */
+bool
+ph_role_name_protected(const char *name)
+{
+	if (protected_roles == NULL || name == NULL)
+		return false;
+	for (int i = 0; i < protected_roles->count; i++)
+		if (strncmp(NameStr(protected_roles->names[i]), name, NAMEDATALEN) == 0)
+			return true;
+	return false;
+}
+
+/* The OIDs of the protected roles that exist (palloc'd). */
+Oid *
+ph_protected_role_oids(int *n)
+{
+	int			count = protected_roles ? protected_roles->count : 0;
+	Oid		   *oids = palloc(sizeof(Oid) * Max(count, 1));
+
+	*n = 0;
+	for (int i = 0; i < count; i++)
+	{
+		Oid			role = get_role_oid(NameStr(protected_roles->names[i]), true);
+
+		if (OidIsValid(role))
+			oids[(*n)++] = role;
+	}
+	return oids;
 }
 
 static bool
@@ -162,6 +233,15 @@ define_settings(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("pool_health.lock_wait_after",
+							"How long a session may wait on a lock before the wait counts in the health level.",
+							"Sessions waiting longer are a reason in pool_health.usage, naming the session that blocks them, and raise the level to at least degraded.",
+							&ph_lock_wait_after_ms,
+							10 * 1000, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("pool_health.sample_interval",
 							"How often the pool_health worker samples backend status.",
 							NULL,
@@ -197,7 +277,7 @@ define_settings(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
-							   check_protected_roles, NULL, NULL);
+							   check_protected_roles, assign_protected_roles, NULL);
 
 	DefineCustomBoolVariable("pool_health.admission",
 							 "Whether new connections are checked against the policies' max_connections and refuse_at.",

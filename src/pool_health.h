@@ -2,15 +2,33 @@
  *
  * pool_health.h
  *		Declarations shared by the files of pool_health, grouped by the file
- *		that defines them.
+ *		that defines them.  File-private types stay in their files.
  *
- * The data flow is: backend_snapshot.c takes one pass over backend status
- * (PhSnapshot), classify.c decides per backend whether it is leaked and
- * computes the server-wide usage and health level (PhUsage), and the
- * SQL-callable functions in sql_functions.c turn both into rows and JSON.
- * With the preload, shmem.c owns pool_health's shared memory (PhShared),
- * worker.c samples every pool_health.sample_interval into history.c's
- * rings, and alerts.c reports level changes.
+ * The data flow:
+ *
+ *	backend_snapshot.c	one pass over backend status (PhSnapshot)
+ *	policy_table.c		the rows of pool_health.policies, validated and
+ *						compiled (PhPolicies); bad rows become PhPolicyError
+ *	policy_match.c		which policy governs a session (never raises)
+ *	policy_set.c		the compiled set the worker publishes in shared
+ *						memory, copied out by every reader with its version
+ *	evaluate.c			ONE evaluation of a snapshot (PhEvaluation): per
+ *						session the policy, limit, deadline, leak and
+ *						exemption; per server the usage, level and reasons;
+ *						groups and per-policy counts
+ *
+ * and the consumers of an evaluation, which only format it or act on it:
+ * views.c (sessions, usage, usage_by_*, policy usage and errors), health.c
+ * (status(), ping(), metrics() with metrics.c), actions.c (cleanup(),
+ * terminate_*(), reclaim()), worker.c (sampling into history.c, alerts.c,
+ * continuous enforcement through enforce.c and audit.c) and admission.c
+ * (counters kept exact at login and exit, re-homed from evaluations).
+ *
+ * Locking: one LWLock, ph_shared->lock, protects the worker state, the
+ * history, the published policy set and the in-memory audit lists; each
+ * shared struct below says field by field what it protects and what is
+ * read without it.  Admission counters are atomics.  Nothing that can
+ * raise an ERROR runs while the lock is held.
  *
  *-------------------------------------------------------------------------
  */
@@ -64,6 +82,17 @@ typedef enum PhLimit
 	PH_LIMIT_BLOCKING			/* blocking_timeout */
 } PhLimit;
 
+/* Why pool_health never acts on a session, whatever a policy says. */
+typedef enum PhExemption
+{
+	PH_EXEMPT_NONE = 0,
+	PH_EXEMPT_NOT_CLIENT,		/* walsender, autovacuum, workers, ... */
+	PH_EXEMPT_STARTING,			/* still authenticating: no role yet */
+	PH_EXEMPT_SELF,				/* the process evaluating */
+	PH_EXEMPT_PROTECTED,		/* role in pool_health.protected_roles */
+	PH_EXEMPT_SUPERUSER			/* superuser, no policy allows it */
+} PhExemption;
+
 /* A network in a policy's client_addr (a cidr). */
 typedef struct PhNetwork
 {
@@ -72,10 +101,14 @@ typedef struct PhNetwork
 	unsigned char addr[16];
 } PhNetwork;
 
+/* Longest application_name pattern a policy may have, in bytes. */
+#define PH_PATTERN_MAX 255
+
 /*
- * A policy as compiled from pool_health.policies (policy.c): names resolved
- * to OIDs (InvalidOid with a name: matches nothing), limits in usec (0: no
- * limit), -1 for no quota or refuse_at.
+ * A policy as compiled from a valid row of pool_health.policies
+ * (policy_table.c): names resolved to OIDs (InvalidOid with a name:
+ * matches nothing), limits in usec (0: no limit), -1 for no quota or
+ * refuse_at.  A plain struct: copied into and out of shared memory.
  */
 typedef struct PhPolicy
 {
@@ -90,7 +123,7 @@ typedef struct PhPolicy
 	NameData	role;
 	Oid			database_id;
 	Oid			role_id;
-	char		application_pattern[256];
+	char		application_pattern[PH_PATTERN_MAX + 1];
 	PhNetwork	client;
 	int64		idle_in_transaction_timeout;
 	int64		idle_timeout;
@@ -101,7 +134,34 @@ typedef struct PhPolicy
 	bool		dry_run;
 	bool		allow_superuser;
 	int8		refuse_at;		/* PhLevel, or -1 */
+	int32		counter;		/* admission counter (admission.c), or -1 */
 } PhPolicy;
+
+/* A row of pool_health.policies that is not in effect, and why. */
+typedef struct PhPolicyError
+{
+	NameData	name;			/* empty: the table itself */
+	char		error[256];
+	TimestampTz since;			/* first seen with this error */
+} PhPolicyError;
+
+/*
+ * A set of compiled policies in precedence order (first match governs),
+ * and the rows left out.  version is that of the published set it was
+ * copied from (0: compiled from the table by this process).
+ */
+typedef struct PhPolicies
+{
+	int			count;
+	PhPolicy   *items;
+	int			nerrors;
+	PhPolicyError *errors;
+	bool		need_blocking;	/* some policy has a blocking_timeout */
+	bool		published;		/* copied from the worker's set */
+	bool		locked;			/* not read: the table was locked */
+	uint64		version;
+	Oid			owner;			/* owner of the table (who acts), or invalid */
+} PhPolicies;
 
 /*
  * What a policy matches a session on: OIDs when known (a running backend),
@@ -112,22 +172,21 @@ typedef struct PhMatchKey
 	Oid			database_id;
 	Oid			role_id;
 	const char *database;		/* used when database_id is invalid */
-	const char *role;			/* used when role_id is invalid */
 	const char *application_name;
 	const SockAddr *client_addr;
 } PhMatchKey;
 
-/* A set of compiled policies, in precedence order (first match governs). */
-typedef struct PhPolicies
+/* Is a backend state one of the two idle-in-transaction states? */
+static inline bool
+ph_idle_in_transaction(BackendState state)
 {
-	int			count;
-	PhPolicy   *items;
-	bool		need_blocking;	/* some policy has a blocking_timeout */
-} PhPolicies;
+	return state == STATE_IDLEINTRANSACTION ||
+		state == STATE_IDLEINTRANSACTION_ABORTED;
+}
 
 /*
  * One backend as seen by one pass over backend status: a consistent copy
- * of the fields pool_health uses, and what classify.c derives from them.
+ * of the fields pool_health uses, and what evaluate.c derives from them.
  */
 typedef struct PhBackend
 {
@@ -145,20 +204,26 @@ typedef struct PhBackend
 	SockAddr	client_addr;
 	char		application_name[NAMEDATALEN];
 	char	   *query;			/* NULL unless PH_SNAPSHOT_QUERY */
-	/* read from its PGPROC (0 / invalid if it has none) */
+	/* read from its PGPROC (0 / invalid / -1 if it has none) */
+	int			procno;
 	TransactionId xid;
 	TransactionId xmin;
 	uint32		wait_event_info;
-	/* derived */
+	TimestampTz wait_start;		/* when its lock wait began, or 0 */
+	/* derived in the pass */
 	bool		is_client;		/* client backend: counts against the limit */
 	bool		waiting;		/* waiting on a heavyweight lock */
 	bool		pins_xmin;		/* holds an xid or snapshot back */
+	bool		superuser;		/* its role is a superuser (evaluate.c) */
 	int			blocking;		/* sessions waiting on its locks, or -1 */
+	TimestampTz blocking_since; /* earliest wait on its locks, or 0 */
+	int			blocked_by;		/* pid of the first blocker, if waiting */
 	int64		idle_for;		/* usec in its idle state, or -1 */
 	int64		xact_age;		/* usec since its transaction began, or -1 */
+	/* decided by the evaluation (evaluate.c) */
 	PhLeak		leak;
-	/* from the governing policy, if any (classify.c) */
-	const PhPolicy *policy;
+	PhExemption exemption;
+	const PhPolicy *policy;		/* the governing policy, or NULL */
 	PhLimit		limit;			/* the limit that expires first */
 	int64		limit_usec;		/* its value */
 	TimestampTz deadline;		/* when it expires (0: no limit applies) */
@@ -166,7 +231,7 @@ typedef struct PhBackend
 
 /* What the pass should gather beyond the fixed-size fields. */
 #define PH_SNAPSHOT_QUERY		0x01	/* fill PhBackend.query */
-#define PH_SNAPSHOT_BLOCKING	0x02	/* fill PhBackend.blocking */
+#define PH_SNAPSHOT_BLOCKING	0x02	/* fill blocking, blocking_since */
 
 typedef struct PhSnapshot
 {
@@ -177,27 +242,69 @@ typedef struct PhSnapshot
 
 #define PH_MAX_REASONS 8
 
-/* Server-wide figures derived from one snapshot (SPEC: pool_health.usage). */
+/* Server-wide figures of one evaluation (SPEC: pool_health.usage). */
 typedef struct PhUsage
 {
 	int			max_connections;
 	int			reserved_connections;
 	int			usable;
-	int			used;
+	int			used;			/* client backends */
+	int			reserved_used;	/* of them, beyond usable (superusers) */
+	int			active;
+	int			idle;
+	int			idle_in_transaction;
+	int			waiting;
+	int			lock_waits;		/* waiting longer than lock_wait_after */
+	int			leaked;
+	int			free;
+	double		usage_percent;	/* of usable, at most 100 */
+	int64		oldest_xact_age;	/* usec, -1 if no client transaction */
+	int64		longest_idle_in_transaction;	/* usec, -1 if none */
+	PhLevel		capacity_level; /* from usage alone */
+	PhLevel		level;			/* capacity_level, raised by leaks, waits */
+	int			nreasons;
+	char	   *reasons[PH_MAX_REASONS];
+} PhUsage;
+
+/*
+ * One evaluation of one snapshot: the only place where pool_health
+ * decides.  Views, status(), metrics(), the worker, the functions and the
+ * admission correction read it.
+ */
+typedef struct PhEvaluation
+{
+	PhSnapshot	snap;
+	PhPolicies	policies;
+	int		   *governed;		/* per policy: client sessions it governs */
+	PhUsage		usage;
+} PhEvaluation;
+
+/* How to evaluate (ph_evaluate flags, with the PH_SNAPSHOT_* ones). */
+#define PH_EVAL_TABLE_POLICIES	0x10	/* read the table where it lives */
+
+/* Groups of client sessions (usage_by_*, status(), metrics()). */
+typedef enum PhGroupBy
+{
+	PH_GROUP_DATABASE,
+	PH_GROUP_ROLE,
+	PH_GROUP_APPLICATION,
+	PH_GROUP_CLIENT,
+	PH_GROUP_CONSUMER			/* database, role and application_name */
+} PhGroupBy;
+
+typedef struct PhGroup
+{
+	const PhBackend *first;		/* a member: where the key is read */
+	int			connections;
 	int			active;
 	int			idle;
 	int			idle_in_transaction;
 	int			waiting;
 	int			leaked;
-	int			free;
-	double		usage_percent;
-	int64		oldest_xact_age;	/* usec, -1 if no client transaction */
-	int64		longest_idle_in_transaction;	/* usec, -1 if none */
-	PhLevel		capacity_level; /* from usage alone */
-	PhLevel		level;			/* capacity_level, raised by leaks */
-	int			nreasons;
-	char	   *reasons[PH_MAX_REASONS];
-} PhUsage;
+	int64		oldest_xact_age;	/* usec, -1 if none */
+	int64		longest_idle;	/* usec, -1 if none */
+	const PhPolicy *policy;		/* governs every member, or NULL */
+} PhGroup;
 
 /* One raw sample of the history. */
 typedef struct PhSample
@@ -235,16 +342,17 @@ typedef struct PhMinute
 } PhMinute;
 
 /*
- * The history rings (history.c).  raw[] and minutes[] follow this struct
- * in shared memory; each ring holds its newest "count" entries, the next
- * one going to [next].
+ * The history rings (history.c), under ph_shared->lock: exclusive to
+ * append, shared to copy out.  raw[] and minutes[] follow PhShared in
+ * shared memory; each ring holds its newest "count" entries, the next one
+ * going to [next].
  */
 typedef struct PhHistory
 {
-	int			raw_capacity;
+	int			raw_capacity;	/* fixed at start */
 	int			raw_count;
 	int			raw_next;
-	int			minute_capacity;
+	int			minute_capacity;	/* fixed at start */
 	int			minute_count;
 	int			minute_next;
 	PhMinute	current;		/* the minute being aggregated (samples 0: none) */
@@ -258,10 +366,17 @@ typedef enum PhWorkerMode
 	PH_WORKER_STOPPED = 0,
 	PH_WORKER_STARTING,
 	PH_WORKER_NO_DATABASE,		/* sampling; pool_health.database missing */
+	PH_WORKER_BAD_DATABASE,		/* sampling; it is a template or closed */
 	PH_WORKER_NO_EXTENSION,		/* sampling; extension not created there */
 	PH_WORKER_RUNNING
 } PhWorkerMode;
 
+/*
+ * The worker's state (worker.c), under ph_shared->lock: written by the
+ * worker (exclusive), copied out by status() and metrics() (shared).
+ * pid, mode and level are also read without the lock (single aligned
+ * words: a reader sees the old or the new value).
+ */
 typedef struct PhWorkerState
 {
 	int			pid;			/* 0 when not running */
@@ -280,30 +395,59 @@ typedef struct PhWorkerState
 } PhWorkerState;
 
 /*
- * The policies compiled by the worker (policy.c), for the worker, the
- * live views and admission control.  policies[] follows in shared memory.
+ * The policies the worker compiled and published (policy_set.c), under
+ * ph_shared->lock: the worker writes them exclusively, readers copy them
+ * out (shared) with their version.  generation is bumped by the commit of
+ * any change to the table (shared lock is not enough: exclusive).
+ * policies[] and errors[] follow PhShared in shared memory.
  */
-/*
- * Admission counters of one published policy (admission.c): atomics,
- * updated without the lock by connecting and exiting backends.
- */
-typedef struct PhPolicyCounter
-{
-	pg_atomic_uint32 connections;	/* governed client sessions */
-	pg_atomic_uint64 refused;	/* connections refused since published */
-} PhPolicyCounter;
-
 typedef struct PhPolicySet
 {
 	uint64		generation;		/* bumped at each commit that changes policies */
 	uint64		compiled_generation;	/* the generation "policies" reflects */
-	uint64		version;		/* bumped at each publication */
+	uint64		version;		/* bumped at each publication that changed it */
 	bool		compiled;		/* false until the worker has compiled once */
-	int			capacity;
+	int			capacity;		/* pool_health.max_policies, fixed */
 	int			count;
 	PhPolicy   *policies;
-	PhPolicyCounter *counters;	/* one per policies[] entry */
+	int			error_capacity; /* fixed */
+	int			nerrors;
+	PhPolicyError *errors;
+	Oid			owner;			/* owner of the table the set came from */
 } PhPolicySet;
+
+/*
+ * A quota counter (admission.c).  Keyed by policy name, so that a
+ * republication keeps what was counted.  policy and in_use are written by
+ * the worker under ph_shared->lock (exclusive) and read under it; the
+ * counts are atomics, changed without the lock by connecting and exiting
+ * backends and by the worker.
+ */
+typedef struct PhQuotaCounter
+{
+	NameData	policy;
+	bool		in_use;
+	pg_atomic_uint32 connections;	/* sessions counted in it now */
+	pg_atomic_uint64 refused;	/* connections refused since it was made */
+} PhQuotaCounter;
+
+/*
+ * Admission state (admission.c): atomics only, no lock.  counted[] holds,
+ * per PGPROC number, the pid of the client backend in it (high 32 bits)
+ * and the counter it is counted in (low 32 bits: 0 none, k + 1 counter k,
+ * PH_COUNTED_EXITED once it has given its count back).  Only the backend
+ * itself (at login and exit) and the worker (by compare-and-swap on an
+ * entry with that backend's pid) change an entry.
+ */
+#define PH_COUNTED_EXITED	0xFFFFFFFF
+typedef struct PhAdmission
+{
+	pg_atomic_uint32 clients;	/* client backends past authentication */
+	int			ncounters;		/* fixed: 2 x pool_health.max_policies */
+	PhQuotaCounter *counters;
+	int			nprocs;			/* fixed */
+	pg_atomic_uint64 *counted;
+} PhAdmission;
 
 /* One action on a session, as audit.c records it. */
 typedef struct PhAuditEntry
@@ -314,6 +458,7 @@ typedef struct PhAuditEntry
 	NameData	database;
 	char		application_name[NAMEDATALEN];
 	char		client_addr[64];	/* empty: local */
+	int32		client_port;	/* -1 Unix socket, 0 unknown */
 	TimestampTz backend_start;
 	TimestampTz xact_start;
 	char		state[32];
@@ -326,38 +471,44 @@ typedef struct PhAuditEntry
 	int8		success;		/* 1, 0, or -1 when nothing was sent */
 	char		source[32];
 	NameData	requested_by;	/* empty: the worker */
+	Oid			role_id;		/* for the visibility rule; not stored */
 } PhAuditEntry;
 
-/* The in-memory audit list (audit.c): the newest "count" entries. */
+/*
+ * An in-memory audit list (audit.c), under ph_shared->lock: exclusive to
+ * append, shared to copy out.  The worker's actions and the functions'
+ * have a list each, so calls cannot push the worker's records out.
+ */
 typedef struct PhAuditRing
 {
-	int			capacity;
+	int			capacity;		/* fixed */
 	int			count;
 	int			next;
 	PhAuditEntry *entries;
 } PhAuditRing;
 
-/*
- * pool_health's shared memory (shmem.c).  "lock" protects worker,
- * history, policies and audit; the counters are atomics, written without
- * it.
- */
+/* pool_health's shared memory (shmem.c). */
 typedef struct PhShared
 {
-	LWLock	   *lock;
+	LWLock	   *lock;			/* protects what each member says */
 	PhWorkerState worker;
-	struct PGPROC *worker_proc; /* to wake the worker; NULL when not running */
-	pg_atomic_uint64 terminations;	/* sessions ended, since the history began */
-	pg_atomic_uint64 refusals;
+	struct PGPROC *worker_proc; /* to wake the worker; NULL when not
+								 * running; written under the lock, read
+								 * under it */
+	pg_atomic_uint64 terminations;	/* sessions ended since the history began */
+	pg_atomic_uint64 refusals;	/* connections refused, likewise */
 	PhHistory	history;
 	PhPolicySet policy_set;
-	PhAuditRing audit;
+	PhAdmission admission;
+	PhAuditRing worker_actions;
+	PhAuditRing call_actions;
 } PhShared;
 
 /* pool_health.c: settings and module state */
 extern int	ph_degraded_percent;
 extern int	ph_critical_percent;
 extern int	ph_leak_after_ms;
+extern int	ph_lock_wait_after_ms;
 extern char *ph_database;
 extern int	ph_sample_interval_ms;
 extern char *ph_notify_channel;
@@ -371,6 +522,8 @@ extern int	ph_audit_memory;
 extern bool ph_admission;
 extern int	ph_metrics_top_groups;
 extern bool ph_preloaded;
+extern bool ph_role_name_protected(const char *name);
+extern Oid *ph_protected_role_oids(int *n);
 
 /* pool_health.enforce */
 #define PH_ENFORCE_OFF		0
@@ -388,84 +541,118 @@ extern bool ph_snapshot_reread(const PhBackend *be, PhBackend *now);
 extern bool ph_client_addr_text(const SockAddr *addr, char *buf, size_t size,
 								int *port);
 extern bool ph_backend_visible(const PhBackend *be);
+extern bool ph_role_visible(Oid role_id);
 extern const char *ph_backend_type_name(const PhBackend *be);
 
-/* classify.c */
-extern void ph_classify(PhSnapshot *snap, const PhPolicies *policies);
-extern void ph_usage_compute(const PhSnapshot *snap, PhUsage *usage);
-extern PhThrottle ph_throttle_advice(const PhUsage *usage, int *new_connections);
-extern const char *ph_level_name(PhLevel level);
-extern const char *ph_leak_name(PhLeak leak);
-extern const char *ph_throttle_name(PhThrottle throttle);
-
-/* history.c (callers hold ph_shared->lock as each function says) */
-extern Size ph_history_shmem_size(void);
-extern void ph_history_init(PhHistory *history, char *storage);
-extern void ph_history_append(PhHistory *history, const PhSample *sample);
-extern int	ph_history_copy_raw(const PhHistory *history, PhSample *out);
-extern int	ph_history_copy_minutes(const PhHistory *history, PhMinute *out);
-extern void ph_history_save(void);
-extern void ph_history_load(void);
-
-/* policy.c */
-extern Size ph_policy_shmem_size(void);
-extern void ph_policy_init(PhPolicySet *set, char *storage);
-extern bool ph_policies_load(PhPolicies *out);
-extern bool ph_policies_publish(const PhPolicies *policies, uint64 generation);
-extern uint64 ph_policies_generation(void);
-extern void ph_policies_for_reading(PhPolicies *out);
-extern void ph_policies_fresh(PhPolicies *out);
-extern const PhPolicy *ph_policy_match(const PhPolicies *policies, const PhMatchKey *key);
-extern void ph_match_key_for(const PhBackend *be, PhMatchKey *key);
-extern bool ph_network_contains(const PhNetwork *net, const SockAddr *addr);
-extern bool ph_like(const char *str, const char *pattern);
-extern bool ph_role_is_protected(Oid role_id);
-extern const char *ph_limit_name(PhLimit limit);
-
-/* enforce.c */
-typedef struct PhActionResult
+/* extension_tables.c */
+typedef struct PhColumn
 {
-	PhAuditEntry entry;
-	bool		acted;			/* false: skipped (re-check failed, no privilege) */
-} PhActionResult;
-extern const char *ph_enforce_exclusion(const PhBackend *be, const PhPolicy *policy);
-extern bool ph_enforce_may_signal(Oid role_id);
-extern bool ph_enforce_signal(const PhBackend *be, const PhPolicy *policy,
-							  PhLimit limit, int64 limit_usec, const char *label,
-							  bool terminate, bool dry_run, const char *source,
-							  PhActionResult *result);
-extern bool ph_enforce_act(const PhBackend *be, const PhPolicy *policy,
-						   PhLimit limit, int64 limit_usec, const char *label,
-						   bool terminate, bool dry_run, const char *source,
-						   PhActionResult *result);
-extern char *ph_duration_text(int64 usec);
-
-/* table_owner.c */
+	const char *name;
+	Oid			type;
+} PhColumn;
+extern Oid	ph_extension_table(const char *relname, const PhColumn *columns,
+							   int ncolumns, char **why);
 typedef struct PhTableOwner
 {
 	Oid			userid;			/* the caller's, restored at the end */
 	int			sec_context;
 } PhTableOwner;
-extern bool ph_table_owner_begin(const char *relname, PhTableOwner *saved);
+extern void ph_table_owner_begin(Oid relid, PhTableOwner *saved);
 extern void ph_table_owner_end(const PhTableOwner *saved);
+
+/* policy_table.c */
+extern bool ph_policies_read(PhPolicies *out, bool wait);
+extern bool ph_interval_usec(const Interval *iv, int64 *usec);
+extern void ph_policy_error(PhPolicies *out, const char *name, const char *fmt,...) pg_attribute_printf(3, 4);
+
+/* policy_match.c */
+extern void ph_policies_sort(PhPolicies *policies);
+extern const PhPolicy *ph_policy_match(const PhPolicy *items, int count,
+									   const PhMatchKey *key);
+extern bool ph_like_pattern_valid(const char *pattern);
+extern bool ph_network_contains(const PhNetwork *net, const SockAddr *addr);
+extern const char *ph_limit_name(PhLimit limit);
+
+/* policy_set.c */
+extern Size ph_policy_set_shmem_size(void);
+extern char *ph_policy_set_init(PhPolicySet *set, char *storage);
+extern bool ph_policy_set_publish(PhPolicies *policies, uint64 generation);
+extern uint64 ph_policy_set_generation(void);
+extern bool ph_policy_set_copy(PhPolicies *out);
+extern void ph_policies_for_reading(PhPolicies *out);
+extern void ph_policies_for_acting(PhPolicies *out);
+
+/* evaluate.c */
+extern void ph_evaluate(PhEvaluation *eval, int flags);
+extern void ph_evaluate_with(PhEvaluation *eval, const PhPolicies *policies,
+							 int flags);
+extern PhLevel ph_capacity_level(int used, int usable);
+extern int	ph_evaluation_groups(const PhEvaluation *eval, PhGroupBy by,
+								 PhGroup **out);
+extern char *ph_group_key(const PhGroup *group, PhGroupBy by);
+extern PhThrottle ph_throttle_advice(const PhUsage *usage, int *new_connections);
+extern const char *ph_level_name(PhLevel level);
+extern const char *ph_leak_name(PhLeak leak);
+extern const char *ph_throttle_name(PhThrottle throttle);
+extern const char *ph_exemption_name(PhExemption exemption);
+extern char *ph_duration_text(int64 usec);
+extern char *ph_database_name(Oid database_id);
+extern char *ph_role_name(Oid role_id);
+
+/* enforce.c */
+extern bool ph_may_signal(Oid actor, Oid role_id);
+extern bool ph_enforce_signal(const PhBackend *be, const PhPolicy *policy,
+							  PhLimit limit, int64 limit_usec, const char *label,
+							  bool terminate, bool dry_run, const char *source,
+							  PhAuditEntry *entry);
 
 /* audit.c */
 extern Size ph_audit_shmem_size(void);
-extern void ph_audit_init(PhAuditRing *ring, char *storage);
-extern void ph_audit_record(const PhAuditEntry *entry);
+extern char *ph_audit_init(PhShared *shared, char *storage);
 extern void ph_audit_log(const PhAuditEntry *entry);
 extern void ph_audit_store(const PhAuditEntry *entry);
-#define PH_AUDIT_COLS 18
-extern void ph_audit_datums(const PhAuditEntry *entry, Datum *values, bool *isnull);
-extern int	ph_audit_copy(PhAuditEntry *out);
+extern void ph_audit_record(const PhAuditEntry *entry);
+#define PH_AUDIT_COLS 19
+extern void ph_audit_datums(const PhAuditEntry *entry, bool visible,
+							Datum *values, bool *isnull);
+extern int	ph_audit_copy(PhAuditEntry *out, int max);
+extern int	ph_audit_capacity(void);
 
 /* admission.c */
+extern Size ph_admission_shmem_size(void);
+extern char *ph_admission_init(PhAdmission *admission, char *storage);
 extern void ph_admission_install_hook(void);
-extern void ph_admission_correct(const PhSnapshot *snap, const PhPolicies *policies,
-								 bool republished);
+extern void ph_admission_assign_counters(PhPolicy *items, int count,
+										 bool *named);
+extern int	ph_admission_ncounters(void);
+extern void ph_admission_rehome(const PhEvaluation *eval);
+extern uint32 ph_admission_counted(const PhPolicy *policy);
+extern uint64 ph_admission_refused(const PhPolicy *policy);
+
+/* json_writer.c: one writer for status(), audit and alert payloads */
+extern void ph_json_open(StringInfo buf, const char *key, char bracket);
+extern void ph_json_close(StringInfo buf, char bracket);
+extern void ph_json_key(StringInfo buf, const char *key);
+extern void ph_json_str(StringInfo buf, const char *key, const char *value);
+extern void ph_json_int(StringInfo buf, const char *key, int64 value);
+extern void ph_json_bool(StringInfo buf, const char *key, bool value);
+extern void ph_json_double(StringInfo buf, const char *key, double value,
+						   int decimals);
+extern void ph_json_time(StringInfo buf, const char *key, TimestampTz value);
+extern void ph_json_seconds(StringInfo buf, const char *key, int64 usec);
+extern void ph_json_usage(StringInfo buf, const PhUsage *usage);
 
 /* metrics.c */
-extern char *ph_metrics_text(const PhSnapshot *snap);
+extern char *ph_metrics_text(const PhEvaluation *eval);
+
+/* history.c (callers hold ph_shared->lock as each function says) */
+extern Size ph_history_shmem_size(void);
+extern char *ph_history_init(PhHistory *history, char *storage);
+extern void ph_history_append(PhHistory *history, const PhSample *sample);
+extern int	ph_history_copy_raw(const PhHistory *history, PhSample *out);
+extern int	ph_history_copy_minutes(const PhHistory *history, PhMinute *out);
+extern void ph_history_save(void);
+extern void ph_history_load(void);
 
 /* worker.c */
 extern void ph_worker_register(void);

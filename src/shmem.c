@@ -6,11 +6,14 @@
  *		feature that needs it raises otherwise.
  *
  * Layout: one PhShared, followed by the history rings (history.c), the
- * compiled policies (policy.c) and the in-memory audit list (audit.c).
- * ph_shared->lock (an LWLock of the named tranche "pool_health") protects
- * worker, history, policy_set and audit; the counters in PhShared are
- * atomics and need no lock.  At a clean shutdown the postmaster saves the
- * history to a file, and loads it back at the next start (history.c).
+ * published policies and their errors (policy_set.c), the quota counters
+ * and per-backend admission entries (admission.c) and the in-memory audit
+ * lists (audit.c).  ph_shared->lock (an LWLock of the named tranche
+ * "pool_health") protects worker, history, policy_set and the audit lists;
+ * the counters in PhShared and PhAdmission are atomics and need no lock
+ * (pool_health.h says it field by field).  At a clean shutdown the
+ * postmaster saves the history to a file, and loads it back at the next
+ * start (history.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -34,7 +37,8 @@ shared_size(void)
 	Size		size = MAXALIGN(sizeof(PhShared));
 
 	size = add_size(size, MAXALIGN(ph_history_shmem_size()));
-	size = add_size(size, MAXALIGN(ph_policy_shmem_size()));
+	size = add_size(size, MAXALIGN(ph_policy_set_shmem_size()));
+	size = add_size(size, MAXALIGN(ph_admission_shmem_size()));
 	return add_size(size, ph_audit_shmem_size());
 }
 
@@ -75,11 +79,10 @@ ph_shmem_startup(void)
 		pg_atomic_init_u64(&ph_shared->refusals, 0);
 		/* optimistic: the first start connects to pool_health.database */
 		ph_shared->worker.connect_to_database = true;
-		ph_history_init(&ph_shared->history, storage);
-		storage += MAXALIGN(ph_history_shmem_size());
-		ph_policy_init(&ph_shared->policy_set, storage);
-		storage += MAXALIGN(ph_policy_shmem_size());
-		ph_audit_init(&ph_shared->audit, storage);
+		storage = (char *) MAXALIGN(ph_history_init(&ph_shared->history, storage));
+		storage = (char *) MAXALIGN(ph_policy_set_init(&ph_shared->policy_set, storage));
+		storage = (char *) MAXALIGN(ph_admission_init(&ph_shared->admission, storage));
+		(void) ph_audit_init(ph_shared, storage);
 	}
 	LWLockRelease(AddinShmemInitLock);
 

@@ -10,21 +10,31 @@
  *		first, so that a session is ended close to the moment its limit
  *		passes.  It runs on primaries and hot standbys.
  *
- * It connects to pool_health.database.  When that database does not exist
- * it runs connected to no database (sampling and history need none),
- * checks every few seconds whether the database has appeared, and then
- * exits to be restarted into it: it waits and logs once, it does not
- * crash-loop.  When the extension is not created in its database, it keeps
- * sampling and says so in status().  An error in one cycle is logged and
- * counted; the next cycle runs.  On a standby it writes no table and sends
- * no NOTIFY (level changes are logged only).
+ * It connects to pool_health.database.  When that database does not exist,
+ * or is one it must not hold a connection to (a template: CREATE DATABASE
+ * would fail for everyone; one that refuses connections), it runs
+ * connected to no database (sampling and history need none), checks every
+ * few seconds whether the database has become usable, and then exits to
+ * be restarted into it: it waits and logs once, it does not crash-loop.
+ * When the extension is not created in its database, it keeps sampling and
+ * says so in status().  On a standby it writes no table and sends no
+ * NOTIFY (level changes are logged only).
  *
- * Each action is taken once per session and episode (the same idle period
- * or transaction): "acted" remembers them until the session moves on.
+ * Each pass evaluates one snapshot with the published policies (the set
+ * the views show, evaluate.c), records a sample, re-homes the admission
+ * counters, and carries out what is due.  It acts with the rights of the
+ * owner of pool_health.policies: a session that owner could not end with
+ * pg_terminate_backend() is not ended (logged once).  Each action is
+ * taken once per session and episode (the same idle period, transaction
+ * or blocking spell): "acted" remembers them until the session moves on.
  *
- * Shared state: ph_shared->worker, ph_shared->history and (through
- * policy.c) ph_shared->policy_set, under ph_shared->lock, taken exclusively
- * for a few microseconds per sample.
+ * An error in a cycle is logged (a repeated one once, then counted), the
+ * cycle's locks and transaction are released, and the next cycles run,
+ * backing off up to ERROR_BACKOFF_MAX_MS while the errors go on.
+ *
+ * Shared state: ph_shared->worker and ph_shared->history, under
+ * ph_shared->lock (exclusive, a few microseconds per sample); the policy
+ * set through policy_set.c, the counters through admission.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,10 +42,13 @@
 
 #include <sys/resource.h>
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "catalog/pg_database.h"	/* get_database_oid() from PG 19 */
-#include "commands/dbcommands.h"	/* get_database_oid() before PG 19 */
+#include "catalog/indexing.h"
+#include "catalog/pg_database.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -47,7 +60,10 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
+#include "utils/relcache.h"
 #include "utils/syscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -58,6 +74,12 @@
 
 /* In no-database mode, how often to look for pool_health.database. */
 #define DATABASE_CHECK_INTERVAL_MS	5000
+
+/* After errors in a row, the longest wait before the next cycle. */
+#define ERROR_BACKOFF_MAX_MS		10000
+
+/* How often a repeated error is summarized in the log. */
+#define ERROR_REPEAT_LOG_MS			(5 * 60 * 1000)
 
 /*
  * How often the policies are compiled again even without a change notice:
@@ -74,6 +96,12 @@ static uint64 seen_terminations = 0;
 static uint64 seen_refusals = 0;
 static TimestampTz last_database_check = 0;
 
+/* Errors in a row, and the last one logged. */
+static int	errors_in_a_row = 0;
+static char last_error_logged[256] = "";
+static int	error_repeats = 0;
+static TimestampTz error_repeat_logged_at = 0;
+
 /* The compiled policies, and what they were compiled from. */
 static MemoryContext policy_context = NULL;
 static PhPolicies policies;
@@ -81,7 +109,6 @@ static uint64 policies_generation = 0;
 static bool policies_stale = true;	/* roles or databases changed */
 static TimestampTz policies_compiled_at = 0;
 static Oid	policies_extension = InvalidOid;	/* the extension they came from */
-static bool republished = false;	/* not yet recounted for admission */
 
 /* A session, in one episode, that enforcement has dealt with. */
 typedef struct ActedKey
@@ -127,6 +154,8 @@ ph_worker_mode_name(PhWorkerMode mode)
 			return "starting";
 		case PH_WORKER_NO_DATABASE:
 			return "waiting for database";
+		case PH_WORKER_BAD_DATABASE:
+			return "database not usable";
 		case PH_WORKER_NO_EXTENSION:
 			return "waiting for extension";
 		case PH_WORKER_RUNNING:
@@ -160,6 +189,12 @@ set_mode(PhWorkerMode mode, bool on_standby)
 				(errmsg("pool_health: database \"%s\" does not exist; sampling without it and waiting for it to be created",
 						ph_database),
 				 errhint("Create the database or set pool_health.database, then CREATE EXTENSION pool_health in it.")));
+	else if (mode == PH_WORKER_BAD_DATABASE)
+		ereport(LOG,
+				(errmsg("pool_health: database \"%s\" is a template or does not allow connections; sampling without it",
+						ph_database),
+				 errdetail("A worker connected to a template database would make CREATE DATABASE fail for everyone."),
+				 errhint("Set pool_health.database to an ordinary database and restart the server.")));
 	else if (mode == PH_WORKER_NO_EXTENSION)
 		ereport(LOG,
 				(errmsg("pool_health: extension \"pool_health\" is not created in database \"%s\"; sampling and waiting for it",
@@ -170,20 +205,18 @@ set_mode(PhWorkerMode mode, bool on_standby)
 						ph_database, ph_sample_interval_ms)));
 }
 
-/* Record one sample of a classified snapshot, and report a level change. */
+/* Record one sample of an evaluation, and report a level change. */
 static void
-record_sample(PhSnapshot *snap, bool can_notify)
+record_sample(const PhEvaluation *eval, bool can_notify)
 {
-	PhUsage		usage;
+	PhUsage		usage = eval->usage;
 	PhSample	sample;
 	PhLevel		old_level;
 	uint64		terminations = pg_atomic_read_u64(&ph_shared->terminations);
 	uint64		refusals = pg_atomic_read_u64(&ph_shared->refusals);
 
-	ph_usage_compute(snap, &usage);
-
 	memset(&sample, 0, sizeof(sample));
-	sample.at = snap->taken_at;
+	sample.at = eval->snap.taken_at;
 	sample.usable = usage.usable;
 	sample.used = usage.used;
 	sample.active = usage.active;
@@ -220,14 +253,16 @@ catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
  * Compile the policies again if the table changed (a new generation), a
  * role or database did, the extension was dropped or created (no trigger
  * fires then), or a while has passed, and publish them.  Without the
- * extension the set is empty: nothing is enforced or refused.  Inside the
- * cycle's transaction.  Returns whether the published set changed.
+ * extension the set is empty: nothing is enforced or refused.  If the
+ * table is locked by another session, the published set stays as it is
+ * and the worker tries again next cycle.  Inside the cycle's transaction.
  */
-static bool
+static void
 refresh_policies(Oid extension, bool standby)
 {
-	uint64		generation = ph_policies_generation();
+	uint64		generation = ph_policy_set_generation();
 	TimestampTz now = GetCurrentTimestamp();
+	PhPolicies	fresh;
 	MemoryContext old;
 
 	if (!policies_stale && generation == policies_generation &&
@@ -235,25 +270,35 @@ refresh_policies(Oid extension, bool standby)
 		ph_shared->policy_set.compiled &&
 		!TimestampDifferenceExceeds(policies_compiled_at, now,
 									standby ? POLICY_RECOMPILE_STANDBY_MS : POLICY_RECOMPILE_MS))
-		return false;
+		return;
+
+	/* read into the cycle's context, publish, keep a copy */
+	memset(&fresh, 0, sizeof(fresh));
+	if (OidIsValid(extension) && !ph_policies_read(&fresh, false) && fresh.locked)
+	{
+		policies_stale = true;	/* keep what is published; look again */
+		return;
+	}
 	policies_compiled_at = now;
-	MemoryContextReset(policy_context);
-	policies.count = 0;
-	policies.need_blocking = false;
-	old = MemoryContextSwitchTo(policy_context);
-	if (OidIsValid(extension))
-		(void) ph_policies_load(&policies);
-	MemoryContextSwitchTo(old);
 	policies_generation = generation;
 	policies_extension = extension;
 	policies_stale = false;
-	return ph_policies_publish(&policies, generation);
+	(void) ph_policy_set_publish(&fresh, generation);
+
+	MemoryContextReset(policy_context);
+	old = MemoryContextSwitchTo(policy_context);
+	policies = fresh;
+	policies.items = palloc(sizeof(PhPolicy) * Max(fresh.count, 1));
+	memcpy(policies.items, fresh.items, sizeof(PhPolicy) * fresh.count);
+	policies.errors = palloc(sizeof(PhPolicyError) * Max(fresh.nerrors, 1));
+	memcpy(policies.errors, fresh.errors, sizeof(PhPolicyError) * fresh.nerrors);
+	MemoryContextSwitchTo(old);
 }
 
 /*
- * Enforce the policies on a classified snapshot: act on every governed
- * session past its deadline (once per episode), and return the earliest
- * deadline still to come (0: none).
+ * Carry out the policies on an evaluation: act on every governed session
+ * past its deadline (once per episode), and return the earliest deadline
+ * still to come (0: none).
  *
  * Every due session is re-checked and signalled first, and only then are
  * the actions recorded: writing the log line and the audit row of one
@@ -264,12 +309,13 @@ refresh_policies(Oid extension, bool standby)
  * leaves no signalled session unrecorded.
  */
 static TimestampTz
-enforce_policies(PhSnapshot *snap)
+enforce_policies(const PhEvaluation *eval)
 {
+	const PhSnapshot *snap = &eval->snap;
 	TimestampTz next_deadline = 0;
 	HASH_SEQ_STATUS scan;
 	ActedEntry *entry;
-	PhActionResult *done = NULL;	/* the sessions acted on, to record */
+	PhAuditEntry *done = NULL;	/* the actions taken, to record */
 	int			ndone = 0;
 	int			done_size = 0;
 
@@ -279,20 +325,30 @@ enforce_policies(PhSnapshot *snap)
 
 	for (int i = 0; i < snap->nbackends; i++)
 	{
-		PhBackend  *be = &snap->backends[i];
+		const PhBackend *be = &snap->backends[i];
 		ActedKey	key;
 		bool		found;
 		const PhPolicy *p = be->policy;
 
-		if (p == NULL || be->deadline == 0)
+		if (p == NULL || be->deadline == 0 || be->exemption != PH_EXEMPT_NONE)
 			continue;
 		memset(&key, 0, sizeof(key));
 		key.pid = be->pid;
 		key.backend_start = be->backend_start;
 		key.limit = be->limit;
-		key.episode = (be->limit == PH_LIMIT_IDLE ||
-					   be->limit == PH_LIMIT_IDLE_IN_TRANSACTION) ?
-			be->state_change : be->xact_start;
+		switch (be->limit)
+		{
+			case PH_LIMIT_IDLE:
+			case PH_LIMIT_IDLE_IN_TRANSACTION:
+				key.episode = be->state_change;
+				break;
+			case PH_LIMIT_BLOCKING:
+				key.episode = be->blocking_since;
+				break;
+			default:
+				key.episode = be->xact_start;
+				break;
+		}
 		entry = hash_search(acted, &key, HASH_FIND, NULL);
 		if (entry != NULL)
 		{
@@ -305,17 +361,19 @@ enforce_policies(PhSnapshot *snap)
 				next_deadline = be->deadline;
 			continue;
 		}
-		if (ph_enforce_exclusion(be, p) == NULL)
+		if (!ph_may_signal(eval->policies.owner, be->role_id))
+			ereport(LOG,
+					(errmsg("pool_health: policy \"%s\" does not end session %d: the owner of pool_health.policies could not end it with pg_terminate_backend()",
+							NameStr(p->name), be->pid)));
+		else
 		{
 			if (ndone == done_size)
 			{
 				done_size = Max(16, done_size * 2);
-				done = done ? repalloc(done, sizeof(PhActionResult) * done_size) :
-					palloc(sizeof(PhActionResult) * done_size);
+				done = done ? repalloc(done, sizeof(PhAuditEntry) * done_size) :
+					palloc(sizeof(PhAuditEntry) * done_size);
 			}
-			if (!ph_enforce_signal(be, p, be->limit, be->limit_usec,
-								   psprintf("%s %s exceeded", ph_limit_name(be->limit),
-											ph_duration_text(be->limit_usec)),
+			if (!ph_enforce_signal(be, p, be->limit, be->limit_usec, NULL,
 								   p->terminate, p->dry_run || ph_enforce == PH_ENFORCE_DRY_RUN,
 								   "worker", &done[ndone]))
 				continue;		/* it moved on: look again next time */
@@ -326,9 +384,9 @@ enforce_policies(PhSnapshot *snap)
 	}
 
 	for (int i = 0; i < ndone; i++)
-		ph_audit_log(&done[i].entry);
+		ph_audit_log(&done[i]);
 	for (int i = 0; i < ndone; i++)
-		ph_audit_store(&done[i].entry);
+		ph_audit_store(&done[i]);
 
 	hash_seq_init(&scan, acted);
 	while ((entry = hash_seq_search(&scan)) != NULL)
@@ -338,54 +396,126 @@ enforce_policies(PhSnapshot *snap)
 }
 
 /*
- * One pass: snapshot, classify, then record a sample and correct the
- * admission counters (when a sample is due), and enforce.  Returns the
- * next enforcement deadline (0: none).
+ * One pass: evaluate a snapshot with the published policies, then record
+ * a sample and re-home the admission counters (when a sample is due), and
+ * enforce.  Returns the next enforcement deadline (0: none).
  */
 static TimestampTz
-observe_and_enforce(bool record, bool connected, bool standby, bool republished)
+observe_and_enforce(bool record, bool connected, bool standby)
 {
-	PhSnapshot	snap;
+	PhEvaluation eval;
 	bool		enforcing = connected && ph_enforce != PH_ENFORCE_OFF &&
 		policies.count > 0;
 
-	ph_snapshot_take(&snap, enforcing && policies.need_blocking ? PH_SNAPSHOT_BLOCKING : 0);
-	ph_classify(&snap, &policies);
+	ph_evaluate_with(&eval, &policies, 0);
 	if (record)
 	{
-		record_sample(&snap, connected && !standby);
-		ph_admission_correct(&snap, &policies, republished);
+		record_sample(&eval, connected && !standby);
+		ph_admission_rehome(&eval);
 	}
-	return enforcing ? enforce_policies(&snap) : 0;
+	return enforcing ? enforce_policies(&eval) : 0;
 }
 
 /*
- * In no-database mode: has pool_health.database appeared?  Then exit, to
- * be restarted connected to it.
+ * Does pool_health.database exist (*exists), and may the worker hold a
+ * connection to it: not a template (CREATE DATABASE copies templates and
+ * fails while anyone is connected to one), and accepting connections?
+ * Reads pg_database without its indexes unless they are known to be
+ * usable: a process connected to no database may not be able to open them.
+ */
+static bool
+database_usable(const char *name, bool *exists)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	bool		usable = false;
+
+	*exists = false;
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum(name));
+	scan = systable_beginscan(rel, DatabaseNameIndexId, criticalSharedRelcachesBuilt,
+							  NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+
+		*exists = true;
+		usable = db->datallowconn && !db->datistemplate;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return usable;
+}
+
+/*
+ * In no-database mode: is pool_health.database there and usable now?
+ * Then exit, to be restarted connected to it.  Sets the mode otherwise.
  */
 static void
 check_for_database(void)
 {
+	static bool exists = false;
 	TimestampTz now = GetCurrentTimestamp();
-	bool		exists;
+	bool		usable;
 
-	if (!TimestampDifferenceExceeds(last_database_check, now, DATABASE_CHECK_INTERVAL_MS))
+	if (last_database_check != 0 &&
+		!TimestampDifferenceExceeds(last_database_check, now, DATABASE_CHECK_INTERVAL_MS))
+	{
+		set_mode(exists ? PH_WORKER_BAD_DATABASE : PH_WORKER_NO_DATABASE,
+				 RecoveryInProgress());
 		return;
+	}
 	last_database_check = now;
 
 	StartTransactionCommand();
-	exists = OidIsValid(get_database_oid(ph_database, true));
+	usable = database_usable(ph_database, &exists);
 	CommitTransactionCommand();
-	if (exists)
+	if (usable)
 	{
 		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
 		ph_shared->worker.connect_to_database = true;
 		LWLockRelease(ph_shared->lock);
 		ereport(LOG,
-				(errmsg("pool_health: database \"%s\" exists now; restarting the worker to connect to it",
+				(errmsg("pool_health: database \"%s\" can be used now; restarting the worker to connect to it",
 						ph_database)));
 		proc_exit(1);
 	}
+	set_mode(exists ? PH_WORKER_BAD_DATABASE : PH_WORKER_NO_DATABASE,
+			 RecoveryInProgress());
+}
+
+/*
+ * Right after connecting to pool_health.database: if it is a template or
+ * closed to connections, disconnect (exit, to be restarted without a
+ * database) rather than block CREATE DATABASE.
+ */
+static void
+leave_unusable_database(void)
+{
+	HeapTuple	tuple;
+	bool		usable = true;
+
+	StartTransactionCommand();
+	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(MyDatabaseId));
+	if (HeapTupleIsValid(tuple))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+
+		usable = db->datallowconn && !db->datistemplate;
+		ReleaseSysCache(tuple);
+	}
+	CommitTransactionCommand();
+	if (usable)
+		return;
+	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
+	ph_shared->worker.connect_to_database = false;
+	LWLockRelease(ph_shared->lock);
+	set_mode(PH_WORKER_BAD_DATABASE, RecoveryInProgress());
+	proc_exit(1);
 }
 
 static int64
@@ -396,6 +526,60 @@ cpu_usec(void)
 	getrusage(RUSAGE_SELF, &ru);
 	return (int64) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
 		ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
+/*
+ * After a failed cycle: log the error unless it repeats the last one
+ * (then count it, and say so every ERROR_REPEAT_LOG_MS), and record it for
+ * status().  Called in PG_CATCH with the error still on the stack.
+ */
+static void
+report_cycle_error(MemoryContext cycle_context)
+{
+	ErrorData  *edata;
+	TimestampTz now = GetCurrentTimestamp();
+	const char *message;
+
+	MemoryContextSwitchTo(cycle_context);
+	edata = CopyErrorData();
+	message = edata->message ? edata->message : "";
+	if (strcmp(message, last_error_logged) == 0)
+	{
+		error_repeats++;
+		if (TimestampDifferenceExceeds(error_repeat_logged_at, now, ERROR_REPEAT_LOG_MS))
+		{
+			ereport(LOG,
+					(errmsg("pool_health: the worker's last error repeated %d times: %s",
+							error_repeats, message)));
+			error_repeat_logged_at = now;
+		}
+	}
+	else
+	{
+		EmitErrorReport();
+		strlcpy(last_error_logged, message, sizeof(last_error_logged));
+		error_repeats = 0;
+		error_repeat_logged_at = now;
+	}
+	FlushErrorState();
+	errors_in_a_row++;
+
+	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
+	ph_shared->worker.errors++;
+	ph_shared->worker.last_error_at = now;
+	strlcpy(ph_shared->worker.last_error, message, sizeof(ph_shared->worker.last_error));
+	LWLockRelease(ph_shared->lock);
+}
+
+/* How long to wait after errors in a row before the next cycle. */
+static long
+error_backoff_ms(void)
+{
+	long		ms = ph_sample_interval_ms;
+
+	for (int i = 1; i < errors_in_a_row && ms < ERROR_BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	return Min(ms, Max(ERROR_BACKOFF_MAX_MS, ph_sample_interval_ms));
 }
 
 /*
@@ -410,6 +594,7 @@ run_cycle(MemoryContext cycle_context, bool record)
 	int64		cpu_start = cpu_usec();
 	volatile TimestampTz next_deadline = 0;
 
+	pgstat_report_activity(STATE_RUNNING, record ? "sampling" : "enforcing");
 	PG_TRY();
 	{
 		if (connected_to_database)
@@ -423,38 +608,38 @@ run_cycle(MemoryContext cycle_context, bool record)
 			extension = get_extension_oid("pool_health", true);
 			set_mode(OidIsValid(extension) ? PH_WORKER_RUNNING : PH_WORKER_NO_EXTENSION,
 					 standby);
-			republished = refresh_policies(extension, standby) || republished;
-			next_deadline = observe_and_enforce(record, true, standby, republished);
-			if (record)
-				republished = false;
+			refresh_policies(extension, standby);
+			next_deadline = observe_and_enforce(record, true, standby);
 			PopActiveSnapshot();
 			CommitTransactionCommand();
 		}
 		else
 		{
-			set_mode(PH_WORKER_NO_DATABASE, RecoveryInProgress());
-			(void) observe_and_enforce(record, false, false, false);
 			check_for_database();
+			/* a transaction for the role lookups (pg_authid is shared) */
+			StartTransactionCommand();
+			(void) observe_and_enforce(record, false, false);
+			CommitTransactionCommand();
 		}
+		if (errors_in_a_row > 0 && error_repeats > 0)
+			ereport(LOG,
+					(errmsg("pool_health: the worker's cycles succeed again, after the last error repeated %d times",
+							error_repeats)));
+		errors_in_a_row = 0;
+		error_repeats = 0;
+		last_error_logged[0] = '\0';
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cycle_context);
-		edata = CopyErrorData();
-		EmitErrorReport();
-		FlushErrorState();
+		/* the standard error path of a background worker */
+		HOLD_INTERRUPTS();
+		report_cycle_error(cycle_context);
 		AbortCurrentTransaction();
-
-		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-		ph_shared->worker.errors++;
-		ph_shared->worker.last_error_at = GetCurrentTimestamp();
-		strlcpy(ph_shared->worker.last_error, edata->message ? edata->message : "",
-				sizeof(ph_shared->worker.last_error));
-		LWLockRelease(ph_shared->lock);
+		LWLockReleaseAll();
+		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
 
 	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
 	ph_shared->worker.sample_cpu_us += cpu_usec() - cpu_start;
@@ -471,6 +656,7 @@ pool_health_worker_main(Datum arg)
 	MemoryContext cycle_context;
 	TimestampTz next_sample;
 	TimestampTz next_deadline = 0;
+	TimestampTz backoff_until = 0;
 	bool		woken = false;
 	bool		connect;
 
@@ -500,6 +686,7 @@ pool_health_worker_main(Datum arg)
 		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
 		ph_shared->worker.connect_to_database = true;
 		LWLockRelease(ph_shared->lock);
+		leave_unusable_database();
 	}
 	else
 		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
@@ -548,11 +735,12 @@ pool_health_worker_main(Datum arg)
 
 		/*
 		 * A cycle when a sample is due, when an enforcement deadline has
-		 * come, or when woken (the policies changed).
+		 * come, or when woken (the policies changed); after errors in a
+		 * row, not before the back-off has passed.
 		 */
 		now = GetCurrentTimestamp();
-		if (now >= next_sample || (next_deadline != 0 && now >= next_deadline) ||
-			woken)
+		if ((now >= next_sample || (next_deadline != 0 && now >= next_deadline) ||
+			 woken) && now >= backoff_until)
 		{
 			bool		record = now >= next_sample;
 
@@ -566,11 +754,15 @@ pool_health_worker_main(Datum arg)
 					next_sample = TimestampTzPlusMilliseconds(now, ph_sample_interval_ms);
 			}
 			now = GetCurrentTimestamp();
+			backoff_until = errors_in_a_row > 0 ?
+				TimestampTzPlusMilliseconds(now, error_backoff_ms()) : 0;
+			if (backoff_until > next_sample)
+				next_sample = backoff_until;
 		}
 
 		wake = next_sample;
 		if (next_deadline != 0 && next_deadline < wake)
-			wake = next_deadline;
+			wake = Max(next_deadline, backoff_until);
 		sleep_ms = (long) ((wake - now + 999) / 1000);
 		woken = (WaitLatch(MyLatch,
 						   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -140,18 +140,32 @@ ok(ph_alive($node, $late_pid), 'the session that committed 0.5 s before its dead
 is($node->safe_psql('postgres', "SELECT count(*) FROM pool_health.terminations WHERE pid = $late_pid"),
 	'0', 'and is not audited');
 
-# --- blocking_timeout ends a lock holder sooner ---------------------------------------------------------
+# --- blocking_timeout: how long a session has kept others waiting -------------------------------
+# The holder's transaction is older than blocking_timeout before anyone
+# waits: it is not ended when a waiter appears, only once it has blocked
+# that waiter for blocking_timeout.
 $node->safe_psql('postgres', q{
 	INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout, blocking_timeout)
 	VALUES ('locker', 'locker%', '1h', '2s')});
 my ($holder, $holder_pid) = ph_app_session($node, 'locker-1', role => 'app', on_error_stop => 0);
 my ($waiter, $waiter_pid) = ph_app_session($node, 'waiter', role => 'app');
 $holder->query_safe('BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;');
+$node->poll_query_until('postgres',
+	"SELECT xact_age > interval '3s' FROM pool_health.sessions WHERE pid = $holder_pid")
+  or die 'the holder never got old';
 $waiter->query_until(qr/^$/, "SELECT count(*) FROM t;\n");
-ok(ph_gone($node, $holder_pid), 'a lock holder idle in transaction (limit 1h) is ended by blocking_timeout (2s)');
+ok( $node->poll_query_until('postgres',
+		"SELECT blocking = 1 FROM pool_health.sessions WHERE pid = $holder_pid"),
+	'the holder blocks the waiter');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) || ':' || bool_and(blocked_by = $holder_pid) FROM pool_health.sessions WHERE pid = $waiter_pid"),
+	'1:true', 'sessions shows whom the waiter waits for');
+ok(ph_alive($node, $holder_pid),
+	'a transaction older than blocking_timeout is not ended the moment a waiter appears');
+ok(ph_gone($node, $holder_pid), 'it is ended once it has blocked for blocking_timeout (2s)');
 like( $node->safe_psql('postgres', "SELECT reason FROM pool_health.terminations WHERE pid = $holder_pid"),
-	qr/^blocking_timeout 00:00:02 exceeded: in a transaction blocking 1 session for 00:00:0[2-3]/,
-	'the reason says it blocked a session');
+	qr/^blocking_timeout 00:00:02 exceeded: blocking 1 session for 00:00:0[2-3]\./,
+	'the reason says how long it blocked and how many waited');
 ok( $node->poll_query_until('postgres',
 		"SELECT state = 'idle' FROM pool_health.sessions WHERE pid = $waiter_pid"),
 	'the waiter gets its lock and finishes');

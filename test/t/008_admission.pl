@@ -70,7 +70,7 @@ like($err, qr/FATAL:  too many connections for pool_health policy "reporting"/,
 	'the 4th report connection is refused, naming the policy');
 ok($node->wait_for_log(qr/ 53300 .*FATAL:  too many connections for pool_health policy "reporting"/, $log_offset),
 	'with SQLSTATE 53300');
-like($err, qr/DETAIL:  The policy allows 3 connections \(max_connections\) and 3 are in use\./,
+like($err, qr/DETAIL:  Connections governed by the policy: 3 open, at most 3 allowed \(max_connections\)\./,
 	'the detail gives the counts');
 like($err, qr/HINT:  .*raise max_connections of policy "reporting" in pool_health.policies/,
 	'the hint says what to change');

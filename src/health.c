@@ -1,0 +1,209 @@
+/*-------------------------------------------------------------------------
+ *
+ * health.c
+ *		The health endpoints as SQL: status() (jsonb), ping() (boolean) and
+ *		metrics() (Prometheus text, metrics.c).  Counts and names only:
+ *		callable by every role, cheap enough to be polled every second.
+ *
+ * Each formats one evaluation (evaluate.c), whose copy of the published
+ * policies was taken in one go under the lock with its version; the
+ * worker's state is copied under ph_shared->lock (shared).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "pool_health.h"
+
+PG_FUNCTION_INFO_V1(pool_health_status);
+PG_FUNCTION_INFO_V1(pool_health_ping);
+PG_FUNCTION_INFO_V1(pool_health_metrics);
+
+/* How many groups status() lists under top_consumers. */
+#define PH_TOP_CONSUMERS 5
+
+/*
+ * The client groups (database, role, application_name) holding the most
+ * connections: names and counts only, which any role may see.
+ */
+static void
+append_top_consumers(StringInfo buf, const PhEvaluation *eval)
+{
+	PhGroup    *groups;
+	int			ngroups = ph_evaluation_groups(eval, PH_GROUP_CONSUMER, &groups);
+
+	ph_json_open(buf, "top_consumers", '[');
+	for (int i = 0; i < Min(ngroups, PH_TOP_CONSUMERS); i++)
+	{
+		const PhBackend *be = groups[i].first;
+
+		ph_json_open(buf, NULL, '{');
+		ph_json_str(buf, "database", OidIsValid(be->database_id) ?
+					ph_database_name(be->database_id) : NULL);
+		ph_json_str(buf, "role", OidIsValid(be->role_id) ?
+					ph_role_name(be->role_id) : NULL);
+		ph_json_str(buf, "application_name", be->application_name);
+		ph_json_int(buf, "connections", groups[i].connections);
+		ph_json_int(buf, "leaked", groups[i].leaked);
+		ph_json_close(buf, '}');
+	}
+	ph_json_close(buf, ']');
+}
+
+/* The worker's state, from shared memory (when preloaded). */
+static void
+append_worker_state(StringInfo buf)
+{
+	PhWorkerState w;
+
+	ph_json_open(buf, "worker", '{');
+	ph_json_bool(buf, "preloaded", ph_preloaded);
+	if (ph_shared != NULL)
+	{
+		LWLockAcquire(ph_shared->lock, LW_SHARED);
+		w = ph_shared->worker;
+		LWLockRelease(ph_shared->lock);
+
+		ph_json_bool(buf, "running", w.pid != 0);
+		ph_json_int(buf, "pid", w.pid);
+		ph_json_str(buf, "mode", ph_worker_mode_name(w.mode));
+		ph_json_str(buf, "database", ph_database);
+		ph_json_bool(buf, "on_standby", w.on_standby);
+		ph_json_time(buf, "started_at", w.started_at);
+		ph_json_time(buf, "last_sample_at", w.last_sample_at);
+		ph_json_int(buf, "sample_interval_ms", ph_sample_interval_ms);
+		ph_json_int(buf, "samples", (int64) w.samples);
+		ph_json_int(buf, "errors", (int64) w.errors);
+		ph_json_time(buf, "last_error_at", w.last_error_at);
+		ph_json_str(buf, "last_error", w.last_error[0] ? w.last_error : NULL);
+		ph_json_int(buf, "starts", (int64) w.restarts);
+		ph_json_double(buf, "cpu_per_sample_us",
+					   w.samples > 0 ? (double) w.sample_cpu_us / w.samples : 0.0, 1);
+		ph_json_int(buf, "terminations", (int64) pg_atomic_read_u64(&ph_shared->terminations));
+		ph_json_int(buf, "refusals", (int64) pg_atomic_read_u64(&ph_shared->refusals));
+	}
+	ph_json_close(buf, '}');
+}
+
+/*
+ * The policies in effect (the evaluation's copy): how many, whether the
+ * last change committed to pool_health.policies is in effect yet, the
+ * rows left out, and the quotas with their counters.
+ */
+static void
+append_policy_state(StringInfo buf, const PhPolicies *policies)
+{
+	ph_json_open(buf, "policies", '{');
+	ph_json_int(buf, "enabled", policies->count);
+	if (ph_shared != NULL)
+	{
+		uint64		generation;
+		uint64		compiled_generation;
+		bool		compiled;
+
+		LWLockAcquire(ph_shared->lock, LW_SHARED);
+		generation = ph_shared->policy_set.generation;
+		compiled_generation = ph_shared->policy_set.compiled_generation;
+		compiled = ph_shared->policy_set.compiled;
+		LWLockRelease(ph_shared->lock);
+		ph_json_bool(buf, "in_effect", compiled && compiled_generation == generation);
+		ph_json_int(buf, "changes", (int64) generation);
+		ph_json_int(buf, "version", (int64) policies->version);
+	}
+	ph_json_str(buf, "enforce", ph_enforce == PH_ENFORCE_ON ? "on" :
+				ph_enforce == PH_ENFORCE_DRY_RUN ? "dry_run" : "off");
+	ph_json_bool(buf, "admission", ph_admission);
+	ph_json_open(buf, "errors", '[');
+	for (int i = 0; i < policies->nerrors; i++)
+	{
+		const PhPolicyError *e = &policies->errors[i];
+
+		ph_json_open(buf, NULL, '{');
+		ph_json_str(buf, "name", NameStr(e->name)[0] ? NameStr(e->name) : NULL);
+		ph_json_str(buf, "error", e->error);
+		ph_json_time(buf, "since", e->since);
+		ph_json_close(buf, '}');
+	}
+	ph_json_close(buf, ']');
+	ph_json_open(buf, "quotas", '[');
+	for (int i = 0; i < policies->count; i++)
+	{
+		const PhPolicy *p = &policies->items[i];
+
+		if (p->max_connections < 0 && p->refuse_at < 0)
+			continue;
+		ph_json_open(buf, NULL, '{');
+		ph_json_str(buf, "policy", NameStr(p->name));
+		if (p->max_connections < 0)
+			ph_json_str(buf, "max_connections", NULL);
+		else
+			ph_json_int(buf, "max_connections", p->max_connections);
+		ph_json_str(buf, "refuse_at", p->refuse_at < 0 ? NULL :
+					ph_level_name((PhLevel) p->refuse_at));
+		ph_json_int(buf, "connections", ph_admission_counted(p));
+		ph_json_int(buf, "refused", (int64) ph_admission_refused(p));
+		ph_json_close(buf, '}');
+	}
+	ph_json_close(buf, ']');
+	ph_json_close(buf, '}');
+}
+
+/*
+ * status(): the health endpoint as jsonb.  One pass over backend status,
+ * no per-session text: cheap enough to be polled every second.
+ */
+Datum
+pool_health_status(PG_FUNCTION_ARGS)
+{
+	PhEvaluation eval;
+	PhThrottle	throttle;
+	int			new_connections;
+	StringInfoData buf;
+
+	ph_evaluate(&eval, 0);
+	throttle = ph_throttle_advice(&eval.usage, &new_connections);
+
+	initStringInfo(&buf);
+	ph_json_open(&buf, NULL, '{');
+	ph_json_usage(&buf, &eval.usage);
+	ph_json_time(&buf, "at", eval.snap.taken_at);
+	ph_json_int(&buf, "leaked", eval.usage.leaked);
+	ph_json_int(&buf, "lock_waits", eval.usage.lock_waits);
+	ph_json_seconds(&buf, "oldest_xact_age_seconds", eval.usage.oldest_xact_age);
+	ph_json_seconds(&buf, "longest_idle_in_transaction_seconds",
+					eval.usage.longest_idle_in_transaction);
+	append_top_consumers(&buf, &eval);
+	ph_json_str(&buf, "throttle", ph_throttle_name(throttle));
+	ph_json_int(&buf, "suggested_new_connections", new_connections);
+	append_worker_state(&buf);
+	append_policy_state(&buf, &eval.policies);
+	ph_json_close(&buf, '}');
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/* metrics(): Prometheus text exposition format (metrics.c). */
+Datum
+pool_health_metrics(PG_FUNCTION_ARGS)
+{
+	PhEvaluation eval;
+
+	ph_evaluate(&eval, 0);
+	PG_RETURN_TEXT_P(cstring_to_text(ph_metrics_text(&eval)));
+}
+
+/* ping(): true unless the level is critical or worse. */
+Datum
+pool_health_ping(PG_FUNCTION_ARGS)
+{
+	PhEvaluation eval;
+
+	ph_evaluate(&eval, 0);
+	PG_RETURN_BOOL(eval.usage.level < PH_LEVEL_CRITICAL);
+}

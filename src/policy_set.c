@@ -1,0 +1,287 @@
+/*-------------------------------------------------------------------------
+ *
+ * policy_set.c
+ *		The policies in effect: the set the worker compiles and publishes
+ *		in shared memory, and how every other consumer gets its copy (with
+ *		the set's version, in one go under the lock), plus the statement
+ *		trigger that tells the worker, at commit, that the table changed.
+ *
+ * The set in effect is the published one.  It holds at most
+ * pool_health.max_policies policies (the first ones in precedence order);
+ * the others, and every row that failed validation, are listed as
+ * errors (pool_health.policy_errors, status()), with the time each error
+ * was first seen, and logged once as a WARNING.  The worker evaluates with
+ * the published copy too, so what it enforces is what the views show.
+ *
+ * Without the preload, each reader compiles the table of its own database.
+ *
+ * Shared state: ph_shared->policy_set, under ph_shared->lock.  Only the
+ * worker writes it (exclusive); readers copy it out (shared).  The worker
+ * reads its own set without the lock (no other writer).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_database.h"	/* get_database_oid() from PG 19 */
+#include "commands/dbcommands.h"	/* get_database_oid() before PG 19 */
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+
+#include "pool_health.h"
+
+PG_FUNCTION_INFO_V1(pool_health_policies_changed);
+
+/* Room for the rows left out, beyond pool_health.max_policies. */
+#define ERROR_CAPACITY(max_policies) ((max_policies) + 32)
+
+Size
+ph_policy_set_shmem_size(void)
+{
+	return add_size(MAXALIGN(mul_size(sizeof(PhPolicy), ph_max_policies)),
+					mul_size(sizeof(PhPolicyError), ERROR_CAPACITY(ph_max_policies)));
+}
+
+char *
+ph_policy_set_init(PhPolicySet *set, char *storage)
+{
+	memset(set, 0, sizeof(PhPolicySet));
+	set->capacity = ph_max_policies;
+	set->policies = (PhPolicy *) storage;
+	storage += MAXALIGN(sizeof(PhPolicy) * set->capacity);
+	set->error_capacity = ERROR_CAPACITY(ph_max_policies);
+	set->errors = (PhPolicyError *) storage;
+	return storage + sizeof(PhPolicyError) * set->error_capacity;
+}
+
+/*
+ * Keep at most pool_health.max_policies policies (in precedence order):
+ * the others are errors.
+ */
+static void
+limit_to_capacity(PhPolicies *policies)
+{
+	for (int i = ph_max_policies; i < policies->count; i++)
+		ph_policy_error(policies, NameStr(policies->items[i].name),
+						"not in effect: more than pool_health.max_policies (%d) enabled policies; raise it and restart the server",
+						ph_max_policies);
+	policies->count = Min(policies->count, ph_max_policies);
+}
+
+/*
+ * Worker: publish a compiled set as of generation.  Errors already
+ * published keep the time they were first seen; new ones are logged as a
+ * WARNING.  The quota counters are assigned (by name) under the lock.
+ * Returns whether the policies differ from the published ones.  The
+ * policies (items, with their counters) are updated in place.
+ */
+bool
+ph_policy_set_publish(PhPolicies *policies, uint64 generation)
+{
+	PhPolicySet *set = &ph_shared->policy_set;
+	bool		changed;
+	bool	   *scratch = palloc(sizeof(bool) * ph_admission_ncounters());
+	bool	   *is_new;
+	int			nerrors;
+
+	limit_to_capacity(policies);
+	nerrors = Min(policies->nerrors, set->error_capacity);
+	is_new = palloc0(sizeof(bool) * Max(nerrors, 1));
+	for (int i = 0; i < nerrors; i++)
+	{
+		PhPolicyError *e = &policies->errors[i];
+
+		is_new[i] = true;
+		for (int j = 0; j < set->nerrors; j++)
+		{
+			if (strcmp(NameStr(set->errors[j].name), NameStr(e->name)) == 0 &&
+				strcmp(set->errors[j].error, e->error) == 0)
+			{
+				e->since = set->errors[j].since;
+				is_new[i] = false;
+				break;
+			}
+		}
+	}
+
+	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
+	ph_admission_assign_counters(policies->items, policies->count, scratch);
+	set->compiled_generation = generation;
+	changed = !set->compiled || policies->count != set->count ||
+		set->owner != policies->owner ||
+		memcmp(set->policies, policies->items, sizeof(PhPolicy) * policies->count) != 0;
+	if (changed)
+	{
+		if (policies->count > 0)
+			memcpy(set->policies, policies->items, sizeof(PhPolicy) * policies->count);
+		set->count = policies->count;
+		set->owner = policies->owner;
+		set->compiled = true;
+		set->version++;
+	}
+	if (nerrors > 0)
+		memcpy(set->errors, policies->errors, sizeof(PhPolicyError) * nerrors);
+	set->nerrors = nerrors;
+	policies->version = set->version;
+	policies->published = true;
+	LWLockRelease(ph_shared->lock);
+
+	for (int i = 0; i < nerrors; i++)
+		if (is_new[i])
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 NameStr(policies->errors[i].name)[0] ?
+					 errmsg("pool_health: policy \"%s\" is not in effect: %s",
+							NameStr(policies->errors[i].name), policies->errors[i].error) :
+					 errmsg("pool_health: %s", policies->errors[i].error),
+					 errhint("See pool_health.policy_errors.")));
+	pfree(scratch);
+	pfree(is_new);
+	return changed;
+}
+
+uint64
+ph_policy_set_generation(void)
+{
+	uint64		generation;
+
+	LWLockAcquire(ph_shared->lock, LW_SHARED);
+	generation = ph_shared->policy_set.generation;
+	LWLockRelease(ph_shared->lock);
+	return generation;
+}
+
+/*
+ * Copy the published set (policies, errors, version) into *out, in one go
+ * under the lock.  False, with nothing copied, until the worker has
+ * published once.
+ */
+bool
+ph_policy_set_copy(PhPolicies *out)
+{
+	PhPolicySet *set = &ph_shared->policy_set;
+	int			room_policies = 0;
+	int			room_errors = 0;
+
+	memset(out, 0, sizeof(PhPolicies));
+	for (;;)
+	{
+		LWLockAcquire(ph_shared->lock, LW_SHARED);
+		if (!set->compiled)
+		{
+			LWLockRelease(ph_shared->lock);
+			return false;
+		}
+		if (set->count <= room_policies && set->nerrors <= room_errors)
+			break;
+		room_policies = set->count;
+		room_errors = set->nerrors;
+		LWLockRelease(ph_shared->lock);
+		out->items = palloc(sizeof(PhPolicy) * Max(room_policies, 1));
+		out->errors = palloc(sizeof(PhPolicyError) * Max(room_errors, 1));
+	}
+	out->count = set->count;
+	if (set->count > 0)
+		memcpy(out->items, set->policies, sizeof(PhPolicy) * set->count);
+	out->nerrors = set->nerrors;
+	if (set->nerrors > 0)
+		memcpy(out->errors, set->errors, sizeof(PhPolicyError) * set->nerrors);
+	out->version = set->version;
+	out->owner = set->owner;
+	out->published = true;
+	LWLockRelease(ph_shared->lock);
+
+	for (int i = 0; i < out->count; i++)
+		if (out->items[i].blocking_timeout > 0)
+			out->need_blocking = true;
+	return true;
+}
+
+/*
+ * The policies for the views and health endpoints: the published set when
+ * there is one (cheap, and the same everywhere), else the table of this
+ * database.
+ */
+void
+ph_policies_for_reading(PhPolicies *out)
+{
+	if (ph_shared != NULL && ph_policy_set_copy(out))
+		return;
+	(void) ph_policies_read(out, true);
+	if (ph_shared != NULL)
+		limit_to_capacity(out);
+}
+
+/*
+ * The policies for a function that acts: the table itself when this is
+ * the database they live in (pool_health.database, or any database without
+ * the preload), so that a change just committed applies at once; else the
+ * published set.
+ */
+void
+ph_policies_for_acting(PhPolicies *out)
+{
+	if (ph_shared == NULL ||
+		MyDatabaseId == get_database_oid(ph_database, true))
+	{
+		if (ph_policies_read(out, true))
+		{
+			if (ph_shared != NULL)
+				limit_to_capacity(out);
+			return;
+		}
+	}
+	ph_policies_for_reading(out);
+}
+
+/* ---- change notification ---- */
+
+static bool change_pending = false;
+
+/* At commit: a new generation, and a nudge to the worker. */
+static void
+policies_changed_callback(XactEvent event, void *arg)
+{
+	if (!change_pending)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		PGPROC	   *worker;
+
+		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
+		ph_shared->policy_set.generation++;
+		worker = ph_shared->worker_proc;
+		LWLockRelease(ph_shared->lock);
+		if (worker != NULL)
+			SetLatch(&worker->procLatch);
+		change_pending = false;
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		change_pending = false;
+}
+
+/* Statement trigger on pool_health.policies. */
+Datum
+pool_health_policies_changed(PG_FUNCTION_ARGS)
+{
+	static bool registered = false;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("pool_health_policies_changed() was not called as a trigger")));
+	if (ph_shared != NULL)
+	{
+		if (!registered)
+		{
+			RegisterXactCallback(policies_changed_callback, NULL);
+			registered = true;
+		}
+		change_pending = true;
+	}
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,459 @@
+/*-------------------------------------------------------------------------
+ *
+ * policy_table.c
+ *		Reading pool_health.policies: the table is found as a member of
+ *		the extension with the column types the code expects
+ *		(extension_tables.c), scanned directly (no SQL, no rules, no row
+ *		security: nothing of the table owner's runs), and every enabled row
+ *		is validated again here, whatever the table's constraints and
+ *		triggers said when it was written (they can be dropped, disabled,
+ *		or bypassed with session_replication_role = replica or a restore
+ *		with --disable-triggers).  A valid row is compiled into a PhPolicy;
+ *		an invalid one becomes a PhPolicyError and is left out, so that no
+ *		row can make matching fail later (at login, in the views).
+ *
+ * The worker's reads never wait: if another session holds a lock on the
+ * table that conflicts with reading it (its owner could hold one forever),
+ * the read fails and the worker keeps what it had.  A function called by
+ * a user waits, as any query on the table would.
+ *
+ * No shared state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"	/* get_database_oid() before PG 19 */
+#include "catalog/pg_database.h"	/* get_database_oid() from PG 19 */
+#include "common/int.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inet.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "pool_health.h"
+
+/* The columns read, with the types the code expects. */
+enum
+{
+	COL_NAME,
+	COL_PRIORITY,
+	COL_DATABASE,
+	COL_ROLE,
+	COL_APPLICATION_NAME,
+	COL_CLIENT_ADDR,
+	COL_IDLE_IN_TRANSACTION_TIMEOUT,
+	COL_IDLE_TIMEOUT,
+	COL_TRANSACTION_TIMEOUT,
+	COL_BLOCKING_TIMEOUT,
+	COL_MAX_CONNECTIONS,
+	COL_ACTION,
+	COL_DRY_RUN,
+	COL_ALLOW_SUPERUSER,
+	COL_REFUSE_AT,
+	COL_ENABLED,
+	NUM_POLICY_COLUMNS
+};
+
+static const PhColumn policy_columns[NUM_POLICY_COLUMNS] = {
+	{"name", TEXTOID},
+	{"priority", INT4OID},
+	{"database", NAMEOID},
+	{"role", NAMEOID},
+	{"application_name", TEXTOID},
+	{"client_addr", CIDROID},
+	{"idle_in_transaction_timeout", INTERVALOID},
+	{"idle_timeout", INTERVALOID},
+	{"transaction_timeout", INTERVALOID},
+	{"blocking_timeout", INTERVALOID},
+	{"max_connections", INT4OID},
+	{"action", TEXTOID},
+	{"dry_run", BOOLOID},
+	{"allow_superuser", BOOLOID},
+	{"refuse_at", TEXTOID},
+	{"enabled", BOOLOID},
+};
+
+/* The bounds of a limit, in usec (SQL: pool_health.limit_is_valid()). */
+#define LIMIT_MIN_USEC	INT64CONST(1000)
+#define LIMIT_MAX_USEC	(INT64CONST(365) * USECS_PER_DAY)
+
+/*
+ * An interval in microseconds, as PostgreSQL compares intervals (a month
+ * is 30 days, a day 24 hours): the one meaning a limit has, when it is
+ * validated and when it is enforced.  False if it does not fit in int64
+ * (or is infinite).
+ */
+bool
+ph_interval_usec(const Interval *iv, int64 *usec)
+{
+	int64		months;
+	int64		days;
+	int64		total;
+
+	if (pg_mul_s64_overflow((int64) iv->month, (int64) DAYS_PER_MONTH * USECS_PER_DAY, &months) ||
+		pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &days) ||
+		pg_add_s64_overflow(months, days, &total) ||
+		pg_add_s64_overflow(total, iv->time, &total))
+		return false;
+	*usec = total;
+	return true;
+}
+
+/* Record why a row (or, with name NULL, the table) is not in effect. */
+void
+ph_policy_error(PhPolicies *out, const char *name, const char *fmt,...)
+{
+	PhPolicyError *e;
+	va_list		args;
+
+	if (out->errors == NULL)
+		out->errors = palloc0(sizeof(PhPolicyError) * 8);
+	else if ((out->nerrors & (out->nerrors - 1)) == 0 && out->nerrors >= 8)
+		out->errors = repalloc(out->errors, sizeof(PhPolicyError) * out->nerrors * 2);
+	e = &out->errors[out->nerrors++];
+	memset(e, 0, sizeof(PhPolicyError));
+	if (name != NULL)
+		strlcpy(NameStr(e->name), name, NAMEDATALEN);
+	va_start(args, fmt);
+	vsnprintf(e->error, sizeof(e->error), fmt, args);
+	va_end(args);
+	e->since = GetCurrentTimestamp();
+}
+
+/* Compile one limit column; false (with the error recorded) if invalid. */
+static bool
+compile_limit(PhPolicies *out, const char *name, TupleTableSlot *slot,
+			  const AttrNumber *attnums, int col, int64 *usec)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, attnums[col], &isnull);
+	Interval   *iv;
+
+	*usec = 0;
+	if (isnull)
+		return true;
+	iv = DatumGetIntervalP(d);
+	if (!ph_interval_usec(iv, usec) || *usec < LIMIT_MIN_USEC || *usec > LIMIT_MAX_USEC)
+	{
+		ph_policy_error(out, name,
+						"invalid %s %s: a limit must be between 1 millisecond and 365 days (a month counts 30 days)",
+						policy_columns[col].name,
+						DatumGetCString(DirectFunctionCall1(interval_out, d)));
+		return false;
+	}
+	return true;
+}
+
+/* A boolean column that must not be NULL. */
+static bool
+compile_flag(PhPolicies *out, const char *name, TupleTableSlot *slot,
+			 const AttrNumber *attnums, int col, bool *value)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, attnums[col], &isnull);
+
+	if (isnull)
+	{
+		ph_policy_error(out, name, "%s is NULL", policy_columns[col].name);
+		return false;
+	}
+	*value = DatumGetBool(d);
+	return true;
+}
+
+/*
+ * Validate and compile one enabled row into *p.  Returns false, with the
+ * error recorded in out, if the row is not valid.
+ */
+static bool
+compile_row(PhPolicies *out, TupleTableSlot *slot, const AttrNumber *attnums,
+			PhPolicy *p)
+{
+	bool		isnull;
+	Datum		d;
+	char	   *name;
+	char	   *str;
+
+	memset(p, 0, sizeof(PhPolicy));
+	p->counter = -1;
+
+	d = slot_getattr(slot, attnums[COL_NAME], &isnull);
+	if (isnull)
+	{
+		ph_policy_error(out, NULL, "a policy has no name (name is NULL)");
+		return false;
+	}
+	name = TextDatumGetCString(d);
+	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
+	{
+		ph_policy_error(out, name, "invalid policy name: a name must be 1 to %d bytes long",
+						NAMEDATALEN - 1);
+		return false;
+	}
+	namestrcpy(&p->name, name);
+
+	d = slot_getattr(slot, attnums[COL_PRIORITY], &isnull);
+	if (isnull)
+	{
+		ph_policy_error(out, name, "priority is NULL");
+		return false;
+	}
+	p->priority = DatumGetInt32(d);
+
+	d = slot_getattr(slot, attnums[COL_DATABASE], &isnull);
+	if ((p->match_database = !isnull))
+	{
+		namestrcpy(&p->database, NameStr(*DatumGetName(d)));
+		p->database_id = get_database_oid(NameStr(p->database), true);
+	}
+	d = slot_getattr(slot, attnums[COL_ROLE], &isnull);
+	if ((p->match_role = !isnull))
+	{
+		namestrcpy(&p->role, NameStr(*DatumGetName(d)));
+		p->role_id = get_role_oid(NameStr(p->role), true);
+	}
+	d = slot_getattr(slot, attnums[COL_APPLICATION_NAME], &isnull);
+	if ((p->match_application = !isnull))
+	{
+		str = TextDatumGetCString(d);
+		if (strlen(str) > PH_PATTERN_MAX)
+		{
+			ph_policy_error(out, name,
+							"invalid application_name pattern: a pattern may be at most %d bytes long",
+							PH_PATTERN_MAX);
+			return false;
+		}
+		if (!ph_like_pattern_valid(str))
+		{
+			ph_policy_error(out, name,
+							"invalid application_name pattern %s: LIKE pattern must not end with escape character",
+							quote_literal_cstr(str));
+			return false;
+		}
+		strlcpy(p->application_pattern, str, sizeof(p->application_pattern));
+	}
+	d = slot_getattr(slot, attnums[COL_CLIENT_ADDR], &isnull);
+	if ((p->match_client = !isnull))
+	{
+		inet	   *net = DatumGetInetPP(d);
+		int			family = ip_family(net);
+		int			maxbits = family == PGSQL_AF_INET ? 32 : 128;
+
+		if ((family != PGSQL_AF_INET && family != PGSQL_AF_INET6) ||
+			ip_bits(net) < 0 || ip_bits(net) > maxbits)
+		{
+			ph_policy_error(out, name, "invalid client_addr");
+			return false;
+		}
+		p->client.family = family == PGSQL_AF_INET ? AF_INET : AF_INET6;
+		p->client.bits = ip_bits(net);
+		memcpy(p->client.addr, ip_addr(net), maxbits / 8);
+	}
+	p->specificity = p->match_database + p->match_role +
+		p->match_application + p->match_client;
+
+	if (!compile_limit(out, name, slot, attnums, COL_IDLE_IN_TRANSACTION_TIMEOUT,
+					   &p->idle_in_transaction_timeout) ||
+		!compile_limit(out, name, slot, attnums, COL_IDLE_TIMEOUT, &p->idle_timeout) ||
+		!compile_limit(out, name, slot, attnums, COL_TRANSACTION_TIMEOUT,
+					   &p->transaction_timeout) ||
+		!compile_limit(out, name, slot, attnums, COL_BLOCKING_TIMEOUT,
+					   &p->blocking_timeout))
+		return false;
+
+	d = slot_getattr(slot, attnums[COL_MAX_CONNECTIONS], &isnull);
+	p->max_connections = isnull ? -1 : DatumGetInt32(d);
+	if (!isnull && p->max_connections < 1)
+	{
+		ph_policy_error(out, name,
+						"invalid max_connections %d: a connection quota must be at least 1",
+						p->max_connections);
+		return false;
+	}
+
+	d = slot_getattr(slot, attnums[COL_ACTION], &isnull);
+	str = isnull ? NULL : TextDatumGetCString(d);
+	if (str == NULL || (strcmp(str, "terminate") != 0 && strcmp(str, "log") != 0))
+	{
+		ph_policy_error(out, name, "invalid action %s: use terminate or log",
+						str ? quote_literal_cstr(str) : "NULL");
+		return false;
+	}
+	p->terminate = strcmp(str, "terminate") == 0;
+
+	if (!compile_flag(out, name, slot, attnums, COL_DRY_RUN, &p->dry_run) ||
+		!compile_flag(out, name, slot, attnums, COL_ALLOW_SUPERUSER, &p->allow_superuser))
+		return false;
+
+	d = slot_getattr(slot, attnums[COL_REFUSE_AT], &isnull);
+	p->refuse_at = -1;
+	if (!isnull)
+	{
+		str = TextDatumGetCString(d);
+		if (strcmp(str, "degraded") == 0)
+			p->refuse_at = PH_LEVEL_DEGRADED;
+		else if (strcmp(str, "critical") == 0)
+			p->refuse_at = PH_LEVEL_CRITICAL;
+		else
+		{
+			ph_policy_error(out, name, "invalid refuse_at %s: use degraded, critical or NULL",
+							quote_literal_cstr(str));
+			return false;
+		}
+	}
+	return true;
+}
+
+static int
+name_cmp(const void *a, const void *b)
+{
+	const PhPolicy *x = *(PhPolicy *const *) a;
+	const PhPolicy *y = *(PhPolicy *const *) b;
+
+	return strcmp(NameStr(x->name), NameStr(y->name));
+}
+
+/*
+ * Names identify policies (quota counters, audit): when a table that lost
+ * its primary key holds one name twice, both rows are left out.
+ */
+static void
+drop_duplicate_names(PhPolicies *out)
+{
+	PhPolicy  **by_name;
+	bool	   *drop;
+	int			kept = 0;
+
+	if (out->count < 2)
+		return;
+	by_name = palloc(sizeof(PhPolicy *) * out->count);
+	drop = palloc0(sizeof(bool) * out->count);
+	for (int i = 0; i < out->count; i++)
+		by_name[i] = &out->items[i];
+	qsort(by_name, out->count, sizeof(PhPolicy *), name_cmp);
+	for (int i = 1; i < out->count; i++)
+	{
+		if (strcmp(NameStr(by_name[i - 1]->name), NameStr(by_name[i]->name)) != 0)
+			continue;
+		if (!drop[by_name[i - 1] - out->items])
+			ph_policy_error(out, NameStr(by_name[i]->name),
+							"more than one enabled policy has this name");
+		drop[by_name[i - 1] - out->items] = true;
+		drop[by_name[i] - out->items] = true;
+	}
+	for (int i = 0; i < out->count; i++)
+		if (!drop[i])
+			out->items[kept++] = out->items[i];
+	out->count = kept;
+	pfree(by_name);
+	pfree(drop);
+}
+
+/*
+ * Compile the enabled, valid rows of pool_health.policies in the current
+ * database into *out (allocated in the current memory context), in
+ * precedence order, with the rows left out in out->errors.  Returns false,
+ * with no policies, when the extension is not created here, or its table
+ * cannot be used (with the reason in out->errors), or (wait false) another
+ * session holds a lock that conflicts with reading it (out->locked).
+ * Needs a transaction.
+ */
+bool
+ph_policies_read(PhPolicies *out, bool wait)
+{
+	Oid			relid;
+	char	   *why = NULL;
+	AttrNumber	attnums[NUM_POLICY_COLUMNS];
+	Relation	rel;
+	TupleDesc	desc;
+	TupleTableSlot *slot;
+	TableScanDesc scan;
+	Snapshot	snapshot;
+	int			capacity = 16;
+
+	memset(out, 0, sizeof(PhPolicies));
+	relid = ph_extension_table("policies", policy_columns, NUM_POLICY_COLUMNS, &why);
+	if (!OidIsValid(relid))
+	{
+		if (why != NULL)
+			ph_policy_error(out, NULL, "%s", why);
+		return false;
+	}
+	if (wait)
+		LockRelationOid(relid, AccessShareLock);
+	else if (!ConditionalLockRelationOid(relid, AccessShareLock))
+	{
+		out->locked = true;
+		ph_policy_error(out, NULL,
+						"pool_health.policies is locked by another session: the policies were not read again");
+		return false;
+	}
+	rel = table_open(relid, NoLock);
+	desc = RelationGetDescr(rel);
+	out->owner = rel->rd_rel->relowner;
+	for (int c = 0; c < NUM_POLICY_COLUMNS; c++)
+	{
+		attnums[c] = InvalidAttrNumber;
+		for (int a = 0; a < desc->natts; a++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, a);
+
+			if (!att->attisdropped &&
+				strcmp(NameStr(att->attname), policy_columns[c].name) == 0)
+				attnums[c] = att->attnum;
+		}
+		Assert(attnums[c] != InvalidAttrNumber);	/* checked by ph_extension_table */
+	}
+
+	out->items = palloc(sizeof(PhPolicy) * capacity);
+	snapshot = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() :
+								GetTransactionSnapshot());
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		enabled = slot_getattr(slot, attnums[COL_ENABLED], &isnull);
+
+		if (!isnull && !DatumGetBool(enabled))
+			continue;
+		if (isnull)
+		{
+			Datum		name = slot_getattr(slot, attnums[COL_NAME], &isnull);
+
+			ph_policy_error(out, isnull ? NULL : TextDatumGetCString(name),
+							"enabled is NULL");
+			continue;
+		}
+		if (out->count == capacity)
+		{
+			capacity *= 2;
+			out->items = repalloc(out->items, sizeof(PhPolicy) * capacity);
+		}
+		if (compile_row(out, slot, attnums, &out->items[out->count]))
+		{
+			if (out->items[out->count].blocking_timeout > 0)
+				out->need_blocking = true;
+			out->count++;
+		}
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+
+	drop_duplicate_names(out);
+	ph_policies_sort(out);
+	return true;
+}
