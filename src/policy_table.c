@@ -402,6 +402,7 @@ ph_policies_read(PhPolicies *out, bool wait)
 	rel = table_open(relid, NoLock);
 	desc = RelationGetDescr(rel);
 	out->owner = rel->rd_rel->relowner;
+	out->relid = relid;
 	for (int c = 0; c < NUM_POLICY_COLUMNS; c++)
 	{
 		attnums[c] = InvalidAttrNumber;

@@ -161,6 +161,7 @@ typedef struct PhPolicies
 	bool		locked;			/* not read: the table was locked */
 	uint64		version;
 	Oid			owner;			/* owner of the table (who acts), or invalid */
+	Oid			relid;			/* the table read, or invalid */
 } PhPolicies;
 
 /*

@@ -250,6 +250,17 @@ catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 /*
+ * A relation changed: if it may be the policies table (altered, renamed,
+ * replaced, owner changed), recompile.
+ */
+static void
+relation_changed(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == policies.relid || !OidIsValid(policies.relid))
+		policies_stale = true;
+}
+
+/*
  * Compile the policies again if the table changed (a new generation), a
  * role or database did, the extension was dropped or created (no trigger
  * fires then), or a while has passed, and publish them.  Without the
@@ -713,6 +724,7 @@ pool_health_worker_main(Datum arg)
 	{
 		CacheRegisterSyscacheCallback(AUTHOID, catalog_changed, (Datum) 0);
 		CacheRegisterSyscacheCallback(DATABASEOID, catalog_changed, (Datum) 0);
+		CacheRegisterRelcacheCallback(relation_changed, (Datum) 0);
 	}
 	next_sample = GetCurrentTimestamp();
 

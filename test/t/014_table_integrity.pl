@@ -1,0 +1,164 @@
+# Table integrity: the worker (a superuser) trusts only the extension's own
+# tables, with the column types it expects, and acts with the rights of
+# the policies' owner.
+#  2. a look-alike pool_health.policies that is not a member of the
+#     extension (the member renamed away) is ignored, with an
+#     allow_superuser row in it: no superuser session is ended.
+#  3. the table owner changes a column's type (action to integer): no
+#     crash, the table is ignored with a WARNING and listed in
+#     policy_errors; logins and views work; the server never restarts.
+#     The same for pool_health.terminations: the audit row is skipped,
+#     the log and recent_actions have it.
+#     The owner locks the table: the worker samples and enforces on.
+#     A non-superuser owner's allow_superuser policy cannot end a
+#     superuser session (nothing through pool_health beyond what the owner
+#     could do by hand).
+# 14. a limit with mixed signs is enforced with the meaning it was
+#     validated with ('1 year -360 days 2 seconds' is 2 seconds).
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PoolHealthTest;
+
+my $node = ph_node('integrity', conf => "pool_health.sample_interval = '100ms'");
+my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
+my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+$node->safe_psql('postgres', q{
+	CREATE ROLE app LOGIN;
+	CREATE ROLE dba LOGIN;
+	GRANT pg_signal_backend TO dba;
+});
+
+sub policies_in_effect
+{
+	return $node->poll_query_until('postgres',
+		"SELECT (s->'policies'->>'in_effect')::bool AND s->'worker'->>'mode' = 'running' FROM pool_health.status() s");
+}
+
+sub samples
+{
+	return $node->safe_psql('postgres', "SELECT (pool_health.status()->'worker'->>'samples')::int");
+}
+
+# --- 14. one meaning for a limit ------------------------------------------------------------
+$node->safe_psql('postgres', q{
+	INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout)
+	VALUES ('mixed', 'mixed%', '1 year -360 days 2 seconds')});
+ok(policies_in_effect(), "a limit of '1 year -360 days 2 seconds' is accepted");
+my ($mixed, $mixed_pid) = ph_app_session($node, 'mixed-1', role => 'app', on_error_stop => 0);
+$mixed->query_safe('BEGIN; SELECT 1;');
+ok(ph_gone($node, $mixed_pid), 'and enforced as 2 seconds');
+like( $node->safe_psql('postgres', "SELECT reason FROM pool_health.terminations WHERE pid = $mixed_pid"),
+	qr/^idle_in_transaction_timeout 00:00:02 exceeded/, 'the audit says 2 seconds');
+$node->safe_psql('postgres', 'DELETE FROM pool_health.policies');
+
+# --- a non-superuser owner ------------------------------------------------------------------
+$node->safe_psql('postgres', q{
+	ALTER TABLE pool_health.policies OWNER TO dba;
+	ALTER TABLE pool_health.terminations OWNER TO dba;
+});
+$node->safe_psql('postgres', q{
+	INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout, allow_superuser)
+	VALUES ('everyone', 'victim%', '1s', true)}, extra_params => [ '-U', 'dba' ]);
+ok(policies_in_effect(), "the owner dba (not a superuser) writes an allow_superuser policy");
+my ($su, $su_pid) = ph_app_session($node, 'victim-su');
+my ($app, $app_pid) = ph_app_session($node, 'victim-app', role => 'app', on_error_stop => 0);
+$su->query_safe('BEGIN; SELECT 1;');
+$app->query_safe('BEGIN; SELECT 1;');
+ok(ph_gone($node, $app_pid), "a session dba could end by hand is ended");
+ok( $node->wait_for_log(qr/policy "everyone" does not end session $su_pid: the owner of pool_health.policies could not end it/),
+	'the superuser session is not: dba could not end it with pg_terminate_backend()');
+ok(ph_alive($node, $su_pid), 'it lives on');
+$su->query_safe('ROLLBACK');
+
+# --- 3. the owner changes a column's type ---------------------------------------------------
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres', q{
+	ALTER TABLE pool_health.policies DROP CONSTRAINT action_is_terminate_or_log,
+	    ALTER COLUMN action DROP DEFAULT,
+	    ALTER COLUMN action TYPE integer USING 1;
+}, extra_params => [ '-U', 'dba' ]);
+ok( $node->wait_for_log(
+		qr/WARNING:  pool_health: column "action" of table pool_health.policies has type integer, not text: the table is ignored/,
+		$log_offset),
+	'the worker ignores the table, with a WARNING');
+is( $node->safe_psql('postgres', 'SELECT coalesce(name, \'(table)\') || \': \' || error FROM pool_health.policy_errors'),
+	'(table): column "action" of table pool_health.policies has type integer, not text: the table is ignored',
+	'policy_errors says so');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM pool_health.usage_by_policy'),
+	'0', 'no policy is in effect');
+my $before = samples();
+ok($node->poll_query_until('postgres', "SELECT (pool_health.status()->'worker'->>'samples')::int > $before + 5"),
+	'the worker samples on');
+is($node->safe_psql('postgres', 'SELECT count(*) > 0 FROM pool_health.sessions', extra_params => [ '-U', 'app' ]),
+	't', 'logins and views work');
+$node->safe_psql('postgres', q{
+	ALTER TABLE pool_health.policies ALTER COLUMN action TYPE text USING 'terminate',
+	    ALTER COLUMN action SET DEFAULT 'terminate',
+	    ADD CONSTRAINT action_is_terminate_or_log CHECK (action IN ('terminate', 'log'));
+}, extra_params => [ '-U', 'dba' ]);
+ok( $node->poll_query_until('postgres', 'SELECT count(*) = 1 FROM pool_health.usage_by_policy'),
+	'restored, the policy is in effect again');
+
+# the audit table with a wrong type: the row is skipped, not the record
+$node->safe_psql('postgres', 'ALTER TABLE pool_health.terminations ALTER COLUMN reason TYPE integer USING 0',
+	extra_params => [ '-U', 'dba' ]);
+($app, $app_pid) = ph_app_session($node, 'victim-app2', role => 'app', on_error_stop => 0);
+$app->query_safe('BEGIN; SELECT 1;');
+ok(ph_gone($node, $app_pid), 'a leak is still ended');
+ok( $node->wait_for_log(
+		qr/WARNING:  pool_health: action on session $app_pid not written to pool_health.terminations: column "reason" of table pool_health.terminations has type integer, not text/),
+	'the audit row is skipped with a WARNING');
+like(slurp_file($node->logfile), qr/LOG:  pool_health: terminated session $app_pid /, 'the log has the record');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pool_health.recent_actions WHERE pid = $app_pid"),
+	'1', 'and so has recent_actions');
+$node->safe_psql('postgres', 'ALTER TABLE pool_health.terminations ALTER COLUMN reason TYPE text',
+	extra_params => [ '-U', 'dba' ]);
+
+# the owner locks the policies: the worker does not wait
+my $locker = $node->background_psql('postgres', extra_params => [ '-U', 'dba' ]);
+$locker->query_safe('BEGIN; LOCK TABLE pool_health.policies IN ACCESS EXCLUSIVE MODE');
+# a change of a role makes the worker read the policies again: it cannot
+$node->safe_psql('postgres', 'ALTER ROLE app CONNECTION LIMIT 100');
+$before = samples();
+ok($node->poll_query_until('postgres', "SELECT (pool_health.status()->'worker'->>'samples')::int > $before + 20"),
+	'with the table locked, the worker samples on');
+($app, $app_pid) = ph_app_session($node, 'victim-app3', role => 'app', on_error_stop => 0);
+$app->query_safe('BEGIN; SELECT 1;');
+ok(ph_gone($node, $app_pid), 'and enforces the policies it has');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+
+# --- 2. a look-alike table that is not a member of the extension -----------------------------------
+$node->safe_psql('postgres', 'ALTER TABLE pool_health.policies OWNER TO ' . $superuser);
+$node->safe_psql('postgres', q{
+	ALTER TABLE pool_health.policies RENAME TO policies_real;
+	CREATE TABLE pool_health.policies (LIKE pool_health.policies_real INCLUDING DEFAULTS);
+	INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout, allow_superuser)
+	VALUES ('lookalike', '%', '1s', true);
+});
+$log_offset = -s $node->logfile;
+ok( $node->wait_for_log(
+		qr/WARNING:  pool_health: table pool_health.policies is not a table of extension pool_health: ignored/,
+		$log_offset),
+	'the worker ignores the look-alike, with a WARNING');
+($su, $su_pid) = ph_app_session($node, 'anything');
+$su->query_safe('BEGIN; SELECT 1;');
+$node->poll_query_until('postgres',
+	"SELECT idle_for > interval '2s' FROM pool_health.sessions WHERE pid = $su_pid");
+ok(ph_alive($node, $su_pid), 'its allow_superuser row ends no session');
+is($node->safe_psql('postgres', "SELECT policy IS NULL FROM pool_health.sessions WHERE pid = $su_pid"),
+	't', 'and governs none in the views');
+$su->query_safe('ROLLBACK');
+$node->safe_psql('postgres', q{
+	DROP TABLE pool_health.policies;
+	ALTER TABLE pool_health.policies_real RENAME TO policies;
+});
+
+is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started, 'the server never restarted');
+unlike(slurp_file($node->logfile), qr/TRAP:|terminated by signal|PANIC/, 'no process crashed');
+$node->stop;
+done_testing();
