@@ -14,6 +14,7 @@
 
 #include <signal.h>
 
+#include "access/tableam.h"
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
 #include "utils/guc.h"
@@ -167,6 +168,20 @@ ph_clean_ascii_byte(unsigned char c, char *out)
 	(void) hex;
 	out[0] = '?';
 	return 1;
+#endif
+}
+
+/*
+ * A sequential scan of a table with a snapshot.  PG 19 added the scan's
+ * option flags as an argument.
+ */
+static inline TableScanDesc
+ph_table_beginscan(Relation rel, Snapshot snapshot)
+{
+#if PG_VERSION_NUM >= 190000
+	return table_beginscan(rel, snapshot, 0, NULL, 0);
+#else
+	return table_beginscan(rel, snapshot, 0, NULL);
 #endif
 }
 

@@ -22,6 +22,24 @@
 PG_FUNCTION_INFO_V1(pool_health_get_history);
 PG_FUNCTION_INFO_V1(pool_health_get_forecast);
 
+/*
+ * The rings, copied out under the lock (shared) into memory allocated
+ * before it is taken: raw samples oldest first, then the minutes oldest
+ * first with the minute in progress last.
+ */
+static void
+copy_history(PhShared *shared, PhSample **raw, int *nraw,
+			 PhMinute **minutes, int *nminutes)
+{
+	/* the capacities are fixed at server start */
+	*raw = palloc(sizeof(PhSample) * Max(shared->history.raw_capacity, 1));
+	*minutes = palloc(sizeof(PhMinute) * (shared->history.minute_capacity + 1));
+	LWLockAcquire(shared->lock, LW_SHARED);
+	*nraw = ph_history_copy_raw(&shared->history, *raw);
+	*nminutes = ph_history_copy_minutes(&shared->history, *minutes);
+	LWLockRelease(shared->lock);
+}
+
 static Datum
 usec_interval(int64 usec)
 {
@@ -106,12 +124,7 @@ pool_health_get_history(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	LWLockAcquire(shared->lock, LW_SHARED);
-	raw = palloc(sizeof(PhSample) * Max(shared->history.raw_capacity, 1));
-	minutes = palloc(sizeof(PhMinute) * (shared->history.minute_capacity + 1));
-	nraw = ph_history_copy_raw(&shared->history, raw);
-	nminutes = ph_history_copy_minutes(&shared->history, minutes);
-	LWLockRelease(shared->lock);
+	copy_history(shared, &raw, &nraw, &minutes, &nminutes);
 
 	oldest_raw = nraw > 0 ? raw[0].at : DT_NOEND;
 	if (resolution != HISTORY_RAW)
@@ -186,12 +199,7 @@ pool_health_get_forecast(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	LWLockAcquire(shared->lock, LW_SHARED);
-	raw = palloc(sizeof(PhSample) * Max(shared->history.raw_capacity, 1));
-	minutes = palloc(sizeof(PhMinute) * (shared->history.minute_capacity + 1));
-	nraw = ph_history_copy_raw(&shared->history, raw);
-	nminutes = ph_history_copy_minutes(&shared->history, minutes);
-	LWLockRelease(shared->lock);
+	copy_history(shared, &raw, &nraw, &minutes, &nminutes);
 
 	/*
 	 * Raw samples, unless they do not reach back over the window and the

@@ -41,6 +41,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "pool_health.h"
 
 /* The columns read, with the types the code expects. */
@@ -421,7 +422,7 @@ ph_policies_read(PhPolicies *out, bool wait)
 	snapshot = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() :
 								GetTransactionSnapshot());
 	slot = table_slot_create(rel, NULL);
-	scan = table_beginscan(rel, snapshot, 0, NULL);
+	scan = ph_table_beginscan(rel, snapshot);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;

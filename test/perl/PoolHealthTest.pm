@@ -9,7 +9,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 use Exporter 'import';
-our @EXPORT = qw(ph_node ph_session ph_set ph_app_session ph_gone ph_alive);
+our @EXPORT = qw(ph_node ph_session ph_set ph_app_session ph_gone ph_alive ph_try_connect ph_close_all);
 
 # ph_node(name, preload => 1, conf => "extra lines", create => 1, init => {...})
 # A started cluster with pool_health preloaded and the extension created
@@ -85,6 +85,41 @@ sub ph_set
 			"SELECT setting = '$settings{$name}' OR current_setting('$name') = '$settings{$name}' FROM pg_settings WHERE name = '$name'")
 		  or die "setting $name did not take effect";
 	}
+}
+
+# ph_try_connect(node, application_name, role, options): a psql connection
+# kept open when admitted (returns undef), else its error text.
+# application_name undef: psql's own; options: the startup packet's.
+my @open_connections;
+sub ph_try_connect
+{
+	my ($node, $app, $role, $options) = @_;
+	my ($stdout, $stderr) = ('', '');
+	my $connstr = $node->connstr('postgres') . " user=$role";
+	$connstr .= " application_name='$app'" if defined $app;
+	$connstr .= " options='$options'" if defined $options;
+	my $stdin = "SELECT 'connected';\n";
+	my $h = IPC::Run::start([ 'psql', '-XAtq', '-d', $connstr, '-f', '-' ],
+		'<', \$stdin, '>', \$stdout, '2>', \$stderr);
+	IPC::Run::pump($h) until $stdout =~ /connected/ || !$h->pumpable;
+	if ($stdout =~ /connected/)
+	{
+		push @open_connections, [ $h, \$stdin ];
+		return undef;
+	}
+	$h->finish;
+	return $stderr;
+}
+
+# ph_close_all(): close the connections ph_try_connect kept open.
+sub ph_close_all
+{
+	for (@open_connections)
+	{
+		${ $_->[1] } .= "\\q\n";
+		$_->[0]->finish;
+	}
+	@open_connections = ();
 }
 
 1;

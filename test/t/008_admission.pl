@@ -27,36 +27,9 @@ sub policies_in_effect
 		"SELECT (s->'policies'->>'in_effect')::bool AND s->'worker'->>'mode' = 'running' FROM pool_health.status() s");
 }
 
-# try_connect(app, role): undef when admitted (and kept open), else the error
-my @open;
-sub try_connect
-{
-	my ($app, $role) = @_;
-	my ($stdout, $stderr);
-	my $connstr = $node->connstr('postgres') . " application_name=$app user=$role";
-	my $h = IPC::Run::start(
-		[ 'psql', '-XAtq', '-d', $connstr, '-f', '-' ],
-		'<', \my $stdin, '>', \$stdout, '2>', \$stderr);
-	$stdin = "SELECT 'connected';\n";
-	IPC::Run::pump($h) until $stdout =~ /connected/ || !$h->pumpable;
-	if ($stdout =~ /connected/)
-	{
-		push @open, [ $h, \$stdin ];
-		return undef;
-	}
-	$h->finish;
-	return $stderr;
-}
-
-sub close_all
-{
-	for (@open)
-	{
-		${ $_->[1] } .= "\\q\n";
-		$_->[0]->finish;
-	}
-	@open = ();
-}
+# undef when admitted (and kept open), else the error
+sub try_connect { return ph_try_connect($node, @_); }
+sub close_all { ph_close_all(); }
 
 ok(policies_in_effect(), 'the quota policy is in effect');
 

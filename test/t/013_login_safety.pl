@@ -28,28 +28,7 @@ sub policies_in_effect
 		"SELECT (s->'policies'->>'in_effect')::bool AND s->'worker'->>'mode' = 'running' FROM pool_health.status() s");
 }
 
-# connect(app, role, options): [ handle, stdin ] when admitted (kept open),
-# else the error text
-my @open;
-sub try_connect
-{
-	my ($app, $role, $options) = @_;
-	my ($stdout, $stderr) = ('', '');
-	my $connstr = $node->connstr('postgres') . " user=$role";
-	$connstr .= " application_name='$app'" if defined $app;
-	$connstr .= " options='$options'" if defined $options;
-	my $stdin = "SELECT 'connected';\n";
-	my $h = IPC::Run::start([ 'psql', '-XAtq', '-d', $connstr, '-f', '-' ],
-		'<', \$stdin, '>', \$stdout, '2>', \$stderr);
-	IPC::Run::pump($h) until $stdout =~ /connected/ || !$h->pumpable;
-	if ($stdout =~ /connected/)
-	{
-		push @open, [ $h, \$stdin ];
-		return undef;
-	}
-	$h->finish;
-	return $stderr;
-}
+sub try_connect { return ph_try_connect($node, @_); }
 
 # raw_connect(user, options): a connection whose startup packet has no
 # application_name, only "options" (psql and libpq always send one); the
@@ -87,12 +66,7 @@ sub close_all
 {
 	close($_) for @raw;
 	@raw = ();
-	for (@open)
-	{
-		${ $_->[1] } .= "\\q\n";
-		$_->[0]->finish;
-	}
-	@open = ();
+	ph_close_all();
 	$node->poll_query_until('postgres',
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE usename IN ('app', 'ops')");
 }
