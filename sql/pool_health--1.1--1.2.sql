@@ -395,6 +395,9 @@ REVOKE ALL ON pool_health.policy_errors FROM PUBLIC;
 REVOKE ALL ON FUNCTION pool_health.get_policy_errors() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pool_health.get_usage_by(text),
     pool_health.get_policy_errors() TO pg_monitor;
+-- only the extension's own trigger uses it (a trigger fires whatever the
+-- privileges of who fires it): nobody may attach it to a table of theirs
+REVOKE ALL ON FUNCTION pool_health.policies_changed() FROM PUBLIC;
 GRANT SELECT ON pool_health.usage_by_database, pool_health.usage_by_role,
     pool_health.usage_by_application, pool_health.usage_by_client,
     pool_health.usage, pool_health.sessions, pool_health.leaks,

@@ -112,6 +112,30 @@ report_denied(int denied)
 							   denied, denied)));
 }
 
+/*
+ * A policy acts with its owner's rights too: a session the owner of
+ * pool_health.policies could not end by hand is not ended through one of
+ * its policies, whoever calls the function (counted in *denied).
+ */
+static bool
+owner_may_act(const PhEvaluation *eval, const PhBackend *be, int *denied)
+{
+	if (ph_may_signal(eval->policies.owner, be->role_id))
+		return true;
+	(*denied)++;
+	return false;
+}
+
+static void
+report_owner_denied(int denied)
+{
+	if (denied > 0)
+		ereport(NOTICE,
+				(errmsg_plural("%d session was skipped: the owner of pool_health.policies could not end it with pg_terminate_backend()",
+							   "%d sessions were skipped: the owner of pool_health.policies could not end them with pg_terminate_backend()",
+							   denied, denied)));
+}
+
 /* Signal, audit and return one session. */
 static bool
 act(ReturnSetInfo *rsinfo, const PhBackend *be, const PhPolicy *policy,
@@ -140,6 +164,7 @@ pool_health_cleanup(PG_FUNCTION_ARGS)
 	bool		dry_run = dry_run_arg(fcinfo, 0);
 	PhEvaluation eval;
 	int			denied = 0;
+	int			owner_denied = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
 	ph_evaluate(&eval, PH_EVAL_TABLE_POLICIES);
@@ -149,12 +174,13 @@ pool_health_cleanup(PG_FUNCTION_ARGS)
 		const PhPolicy *p = be->policy;
 
 		if (p == NULL || be->deadline == 0 || eval.snap.taken_at < be->deadline ||
-			!may_act(be, &denied))
+			!may_act(be, &denied) || !owner_may_act(&eval, be, &owner_denied))
 			continue;
 		(void) act(rsinfo, be, p, be->limit, be->limit_usec, NULL, p->terminate,
 				   dry_run || p->dry_run, "cleanup");
 	}
 	report_denied(denied);
+	report_owner_denied(owner_denied);
 	return (Datum) 0;
 }
 

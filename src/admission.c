@@ -11,10 +11,13 @@
  * The login path fails open.  Superusers, replication connections and
  * roles listed in pool_health.protected_roles are admitted before any
  * policy is looked at (only the role lookups the server itself makes next
- * run first).  Matching cannot raise: patterns, networks and names were
- * validated when the worker compiled them, and the matcher (policy_match.c)
- * allocates nothing.  Nothing that can raise runs while ph_shared->lock is
- * held; a refusal is raised after it is released.
+ * run first).  The application_name is settled as the server will settle
+ * it (startup packet, "options", ALTER ROLE/DATABASE ... SET as the worker
+ * published them from pg_db_role_setting, the server's setting), without
+ * reading any catalog but the role lookups.  Matching cannot raise: patterns, networks and
+ * names were validated when the worker compiled them, and the matcher
+ * (policy_match.c) allocates nothing.  Nothing that can raise runs while
+ * ph_shared->lock is held; a refusal is raised after it is released.
  *
  * The counts are exact by construction, O(1) per connection:
  *	- admission.clients counts client backends from authentication to
@@ -54,6 +57,7 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "utils/acl.h"
+#include "utils/guc.h"
 
 #include "compat.h"
 #include "pool_health.h"
@@ -197,8 +201,12 @@ options_application_name(const char *options, char *out, size_t size)
 			break;
 		while (*p != '\0' && !isspace((unsigned char) *p))
 		{
-			if (*p == '\\' && p[1] != '\0')
-				p++;
+			if (*p == '\\')
+			{
+				p++;			/* escapes the next byte; a last one is dropped */
+				if (*p == '\0')
+					break;
+			}
 			if (len < sizeof(token) - 1)
 				token[len++] = *p;
 			p++;
@@ -235,22 +243,79 @@ options_application_name(const char *options, char *out, size_t size)
 }
 
 /*
- * The application_name the session will report (pgstat_report_appname):
- * from the startup packet, which wins, else from "options"; made clean
- * ASCII as the server makes it; truncated to NAMEDATALEN - 1 bytes.
- * out has NAMEDATALEN bytes.  Allocates nothing.
+ * The application_name ALTER ROLE/DATABASE ... SET gives a session of this
+ * role in this database, from what the worker published, as the server
+ * applies those settings: for the database and role, else the role, else
+ * the database, else all.  Copies it into out; false if none (or not
+ * known: the worker has not published them, or there are more than it
+ * keeps).  Takes the lock shared; copies only.
+ */
+static bool
+role_setting_application_name(const char *database, Oid role, char *out,
+							  size_t size)
+{
+	PhAdmission *admission = &ph_shared->admission;
+	int			best = -1;
+	int			best_rank = 5;
+
+	LWLockAcquire(ph_shared->lock, LW_SHARED);
+	for (int i = 0; i < admission->nsettings; i++)
+	{
+		const PhRoleSetting *setting = &admission->settings[i];
+		bool		any_database = NameStr(setting->database)[0] == '\0';
+		bool		any_role = !OidIsValid(setting->role);
+		int			rank;
+
+		if ((!any_database && strncmp(NameStr(setting->database), database, NAMEDATALEN) != 0) ||
+			(!any_role && setting->role != role))
+			continue;
+		rank = !any_database && !any_role ? 0 : any_database && !any_role ? 1 :
+			!any_database && any_role ? 2 : 3;
+		if (rank < best_rank)
+		{
+			best_rank = rank;
+			best = i;
+		}
+	}
+	if (best >= 0)
+		strlcpy(out, admission->settings[best].application_name, size);
+	LWLockRelease(ph_shared->lock);
+	return best >= 0;
+}
+
+/*
+ * The application_name the session will report (pgstat_report_appname),
+ * as the server settles it: the startup packet's parameter (its name read
+ * case-insensitively; the last one wins), else "options", else ALTER
+ * ROLE/DATABASE ... SET (as the worker published them), else the server's
+ * own setting; made clean ASCII as the server makes it; truncated to
+ * NAMEDATALEN - 1 bytes.  out has NAMEDATALEN bytes.  Reads no catalog.
  */
 static void
-effective_application_name(const Port *port, char *out)
+effective_application_name(const Port *port, Oid role, char *out)
 {
-	char		from_options[NAMEDATALEN * 4 + 32];
-	const char *raw = port->application_name;
+	char		found[NAMEDATALEN * 4 + 32];
+	const char *raw = NULL;
+	ListCell   *lc;
 	size_t		len = 0;
 
+	/* startup packet parameters: name, value, name, value, ... */
+	foreach(lc, port->guc_options)
+	{
+		const char *name = (const char *) lfirst(lc);
+
+		lc = lnext(port->guc_options, lc);
+		if (lc == NULL)
+			break;
+		if (pg_strcasecmp(name, "application_name") == 0)
+			raw = (const char *) lfirst(lc);
+	}
 	if (raw == NULL && port->cmdline_options != NULL &&
-		options_application_name(port->cmdline_options, from_options,
-								 sizeof(from_options)))
-		raw = from_options;
+		options_application_name(port->cmdline_options, found, sizeof(found)))
+		raw = found;
+	if (raw == NULL)
+		raw = role_setting_application_name(port->database_name, role, found,
+											sizeof(found)) ? found : application_name;
 	for (const char *c = raw ? raw : ""; *c != '\0' && len < NAMEDATALEN - 1; c++)
 	{
 		char		clean[4];
@@ -264,12 +329,23 @@ effective_application_name(const Port *port, char *out)
 
 /* ---- the hook ---- */
 
+/*
+ * Count a refusal, and give back the count this connection took at once
+ * (not at its exit): a refused connection holds no place in the quota.
+ */
 static void
-count_refusal(int counter)
+count_refusal(int counter, pg_atomic_uint64 *entry)
 {
 	if (counter >= 0)
 		pg_atomic_fetch_add_u64(&ph_shared->admission.counters[counter].refused, 1);
 	pg_atomic_fetch_add_u64(&ph_shared->refusals, 1);
+	if (entry != NULL)
+	{
+		uint64		old = pg_atomic_exchange_u64(entry, COUNTED(MyProcPid, 0));
+
+		if (COUNTED_PID(old) == MyProcPid)
+			release_count(COUNTED_STATE(old));
+	}
 }
 
 /*
@@ -282,7 +358,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 	PhPolicySet *set = &ph_shared->policy_set;
 	PhAdmission *admission = &ph_shared->admission;
 	Oid			role;
-	char		application_name[NAMEDATALEN];
+	char		name[NAMEDATALEN];
 	PhMatchKey	key;
 	const PhPolicy *p;
 	NameData	policy_name;
@@ -298,11 +374,11 @@ admit(Port *port, pg_atomic_uint64 *entry)
 		ph_role_name_protected(port->user_name))
 		return;
 
-	effective_application_name(port, application_name);
+	effective_application_name(port, role, name);
 	key.database_id = InvalidOid;
 	key.role_id = role;
 	key.database = port->database_name;
-	key.application_name = application_name;
+	key.application_name = name;
 	key.client_addr = &port->raddr;
 
 	LWLockAcquire(ph_shared->lock, LW_SHARED);
@@ -330,7 +406,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 
 	if (max_connections > 0 && counter >= 0 && connections > (uint32) max_connections)
 	{
-		count_refusal(counter);
+		count_refusal(counter, entry);
 		ereport(FATAL,
 				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 				 errmsg("too many connections for pool_health policy \"%s\"",
@@ -348,7 +424,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 
 		if (level >= (PhLevel) refuse_at)
 		{
-			count_refusal(counter);
+			count_refusal(counter, entry);
 			ereport(FATAL,
 					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 					 errmsg("connection refused by pool_health policy \"%s\": server connection health is %s",
@@ -371,10 +447,14 @@ ph_client_authentication(Port *port, int status)
 	if (status != STATUS_OK || ph_shared == NULL || am_walsender)
 		return;
 
-	/* from here to exit this backend counts as a client */
+	/*
+	 * From here to exit this backend counts as a client.  It gives its
+	 * counts back among the first things it does when it exits, so that a
+	 * client that reconnects at once finds its place free.
+	 */
 	if (!exit_registered)
 	{
-		on_shmem_exit(admission_exit, (Datum) 0);
+		before_shmem_exit(admission_exit, (Datum) 0);
 		exit_registered = true;
 	}
 	entry = counted_entry(ph_my_procno());
@@ -397,24 +477,41 @@ ph_admission_install_hook(void)
 
 /* ---- the worker's side ---- */
 
+/* Do two policies match the same sessions (all match columns equal)? */
+static bool
+same_match(const PhPolicy *a, const PhPolicy *b)
+{
+	return a->match_database == b->match_database &&
+		(!a->match_database || strcmp(NameStr(a->database), NameStr(b->database)) == 0) &&
+		a->match_role == b->match_role &&
+		(!a->match_role || strcmp(NameStr(a->role), NameStr(b->role)) == 0) &&
+		a->match_application == b->match_application &&
+		(!a->match_application || strcmp(a->application_pattern, b->application_pattern) == 0) &&
+		a->match_client == b->match_client &&
+		(!a->match_client || memcmp(&a->client, &b->client, sizeof(PhNetwork)) == 0);
+}
+
 /*
  * Give each policy of a set about to be published its quota counter: the
- * one already named after it, else a free one.  A counter is free when no
- * published policy names it and nothing is counted in it (no login can
- * count in it then: logins count only in the published set's counters).
- * A policy left without a counter (more renamed policies than counters)
- * is not counted and its quota not enforced until one frees up.
- * Called by the worker with ph_shared->lock held exclusively: raises
- * nothing.  named is the caller's scratch space, ph_admission_ncounters()
- * booleans, allocated before the lock was taken.
+ * one already named after it; else, for a policy renamed (a published
+ * policy with the same match columns is gone), that policy's counter,
+ * renamed; else a free one.  A counter is free when no published policy
+ * names it and nothing is counted in it (no login can count in it then:
+ * logins count only in the published set's counters).  A policy left
+ * without a counter (more policies than counters) is not counted and its
+ * quota not enforced until one frees up.
+ * Called by the worker with ph_shared->lock held exclusively, with the
+ * set still published (old, nold): raises nothing.  named is the caller's
+ * scratch space, ph_admission_ncounters() booleans, allocated before the
+ * lock was taken.
  */
 void
-ph_admission_assign_counters(PhPolicy *items, int count, bool *named)
+ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
+							 int nold, bool *named)
 {
 	PhAdmission *admission = &ph_shared->admission;
 
 	memset(named, 0, sizeof(bool) * admission->ncounters);
-
 	for (int i = 0; i < count; i++)
 	{
 		items[i].counter = -1;
@@ -425,6 +522,25 @@ ph_admission_assign_counters(PhPolicy *items, int count, bool *named)
 			if (counter->in_use &&
 				strcmp(NameStr(counter->policy), NameStr(items[i].name)) == 0)
 			{
+				items[i].counter = c;
+				named[c] = true;
+				break;
+			}
+		}
+	}
+	/* renamed policies keep their counts */
+	for (int i = 0; i < count; i++)
+	{
+		if (items[i].counter >= 0)
+			continue;
+		for (int j = 0; j < nold; j++)
+		{
+			int			c = old[j].counter;
+
+			if (c >= 0 && c < admission->ncounters && !named[c] &&
+				admission->counters[c].in_use && same_match(&items[i], &old[j]))
+			{
+				admission->counters[c].policy = items[i].name;
 				items[i].counter = c;
 				named[c] = true;
 				break;
@@ -452,6 +568,33 @@ ph_admission_assign_counters(PhPolicy *items, int count, bool *named)
 		pg_atomic_write_u64(&admission->counters[c].refused, 0);
 		items[i].counter = c;
 	}
+}
+
+static bool settings_overflow_logged = false;	/* worker */
+
+/*
+ * Worker: publish the application_name settings of pg_db_role_setting for
+ * the login path.  Read first, then copied in under the lock.
+ */
+void
+ph_admission_publish_settings(void)
+{
+	PhAdmission *admission = &ph_shared->admission;
+	PhRoleSetting *settings = palloc(sizeof(PhRoleSetting) * PH_MAX_ROLE_SETTINGS);
+	bool		overflow;
+	int			n = ph_role_settings_read(settings, PH_MAX_ROLE_SETTINGS, &overflow);
+
+	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
+	memcpy(admission->settings, settings, sizeof(PhRoleSetting) * n);
+	admission->nsettings = n;
+	LWLockRelease(ph_shared->lock);
+	pfree(settings);
+	if (overflow && !settings_overflow_logged)
+		ereport(WARNING,
+				(errmsg("pool_health: more than %d ALTER ROLE/DATABASE ... SET application_name settings; admission control sees the first %d only",
+						PH_MAX_ROLE_SETTINGS, PH_MAX_ROLE_SETTINGS),
+				 errdetail("Connections named by the others are counted against their quota at the worker's next sample, not at login.")));
+	settings_overflow_logged = overflow;
 }
 
 /* How many quota counters there are (fixed at server start). */

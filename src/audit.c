@@ -153,6 +153,19 @@ time_or_null(TimestampTz t, bool *isnull)
 }
 
 /*
+ * The limit part of a reason ("idle_timeout 00:05:00 exceeded"), without
+ * what the session was doing and for how long (which only those who may
+ * see the session's state may read).  palloc'd.
+ */
+static char *
+limit_of(const char *reason)
+{
+	const char *colon = strstr(reason, ": ");
+
+	return colon ? pnstrdup(reason, colon - reason) : pstrdup(reason);
+}
+
+/*
  * An entry as the columns of pool_health.terminations (without id), the
  * same as the type pool_health.action: PH_AUDIT_COLS values.  With
  * visible false, the session's details are NULL (query: as in
@@ -189,6 +202,7 @@ ph_audit_datums(const PhAuditEntry *e, bool visible, Datum *values, bool *isnull
 	{
 		isnull[5] = isnull[6] = isnull[7] = isnull[8] = isnull[9] = isnull[18] = true;
 		values[10] = CStringGetTextDatum("<insufficient privilege>");
+		values[12] = CStringGetTextDatum(limit_of(e->reason));
 	}
 }
 
@@ -260,7 +274,11 @@ insert_row(const PhAuditEntry *e)
 	ph_table_owner_end(&saved);
 }
 
-/* The NOTIFY payload of an action: names and the reason, no query text. */
+/*
+ * The NOTIFY payload of an action, for anyone who may LISTEN in this
+ * database: what pg_stat_activity shows everyone (pid, role, database,
+ * application) and the limit, no query text, state or times.
+ */
 static char *
 notify_payload(const PhAuditEntry *e)
 {
@@ -280,7 +298,7 @@ notify_payload(const PhAuditEntry *e)
 	ph_json_str(&buf, "database", NameStr(e->database));
 	ph_json_str(&buf, "application_name", e->application_name);
 	ph_json_str(&buf, "policy", NameStr(e->policy)[0] ? NameStr(e->policy) : NULL);
-	ph_json_str(&buf, "reason", e->reason);
+	ph_json_str(&buf, "limit", limit_of(e->reason));
 	ph_json_str(&buf, "source", e->source);
 	ph_json_time(&buf, "at", e->at);
 	ph_json_close(&buf, '}');

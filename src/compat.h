@@ -21,6 +21,9 @@
 #include "storage/proc.h"
 #include "utils/backend_status.h"
 #include "utils/wait_event.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"				/* VARATT_IS_EXTERNAL, moved out of postgres.h */
+#endif
 
 /*
  * Number of entries of the shared backend status array ("Backend Status
@@ -168,6 +171,23 @@ ph_clean_ascii_byte(unsigned char c, char *out)
 	(void) hex;
 	out[0] = '?';
 	return 1;
+#endif
+}
+
+/*
+ * Restrict search_path to pg_catalog, pg_temp for the rest of the current
+ * nest level of settings, as maintenance commands do (RestrictSearchPath
+ * from PG 17).
+ */
+static inline void
+ph_restrict_search_path(void)
+{
+#if PG_VERSION_NUM >= 170000
+	RestrictSearchPath();
+#else
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 #endif
 }
 

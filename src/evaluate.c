@@ -109,10 +109,14 @@ is_superuser(SuperuserMemo *memo, Oid role)
 	return result;
 }
 
-/* Why the session may never be acted on (its policy decides superusers). */
+/*
+ * Why the session may never be acted on.  A superuser's session may be
+ * only if its policy says allow_superuser and the policies' owner is a
+ * superuser (a policy cannot grant what its owner could not do by hand).
+ */
 static PhExemption
 exemption(PhBackend *be, const Oid *protected_roles, int nprotected,
-		  SuperuserMemo *memo)
+		  SuperuserMemo *memo, bool owner_is_superuser)
 {
 	if (!be->is_client)
 		return PH_EXEMPT_NOT_CLIENT;
@@ -123,7 +127,8 @@ exemption(PhBackend *be, const Oid *protected_roles, int nprotected,
 	if (oid_in(be->role_id, protected_roles, nprotected))
 		return PH_EXEMPT_PROTECTED;
 	be->superuser = is_superuser(memo, be->role_id);
-	if (be->superuser && !(be->policy != NULL && be->policy->allow_superuser))
+	if (be->superuser &&
+		!(be->policy != NULL && be->policy->allow_superuser && owner_is_superuser))
 		return PH_EXEMPT_SUPERUSER;
 	return PH_EXEMPT_NONE;
 }
@@ -335,8 +340,11 @@ evaluate_snapshot(PhEvaluation *eval, const PhPolicies *policies)
 	int			nprotected;
 	Oid		   *protected_roles = ph_protected_role_oids(&nprotected);
 	SuperuserMemo memo;
+	bool		owner_is_superuser;
 
 	memo.n = 0;
+	owner_is_superuser = OidIsValid(policies->owner) &&
+		is_superuser(&memo, policies->owner);
 	eval->policies = *policies;
 	eval->governed = palloc0(sizeof(int) * Max(policies->count, 1));
 
@@ -366,7 +374,8 @@ evaluate_snapshot(PhEvaluation *eval, const PhPolicies *policies)
 				governing_deadline(be, be->policy);
 			}
 		}
-		be->exemption = exemption(be, protected_roles, nprotected, &memo);
+		be->exemption = exemption(be, protected_roles, nprotected, &memo,
+								  owner_is_superuser);
 		if (!be->is_client)
 			continue;
 

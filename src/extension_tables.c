@@ -13,9 +13,15 @@
  * superuser-run worker read a table of theirs or misread a column).
  *
  * The user id is switched to the table owner with
- * SECURITY_RESTRICTED_OPERATION, as for a maintenance command, so nothing
- * run meanwhile can change the session's state; the statements run are
- * fully qualified and resolve nothing through search_path.
+ * SECURITY_RESTRICTED_OPERATION, as for a maintenance command, and the
+ * owner's code (triggers, defaults) runs in a nest level of settings that
+ * is undone afterwards, with search_path restricted to pg_catalog: it can
+ * leave nothing behind in the caller's session (a setting changed for
+ * good, say) nor resolve anything through the caller's search_path.  In
+ * the worker it also runs under a statement timeout
+ * (PH_OWNER_CODE_TIMEOUT_MS): a trigger that sleeps, or a lock held on the
+ * table or its sequence, cannot stall sampling for longer.  The
+ * statements run are fully qualified.
  *
  * No shared state.
  *
@@ -35,10 +41,16 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 
+#include "compat.h"
 #include "pool_health.h"
+
+/* How long the owner's code may run for the worker. */
+#define PH_OWNER_CODE_TIMEOUT_MS 2000
 
 /* The schema of an extension, or InvalidOid. */
 static Oid
@@ -111,8 +123,10 @@ ph_extension_table(const char *relname, const PhColumn *columns, int ncolumns,
 }
 
 /*
- * Become the owner of relid and connect to SPI.  Needs a transaction.
- * ph_table_owner_end() undoes it.
+ * Become the owner of relid, in a nest level of settings, and connect to
+ * SPI.  Needs a transaction.  ph_table_owner_end() undoes it; an error in
+ * between is cleaned up by the transaction's abort (and, in the worker,
+ * the timeout is disabled by its error path).
  */
 void
 ph_table_owner_begin(Oid relid, PhTableOwner *saved)
@@ -129,6 +143,10 @@ ph_table_owner_begin(Oid relid, PhTableOwner *saved)
 	SetUserIdAndSecContext(owner, saved->sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	saved->guc_nestlevel = NewGUCNestLevel();
+	ph_restrict_search_path();
+	if (MyBackendType == B_BG_WORKER)
+		enable_timeout_after(STATEMENT_TIMEOUT, PH_OWNER_CODE_TIMEOUT_MS);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }
@@ -141,5 +159,8 @@ void
 ph_table_owner_end(const PhTableOwner *saved)
 {
 	SPI_finish();
+	if (MyBackendType == B_BG_WORKER)
+		disable_timeout(STATEMENT_TIMEOUT, false);
+	AtEOXact_GUC(false, saved->guc_nestlevel);
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
 }

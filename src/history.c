@@ -25,6 +25,7 @@
 #include "pgstat.h"
 #include "port/pg_crc32c.h"
 #include "storage/fd.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "pool_health.h"
@@ -263,7 +264,7 @@ ph_history_load(void)
 	}
 
 	if (st.st_size < (off_t) (sizeof(header) + sizeof(crc)) ||
-		st.st_size > (off_t) (64 * 1024 * 1024))
+		st.st_size > (off_t) MaxAllocSize)
 	{
 		reject_file("its size is not that of a history file");
 		goto done;

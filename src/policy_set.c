@@ -109,7 +109,9 @@ ph_policy_set_publish(PhPolicies *policies, uint64 generation)
 	}
 
 	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_admission_assign_counters(policies->items, policies->count, scratch);
+	ph_admission_assign_counters(policies->items, policies->count,
+								 set->compiled ? set->policies : NULL,
+								 set->compiled ? set->count : 0, scratch);
 	set->compiled_generation = generation;
 	changed = !set->compiled || policies->count != set->count ||
 		set->owner != policies->owner ||

@@ -132,6 +132,22 @@ ph_policy_error(PhPolicies *out, const char *name, const char *fmt,...)
 	e->since = GetCurrentTimestamp();
 }
 
+/*
+ * A varlena value stored out of line (toasted) would have to be read from
+ * the toast table, whose locks the worker must not wait for; no valid
+ * value is that long (names, patterns and networks are small), so such a
+ * row is invalid.
+ */
+static bool
+stored_out_of_line(PhPolicies *out, const char *name, Datum d, int col)
+{
+	if (!VARATT_IS_EXTERNAL(DatumGetPointer(d)))
+		return false;
+	ph_policy_error(out, name, "%s is too long (stored out of line)",
+					policy_columns[col].name);
+	return true;
+}
+
 /* Compile one limit column; false (with the error recorded) if invalid. */
 static bool
 compile_limit(PhPolicies *out, const char *name, TupleTableSlot *slot,
@@ -195,6 +211,8 @@ compile_row(PhPolicies *out, TupleTableSlot *slot, const AttrNumber *attnums,
 		ph_policy_error(out, NULL, "a policy has no name (name is NULL)");
 		return false;
 	}
+	if (stored_out_of_line(out, NULL, d, COL_NAME))
+		return false;
 	name = TextDatumGetCString(d);
 	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
 	{
@@ -227,6 +245,8 @@ compile_row(PhPolicies *out, TupleTableSlot *slot, const AttrNumber *attnums,
 	d = slot_getattr(slot, attnums[COL_APPLICATION_NAME], &isnull);
 	if ((p->match_application = !isnull))
 	{
+		if (stored_out_of_line(out, name, d, COL_APPLICATION_NAME))
+			return false;
 		str = TextDatumGetCString(d);
 		if (strlen(str) > PH_PATTERN_MAX)
 		{
@@ -247,9 +267,15 @@ compile_row(PhPolicies *out, TupleTableSlot *slot, const AttrNumber *attnums,
 	d = slot_getattr(slot, attnums[COL_CLIENT_ADDR], &isnull);
 	if ((p->match_client = !isnull))
 	{
-		inet	   *net = DatumGetInetPP(d);
-		int			family = ip_family(net);
-		int			maxbits = family == PGSQL_AF_INET ? 32 : 128;
+		inet	   *net;
+		int			family;
+		int			maxbits;
+
+		if (stored_out_of_line(out, name, d, COL_CLIENT_ADDR))
+			return false;
+		net = DatumGetInetPP(d);
+		family = ip_family(net);
+		maxbits = family == PGSQL_AF_INET ? 32 : 128;
 
 		if ((family != PGSQL_AF_INET && family != PGSQL_AF_INET6) ||
 			ip_bits(net) < 0 || ip_bits(net) > maxbits)
@@ -284,6 +310,8 @@ compile_row(PhPolicies *out, TupleTableSlot *slot, const AttrNumber *attnums,
 	}
 
 	d = slot_getattr(slot, attnums[COL_ACTION], &isnull);
+	if (!isnull && stored_out_of_line(out, name, d, COL_ACTION))
+		return false;
 	str = isnull ? NULL : TextDatumGetCString(d);
 	if (str == NULL || (strcmp(str, "terminate") != 0 && strcmp(str, "log") != 0))
 	{
@@ -301,6 +329,8 @@ compile_row(PhPolicies *out, TupleTableSlot *slot, const AttrNumber *attnums,
 	p->refuse_at = -1;
 	if (!isnull)
 	{
+		if (stored_out_of_line(out, name, d, COL_REFUSE_AT))
+			return false;
 		str = TextDatumGetCString(d);
 		if (strcmp(str, "degraded") == 0)
 			p->refuse_at = PH_LEVEL_DEGRADED;
@@ -434,7 +464,9 @@ ph_policies_read(PhPolicies *out, bool wait)
 		{
 			Datum		name = slot_getattr(slot, attnums[COL_NAME], &isnull);
 
-			ph_policy_error(out, isnull ? NULL : TextDatumGetCString(name),
+			ph_policy_error(out,
+							isnull || VARATT_IS_EXTERNAL(DatumGetPointer(name)) ?
+							NULL : TextDatumGetCString(name),
 							"enabled is NULL");
 			continue;
 		}

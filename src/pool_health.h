@@ -433,6 +433,20 @@ typedef struct PhQuotaCounter
 } PhQuotaCounter;
 
 /*
+ * An application_name given by ALTER ROLE/DATABASE ... SET, as the worker
+ * publishes it for the login path (which cannot read pg_db_role_setting
+ * before its database is selected).
+ */
+typedef struct PhRoleSetting
+{
+	NameData	database;		/* empty: every database */
+	Oid			role;			/* InvalidOid: every role */
+	char		application_name[NAMEDATALEN * 4];	/* as set, not cleaned */
+} PhRoleSetting;
+
+#define PH_MAX_ROLE_SETTINGS 256
+
+/*
  * Admission state (admission.c): atomics only, no lock.  counted[] holds,
  * per PGPROC number, the pid of the client backend in it (high 32 bits)
  * and the counter it is counted in (low 32 bits: 0 none, k + 1 counter k,
@@ -448,6 +462,9 @@ typedef struct PhAdmission
 	PhQuotaCounter *counters;
 	int			nprocs;			/* fixed */
 	pg_atomic_uint64 *counted;
+	/* written by the worker under ph_shared->lock, read under it */
+	int			nsettings;
+	PhRoleSetting settings[PH_MAX_ROLE_SETTINGS];
 } PhAdmission;
 
 /* One action on a session, as audit.c records it. */
@@ -545,6 +562,10 @@ extern bool ph_backend_visible(const PhBackend *be);
 extern bool ph_role_visible(Oid role_id);
 extern const char *ph_backend_type_name(const PhBackend *be);
 
+/* shared_catalogs.c */
+extern Oid	ph_database_lookup(const char *name, bool *usable);
+extern int	ph_role_settings_read(PhRoleSetting *out, int max, bool *overflow);
+
 /* extension_tables.c */
 typedef struct PhColumn
 {
@@ -557,6 +578,7 @@ typedef struct PhTableOwner
 {
 	Oid			userid;			/* the caller's, restored at the end */
 	int			sec_context;
+	int			guc_nestlevel;	/* settings the owner's code made, undone */
 } PhTableOwner;
 extern void ph_table_owner_begin(Oid relid, PhTableOwner *saved);
 extern void ph_table_owner_end(const PhTableOwner *saved);
@@ -624,9 +646,11 @@ extern Size ph_admission_shmem_size(void);
 extern char *ph_admission_init(PhAdmission *admission, char *storage);
 extern void ph_admission_install_hook(void);
 extern void ph_admission_assign_counters(PhPolicy *items, int count,
+										 const PhPolicy *old, int nold,
 										 bool *named);
 extern int	ph_admission_ncounters(void);
 extern void ph_admission_rehome(const PhEvaluation *eval);
+extern void ph_admission_publish_settings(void);
 extern uint32 ph_admission_counted(const PhPolicy *policy);
 extern uint64 ph_admission_refused(const PhPolicy *policy);
 

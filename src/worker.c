@@ -42,12 +42,9 @@
 
 #include <sys/resource.h>
 
-#include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "catalog/indexing.h"
 #include "catalog/pg_database.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
@@ -60,13 +57,11 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
-#include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/inval.h"
-#include "utils/relcache.h"
 #include "utils/syscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -108,6 +103,7 @@ static PhPolicies policies;
 static uint64 policies_generation = 0;
 static bool policies_stale = true;	/* roles or databases changed */
 static TimestampTz policies_compiled_at = 0;
+static bool rehome_due = false;	/* republished: re-home the counters now */
 static Oid	policies_extension = InvalidOid;	/* the extension they came from */
 
 /* A session, in one episode, that enforcement has dealt with. */
@@ -294,7 +290,9 @@ refresh_policies(Oid extension, bool standby)
 	policies_generation = generation;
 	policies_extension = extension;
 	policies_stale = false;
-	(void) ph_policy_set_publish(&fresh, generation);
+	if (ph_policy_set_publish(&fresh, generation))
+		rehome_due = true;		/* count sessions where they now belong */
+	ph_admission_publish_settings();
 
 	MemoryContextReset(policy_context);
 	old = MemoryContextSwitchTo(policy_context);
@@ -420,46 +418,13 @@ observe_and_enforce(bool record, bool connected, bool standby)
 
 	ph_evaluate_with(&eval, &policies, 0);
 	if (record)
-	{
 		record_sample(&eval, connected && !standby);
+	if (record || rehome_due)
+	{
 		ph_admission_rehome(&eval);
+		rehome_due = false;
 	}
 	return enforcing ? enforce_policies(&eval) : 0;
-}
-
-/*
- * Does pool_health.database exist (*exists), and may the worker hold a
- * connection to it: not a template (CREATE DATABASE copies templates and
- * fails while anyone is connected to one), and accepting connections?
- * Reads pg_database without its indexes unless they are known to be
- * usable: a process connected to no database may not be able to open them.
- */
-static bool
-database_usable(const char *name, bool *exists)
-{
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	bool		usable = false;
-
-	*exists = false;
-	rel = table_open(DatabaseRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber, F_NAMEEQ,
-				CStringGetDatum(name));
-	scan = systable_beginscan(rel, DatabaseNameIndexId, criticalSharedRelcachesBuilt,
-							  NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
-
-		*exists = true;
-		usable = db->datallowconn && !db->datistemplate;
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return usable;
 }
 
 /*
@@ -483,7 +448,7 @@ check_for_database(void)
 	last_database_check = now;
 
 	StartTransactionCommand();
-	usable = database_usable(ph_database, &exists);
+	exists = OidIsValid(ph_database_lookup(ph_database, &usable));
 	CommitTransactionCommand();
 	if (usable)
 	{
@@ -644,6 +609,7 @@ run_cycle(MemoryContext cycle_context, bool record)
 	{
 		/* the standard error path of a background worker */
 		HOLD_INTERRUPTS();
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		report_cycle_error(cycle_context);
 		AbortCurrentTransaction();
 		LWLockReleaseAll();

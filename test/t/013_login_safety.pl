@@ -30,17 +30,21 @@ sub policies_in_effect
 
 sub try_connect { return ph_try_connect($node, @_); }
 
-# raw_connect(user, options): a connection whose startup packet has no
-# application_name, only "options" (psql and libpq always send one); the
-# socket when admitted (kept open), else the error message
+# raw_connect(user, options, name => value...): a connection whose startup
+# packet has exactly these parameters (psql and libpq always send an
+# application_name); the socket when admitted (kept open), else the error
+# message
 my @raw;
 sub raw_connect
 {
-	my ($user, $options) = @_;
+	my ($user, $options, %more) = @_;
 	my $sock = IO::Socket::UNIX->new(
 		Type => SOCK_STREAM(),
 		Peer => $node->host . '/.s.PGSQL.' . $node->port) or die "connect: $!";
-	my $params = "user\0$user\0database\0postgres\0options\0$options\0\0";
+	my $params = "user\0$user\0database\0postgres\0";
+	$params .= "options\0$options\0" if defined $options;
+	$params .= "$_\0$more{$_}\0" for sort keys %more;
+	$params .= "\0";
 	print $sock pack('NN', 8 + length($params), 196608) . $params;
 	$sock->flush;
 	for (;;)
@@ -68,7 +72,7 @@ sub close_all
 	@raw = ();
 	ph_close_all();
 	$node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM pg_stat_activity WHERE usename IN ('app', 'ops')");
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE usename IN ('app', 'ops', 'bob')");
 }
 
 # --- 1. an unusable row cannot lock anyone out ----------------------------------------------
@@ -131,11 +135,30 @@ like(raw_connect('app', '-c APPLICATION-NAME=report-d'),
 like(raw_connect('app', '-c work_mem=1MB -capplication_name=report-e'),
 	qr/FATAL:  too many connections for pool_health policy "report"/,
 	'among other settings, and with -cname=value');
+like(raw_connect('app', undef, Application_Name => 'report-f'),
+	qr/FATAL:  too many connections for pool_health policy "report"/,
+	'a startup parameter spelled Application_Name counts (the server reads it case-insensitively)');
+is(raw_connect('app', '-c application_name=x\\', APPLICATION_NAME => 'web-2'), undef,
+	'the last spelling in the packet wins over options');
 is(try_connect('web', 'app', '-c application_name=report-e'), undef,
 	'the startup packet wins over options, as in the server');
 is( $node->safe_psql('postgres',
 		"SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_activity WHERE usename = 'app'"),
-	'report-a,web', 'the sessions have those names');
+	'report-a,web,web-2', 'the sessions have those names');
+close_all();
+
+# a name the client does not send: ALTER ROLE ... SET applies, as in the server
+$node->safe_psql('postgres', q{
+	CREATE ROLE bob LOGIN;
+	ALTER ROLE bob SET application_name = 'report-bob';
+	UPDATE pool_health.policies SET comment = 'the worker reads the settings again' WHERE name = 'report';
+});
+ok(policies_in_effect(), 'the worker has read the settings again');
+is(raw_connect('bob', undef), undef, 'bob, sending no name, is admitted');
+is($node->safe_psql('postgres', "SELECT application_name FROM pg_stat_activity WHERE usename = 'bob'"),
+	'report-bob', 'and named by ALTER ROLE ... SET');
+like(raw_connect('bob', undef), qr/FATAL:  too many connections for pool_health policy "report"/,
+	'a second such session is counted at login against the report quota');
 close_all();
 
 my $long = 'L' . ('x' x 62);		# 63 bytes

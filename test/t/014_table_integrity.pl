@@ -69,9 +69,11 @@ my ($app, $app_pid) = ph_app_session($node, 'victim-app', role => 'app', on_erro
 $su->query_safe('BEGIN; SELECT 1;');
 $app->query_safe('BEGIN; SELECT 1;');
 ok(ph_gone($node, $app_pid), "a session dba could end by hand is ended");
-ok( $node->wait_for_log(qr/policy "everyone" does not end session $su_pid: the owner of pool_health.policies could not end it/),
-	'the superuser session is not: dba could not end it with pg_terminate_backend()');
-ok(ph_alive($node, $su_pid), 'it lives on');
+is( $node->safe_psql('postgres', "SELECT policy || ': ' || exempt FROM pool_health.sessions WHERE pid = $su_pid"),
+	'everyone: superuser session',
+	'the superuser session is exempt: allow_superuser counts only in a superuser\'s policies');
+$node->poll_query_until('postgres', "SELECT idle_for > interval '2s' FROM pool_health.sessions WHERE pid = $su_pid");
+ok(ph_alive($node, $su_pid), 'it lives on past the limit');
 $su->query_safe('ROLLBACK');
 
 # --- 3. the owner changes a column's type ---------------------------------------------------
@@ -131,6 +133,116 @@ $app->query_safe('BEGIN; SELECT 1;');
 ok(ph_gone($node, $app_pid), 'and enforces the policies it has');
 $locker->query_safe('ROLLBACK');
 $locker->quit;
+
+# --- the owner's code leaves nothing behind in the caller's session ---------------------------
+# (a trigger of the terminations' owner that changes settings for good:
+# search_path first, to run its own now() as the superuser who calls)
+$node->safe_psql('postgres', 'GRANT CREATE ON SCHEMA public TO dba');
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.plant() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+	    PERFORM pg_catalog.set_config('search_path', 'public, pg_catalog', false);
+	    PERFORM pg_catalog.set_config('default_transaction_read_only', 'on', false);
+	    RETURN NEW;
+	END $$;
+	CREATE TRIGGER plant BEFORE INSERT ON pool_health.terminations
+	    FOR EACH ROW EXECUTE FUNCTION public.plant();
+	CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS
+	$$ SELECT CASE WHEN (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+	               THEN (SELECT 'infinity'::timestamptz FROM pg_catalog.pg_class LIMIT 1) END $$;
+}, extra_params => [ '-U', 'dba' ]);
+my ($idle, $idle_pid) = ph_app_session($node, 'idle-victim', role => 'app');
+$node->poll_query_until('postgres', "SELECT idle_for > interval '1s' FROM pool_health.sessions WHERE pid = $idle_pid");
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) FROM pool_health.terminate_idle('1s') WHERE pid = $idle_pid;
+		SHOW search_path;
+		SHOW default_transaction_read_only;}),
+	"1\n\"\$user\", public\noff", 'after a function wrote an audit row, the caller\'s settings are its own');
+($app, $app_pid) = ph_app_session($node, 'victim-app4', role => 'app', on_error_stop => 0);
+$app->query_safe('BEGIN; SELECT 1;');
+ok(ph_gone($node, $app_pid), 'the worker ends a leak (the trigger runs)');
+($app, $app_pid) = ph_app_session($node, 'victim-app5', role => 'app', on_error_stop => 0);
+$app->query_safe('BEGIN; SELECT 1;');
+ok(ph_gone($node, $app_pid), 'and the next one');
+is( $node->safe_psql('postgres', "SELECT count(*) FROM pool_health.terminations WHERE application_name IN ('victim-app4', 'victim-app5')"),
+	'2', 'both audited: the trigger did not make the worker read-only');
+$node->safe_psql('postgres', 'DROP TRIGGER plant ON pool_health.terminations; DROP FUNCTION public.plant(), public.now()',
+	extra_params => [ '-U', 'dba' ]);
+
+# --- cleanup() acts with the policies' owner's rights too ----------------------------------------
+# dba loses pg_signal_backend: a superuser calling cleanup() does not end,
+# through dba's policy, a session dba could not end
+$node->safe_psql('postgres', 'REVOKE pg_signal_backend FROM dba');
+$node->safe_psql('postgres', q{
+	INSERT INTO pool_health.policies (name, application_name, idle_timeout)
+	VALUES ('app-idle', 'app-idle%', '1s')}, extra_params => [ '-U', 'dba' ]);
+ph_set($node, 'pool_health.enforce' => 'off');
+my ($idler, $idler_pid) = ph_app_session($node, 'app-idle-1', role => 'app');
+$node->poll_query_until('postgres', "SELECT idle_for > interval '1s' AND policy = 'app-idle' FROM pool_health.sessions WHERE pid = $idler_pid");
+my ($ret, $out, $stderr) = $node->psql('postgres', 'SELECT count(*) FROM pool_health.cleanup()');
+is($out, '0', 'a superuser calling cleanup() ends nothing dba could not end by hand');
+like($stderr, qr/NOTICE:  1 session was skipped: the owner of pool_health.policies could not end it with pg_terminate_backend\(\)/,
+	'and is told why');
+ok(ph_alive($node, $idler_pid), 'the session lives on');
+$idler->quit;
+$node->safe_psql('postgres', "DELETE FROM pool_health.policies WHERE name = 'app-idle'; GRANT pg_signal_backend TO dba");
+ph_set($node, 'pool_health.enforce' => 'on');
+
+# --- the owner's code cannot stall the worker -----------------------------------------------------
+# a trigger that sleeps, and a lock on the audit's sequence
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.sleepy() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$;
+	CREATE TRIGGER sleepy BEFORE INSERT ON pool_health.terminations
+	    FOR EACH ROW EXECUTE FUNCTION public.sleepy();
+}, extra_params => [ '-U', 'dba' ]);
+($app, $app_pid) = ph_app_session($node, 'victim-app6', role => 'app', on_error_stop => 0);
+$app->query_safe('BEGIN; SELECT 1;');
+ok(ph_gone($node, $app_pid), 'a leak is ended');
+$before = samples();
+ok($node->poll_query_until('postgres', "SELECT (pool_health.status()->'worker'->>'samples')::int > $before + 20"),
+	'while the audit trigger sleeps 30 s, the worker samples on (its insert times out)');
+like(slurp_file($node->logfile), qr/ERROR:  canceling statement due to statement timeout/,
+	'the timeout is logged');
+$node->safe_psql('postgres', 'DROP TRIGGER sleepy ON pool_health.terminations', extra_params => [ '-U', 'dba' ]);
+$locker = $node->background_psql('postgres', extra_params => [ '-U', 'dba' ]);
+$locker->query_safe('BEGIN; ALTER SEQUENCE pool_health.terminations_id_seq RESTART');
+($app, $app_pid) = ph_app_session($node, 'victim-app7', role => 'app', on_error_stop => 0);
+$app->query_safe('BEGIN; SELECT 1;');
+ok(ph_gone($node, $app_pid), 'a leak is ended');
+$before = samples();
+ok($node->poll_query_until('postgres', "SELECT (pool_health.status()->'worker'->>'samples')::int > $before + 20"),
+	'while its sequence is locked, the worker samples on');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+
+# a row whose value is stored out of line (toasted): reading it would wait
+# for the toast table's locks; it is left out instead
+$node->safe_psql('postgres', q{
+	ALTER TABLE pool_health.policies DISABLE TRIGGER validate,
+	    DROP CONSTRAINT name_is_1_to_63_bytes,
+	    DROP CONSTRAINT policies_pkey,
+	    ALTER COLUMN comment SET STORAGE EXTERNAL,
+	    ALTER COLUMN name SET STORAGE EXTERNAL;
+	INSERT INTO pool_health.policies (name) SELECT string_agg(md5(i::text), '') FROM generate_series(1, 300) i;
+	ALTER TABLE pool_health.policies ENABLE TRIGGER validate;
+}, extra_params => [ '-U', 'dba' ]);
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pool_health.policy_errors WHERE error = 'name is too long (stored out of line)'"),
+	'a toasted name is listed as an error');
+$locker = $node->background_psql('postgres', extra_params => [ '-U', 'dba' ]);
+$locker->query_safe('BEGIN; REINDEX TABLE pool_health.policies');
+$node->safe_psql('postgres', 'ALTER ROLE app CONNECTION LIMIT 99');
+$before = samples();
+ok($node->poll_query_until('postgres', "SELECT (pool_health.status()->'worker'->>'samples')::int > $before + 20"),
+	'while its toast index is locked, the worker reads the policies and samples on');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+$node->safe_psql('postgres', q{
+	DELETE FROM pool_health.policies WHERE octet_length(name) > 63;
+	ALTER TABLE pool_health.policies ADD CONSTRAINT name_is_1_to_63_bytes CHECK (octet_length(name) BETWEEN 1 AND 63),
+	    ADD PRIMARY KEY (name);
+});
 
 # --- 2. a look-alike table that is not a member of the extension -----------------------------------
 $node->safe_psql('postgres', 'ALTER TABLE pool_health.policies OWNER TO ' . $superuser);

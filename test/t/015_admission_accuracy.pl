@@ -140,6 +140,19 @@ like($errtext, qr/FATAL:  too many connections for pool_health policy "tight"/,
 	'a new connection is refused at once');
 like($errtext, qr/DETAIL:  Connections governed by the policy: 3 open, at most 3 allowed/,
 	'the detail counts right');
+# renamed while full: the count goes with it (the worker samples only every
+# hour meanwhile, so nothing but the republication can carry it)
+ph_set($node, 'pool_health.sample_interval' => '1h');
+$node->safe_psql('postgres', "UPDATE pool_health.policies SET name = 'tight-renamed' WHERE name = 'tight'");
+ok(policies_in_effect(), 'the full policy is renamed');
+is( $node->safe_psql('postgres', "SELECT admitted FROM pool_health.usage_by_policy WHERE policy = 'tight-renamed'"),
+	'3', 'its count went with it');
+($ret, $out, $errtext) = $node->psql('postgres', 'SELECT 1',
+	extra_params => [ '-d', $node->connstr('postgres') . ' user=app application_name=tight-y' ]);
+like($errtext, qr/FATAL:  too many connections for pool_health policy "tight-renamed"/,
+	'a new connection is still refused');
+$node->safe_psql('postgres', "UPDATE pool_health.policies SET name = 'tight' WHERE name = 'tight-renamed'");
+ph_set($node, 'pool_health.sample_interval' => '10ms');
 $_->quit for @held;
 
 # --- 6. more policies than pool_health.max_policies (4) -------------------------------------
