@@ -14,6 +14,11 @@ SELECT expect_error($$SELECT * FROM pool_health.terminate_idle(NULL)$$);
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('-1 s')$$);
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('0')$$);
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('100000000 days')$$);
+-- huge negative intervals, and ones whose parts overflow, are refused too
+-- (they must not wrap around into a small positive age)
+SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('-178000000 years')$$);
+SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('178000000 years -2000000000 days')$$);
+SELECT expect_error($$SELECT * FROM pool_health.terminate_idle_in_transaction('-2147483648 months 1 s')$$);
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('1 fortnight')$$);
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('1 s', NULL)$$);
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle_in_transaction(NULL, false)$$);

@@ -102,14 +102,19 @@ may_act(const PhBackend *be, int *denied)
 	return true;
 }
 
+/*
+ * The NOTICE for the sessions skipped because the caller (by_owner false)
+ * or the policies' owner could not end them by hand.
+ */
 static void
-report_denied(int denied)
+report_denied(int denied, bool by_owner)
 {
 	if (denied > 0)
 		ereport(NOTICE,
-				(errmsg_plural("%d session was skipped: you could not end it with pg_terminate_backend()",
-							   "%d sessions were skipped: you could not end them with pg_terminate_backend()",
-							   denied, denied)));
+				(errmsg_plural("%d session was skipped: %s could not end it with pg_terminate_backend()",
+							   "%d sessions were skipped: %s could not end them with pg_terminate_backend()",
+							   denied, denied,
+							   by_owner ? "the owner of pool_health.policies" : "you")));
 }
 
 /*
@@ -124,16 +129,6 @@ owner_may_act(const PhEvaluation *eval, const PhBackend *be, int *denied)
 		return true;
 	(*denied)++;
 	return false;
-}
-
-static void
-report_owner_denied(int denied)
-{
-	if (denied > 0)
-		ereport(NOTICE,
-				(errmsg_plural("%d session was skipped: the owner of pool_health.policies could not end it with pg_terminate_backend()",
-							   "%d sessions were skipped: the owner of pool_health.policies could not end them with pg_terminate_backend()",
-							   denied, denied)));
 }
 
 /* Signal, audit and return one session. */
@@ -179,8 +174,8 @@ pool_health_cleanup(PG_FUNCTION_ARGS)
 		(void) act(rsinfo, be, p, be->limit, be->limit_usec, NULL, p->terminate,
 				   dry_run || p->dry_run, "cleanup");
 	}
-	report_denied(denied);
-	report_owner_denied(owner_denied);
+	report_denied(denied, false);
+	report_denied(owner_denied, true);
 	return (Datum) 0;
 }
 
@@ -211,7 +206,7 @@ terminate_by_age(FunctionCallInfo fcinfo, PhLimit limit, const char *source)
 			continue;
 		(void) act(rsinfo, be, NULL, limit, older_than, label, true, dry_run, source);
 	}
-	report_denied(denied);
+	report_denied(denied, false);
 	return (Datum) 0;
 }
 
@@ -291,7 +286,7 @@ pool_health_reclaim(PG_FUNCTION_ARGS)
 				dry_run, "reclaim"))
 			excess--;
 	}
-	report_denied(denied);
+	report_denied(denied, false);
 	return (Datum) 0;
 }
 

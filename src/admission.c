@@ -647,22 +647,30 @@ ph_admission_rehome(const PhEvaluation *eval)
 	}
 }
 
+/* The counter of a published policy, or NULL. */
+static PhQuotaCounter *
+counter_of(const PhPolicy *policy)
+{
+	if (ph_shared == NULL || policy->counter < 0 ||
+		policy->counter >= ph_shared->admission.ncounters)
+		return NULL;
+	return &ph_shared->admission.counters[policy->counter];
+}
+
 /* Sessions counted against a published policy's quota now. */
 uint32
 ph_admission_counted(const PhPolicy *policy)
 {
-	if (ph_shared == NULL || policy->counter < 0 ||
-		policy->counter >= ph_shared->admission.ncounters)
-		return 0;
-	return pg_atomic_read_u32(&ph_shared->admission.counters[policy->counter].connections);
+	PhQuotaCounter *counter = counter_of(policy);
+
+	return counter ? pg_atomic_read_u32(&counter->connections) : 0;
 }
 
 /* Connections refused by a published policy since its counter was made. */
 uint64
 ph_admission_refused(const PhPolicy *policy)
 {
-	if (ph_shared == NULL || policy->counter < 0 ||
-		policy->counter >= ph_shared->admission.ncounters)
-		return 0;
-	return pg_atomic_read_u64(&ph_shared->admission.counters[policy->counter].refused);
+	PhQuotaCounter *counter = counter_of(policy);
+
+	return counter ? pg_atomic_read_u64(&counter->refused) : 0;
 }

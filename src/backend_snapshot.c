@@ -77,30 +77,39 @@ pid_slot_find(const PidSlot *slots, int nslots, int pid)
 }
 
 /*
- * Map every live PGPROC by pid, so that each backend's PGPROC is found in
- * O(log n) instead of a scan of the proc array per backend.
+ * The PGPROC number of the process in each status slot, from an array of
+ * the pid each slot held when it was copied (0: unused); -1 where none
+ * matches.  A regular backend's PGPROC says which slot is its own
+ * (compat.h); a PGPROC counts only if its pid is the slot's, so stale
+ * values of exited processes never match.  The few auxiliary processes of
+ * PG 15 and 16, whose PGPROC does not say, are found by pid in their range.
+ * O(slots + PGPROCs): no sort, no search per backend.
  */
-static PidSlot *
-map_procs(int *nslots)
+static int *
+map_slots_to_procs(const int *slot_pid, int nslots)
 {
+	int		   *procno = palloc(sizeof(int) * nslots);
 	uint32		nprocs = ProcGlobal->allProcCount;
-	PidSlot    *slots = palloc(sizeof(PidSlot) * Max(nprocs, 1));
-	int			n = 0;
 
+	for (int i = 0; i < nslots; i++)
+		procno[i] = -1;
 	for (uint32 i = 0; i < nprocs; i++)
 	{
-		int			pid = ProcGlobal->allProcs[i].pid;
+		int			slot = ph_status_slot_of_proc((int) i);
 
-		if (pid != 0)
-		{
-			slots[n].pid = pid;
-			slots[n].index = (int) i;
-			n++;
-		}
+		if (slot >= 0 && slot < nslots && slot_pid[slot] != 0 &&
+			ProcGlobal->allProcs[i].pid == slot_pid[slot])
+			procno[slot] = (int) i;
 	}
-	qsort(slots, n, sizeof(PidSlot), pid_slot_cmp);
-	*nslots = n;
-	return slots;
+	for (int slot = MaxBackends; slot < nslots; slot++)
+	{
+		if (slot_pid[slot] == 0 || procno[slot] >= 0)
+			continue;
+		for (uint32 i = MaxBackends; i < nprocs && i < MaxBackends + NUM_AUXILIARY_PROCS; i++)
+			if (ProcGlobal->allProcs[i].pid == slot_pid[slot])
+				procno[slot] = (int) i;
+	}
+	return procno;
 }
 
 /*
@@ -244,28 +253,34 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 	PgBackendStatus *array = backend_status_array();
 	int			nslots = ph_backend_status_slots();
 	char	   *query_buf = NULL;
-	int			nprocs;
-	PidSlot    *procs;
+	int		   *slot_pid = palloc0(sizeof(int) * nslots);
+	int		   *procnos;
 
 	if (flags & PH_SNAPSHOT_QUERY)
 		query_buf = palloc(pgstat_track_activity_query_size);
 	snap->taken_at = GetCurrentTimestamp();
 	snap->nbackends = 0;
 	snap->backends = palloc(sizeof(PhBackend) * nslots);
-	procs = map_procs(&nprocs);
 
+	/* the status entries, then their PGPROCs */
 	for (int i = 0; i < nslots; i++)
 	{
 		PhBackend  *be = &snap->backends[snap->nbackends];
-		int			procno;
 
 		if (!copy_status_entry(&array[i], be, query_buf))
 			continue;
 		snap->nbackends++;
 		be->slot = i;
 		be->query = query_buf ? pstrdup(query_buf) : NULL;
+		slot_pid[i] = be->pid;
+	}
+	procnos = map_slots_to_procs(slot_pid, nslots);
 
-		procno = pid_slot_find(procs, nprocs, be->pid);
+	for (int b = 0; b < snap->nbackends; b++)
+	{
+		PhBackend  *be = &snap->backends[b];
+		int			procno = procnos[be->slot];
+
 		if (procno >= 0)
 		{
 			PGPROC	   *proc = &ProcGlobal->allProcs[procno];
@@ -302,7 +317,8 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 		else
 			be->idle_for = -1;
 	}
-	pfree(procs);
+	pfree(slot_pid);
+	pfree(procnos);
 
 	if (flags & PH_SNAPSHOT_BLOCKING)
 		compute_blocking(snap);

@@ -42,6 +42,24 @@ ph_backend_status_slots(void)
 }
 
 /*
+ * The backend status slot of the process whose PGPROC is allProcs[procno],
+ * or -1 when its PGPROC does not say.  PG 17 numbers both alike; before,
+ * a regular backend's slot follows its backend id, and an auxiliary
+ * process's its type (not in its PGPROC: -1).
+ */
+static inline int
+ph_status_slot_of_proc(int procno)
+{
+#if PG_VERSION_NUM >= 170000
+	return procno;
+#else
+	BackendId	id = ((volatile PGPROC *) &ProcGlobal->allProcs[procno])->backendId;
+
+	return id != InvalidBackendId ? id - 1 : -1;
+#endif
+}
+
+/*
  * Slots of max_connections that ordinary roles cannot get:
  * superuser_reserved_connections, plus reserved_connections from PG 16.
  */
