@@ -152,10 +152,18 @@ COMMENT ON VIEW pool_health.policy_errors IS
 -- Audit: the client port
 -- ---------------------------------------------------------------------
 
-ALTER TABLE pool_health.terminations ADD COLUMN client_port integer;
+ALTER TABLE pool_health.terminations ADD COLUMN client_port integer,
+    ADD COLUMN xact_first_query text,
+    ADD COLUMN xact_tags jsonb;
 COMMENT ON COLUMN pool_health.terminations.client_port IS
 'The client''s TCP port (-1 for a Unix socket), to trace the session to one client process';
-ALTER TYPE pool_health.action ADD ATTRIBUTE client_port integer;
+COMMENT ON COLUMN pool_health.terminations.xact_first_query IS
+'The first statement of the session''s transaction (after BEGIN, or the statement itself in autocommit), truncated to pool_health.first_query_size: the code path that opened it';
+COMMENT ON COLUMN pool_health.terminations.xact_tags IS
+'The key/value pairs of a sqlcommenter comment in xact_first_query (/*route=''/checkout'',...*/, URL-decoded), or NULL';
+ALTER TYPE pool_health.action ADD ATTRIBUTE client_port integer,
+    ADD ATTRIBUTE xact_first_query text,
+    ADD ATTRIBUTE xact_tags jsonb;
 COMMENT ON TYPE pool_health.action IS
 'One action on a session, as audited: the columns of pool_health.terminations (but id); returned by the cleanup functions and pool_health.recent_actions';
 
@@ -204,7 +212,10 @@ CREATE FUNCTION pool_health.get_sessions(
     OUT query text,
     OUT exempt text,
     OUT blocked_by integer,
-    OUT blocking_since timestamptz)
+    OUT blocking_since timestamptz,
+    OUT xact_first_query text,
+    OUT xact_first_query_at timestamptz,
+    OUT xact_tags jsonb)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pool_health_get_sessions'
 LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
@@ -237,6 +248,12 @@ COMMENT ON COLUMN pool_health.sessions.blocked_by IS
 'While waiting on a lock: the pid of the first session it waits for';
 COMMENT ON COLUMN pool_health.sessions.blocking_since IS
 'While others wait on its locks: when the earliest of those waits began (blocking_timeout counts from here)';
+COMMENT ON COLUMN pool_health.sessions.xact_first_query IS
+'The first statement of the current transaction (after BEGIN, or the statement itself in autocommit; the client''s, not one a function ran), truncated to pool_health.first_query_size; needs the preload; visible as query is';
+COMMENT ON COLUMN pool_health.sessions.xact_first_query_at IS
+'When xact_first_query started';
+COMMENT ON COLUMN pool_health.sessions.xact_tags IS
+'The key/value pairs of a sqlcommenter comment in xact_first_query (/*route=''/checkout'',controller=''orders''*/, URL-decoded), or NULL';
 
 CREATE FUNCTION pool_health.get_usage(
     OUT max_connections integer,
@@ -355,14 +372,14 @@ CREATE VIEW pool_health.leaks AS
                CASE WHEN s.leak IN ('idle_in_transaction', 'idle_in_transaction_aborted', 'stale_idle')
                     THEN s.idle_for ELSE s.xact_age END AS leaked_for,
                s.xact_start, s.state, s.pins_xmin, s.blocking,
-               s.query AS detail, s.client_port
+               s.query AS detail, s.client_port, s.xact_first_query, s.xact_tags
         FROM pool_health.sessions s
         WHERE s.leak IS NOT NULL
         UNION ALL
         SELECT 'prepared_transaction', NULL, p.database, p.owner, NULL, NULL,
                'prepared_transaction', now() - p.prepared,
                p.prepared, NULL, true, NULL,
-               format('prepared transaction %L (xid %s)', p.gid, p.transaction), NULL
+               format('prepared transaction %L (xid %s)', p.gid, p.transaction), NULL, NULL, NULL
         FROM pg_catalog.pg_prepared_xacts p
         -- the setting is missing only until the library is loaded (no preload):
         -- fall back to its default
@@ -374,14 +391,14 @@ CREATE VIEW pool_health.leaks AS
                NULL, CASE WHEN r.active THEN 'active' ELSE 'inactive' END, true, NULL,
                format('%s replication slot %I holds xmin %s, catalog_xmin %s',
                       r.slot_type, r.slot_name, coalesce(r.xmin::text, '-'),
-                      coalesce(r.catalog_xmin::text, '-')), NULL
+                      coalesce(r.catalog_xmin::text, '-')), NULL, NULL, NULL
         FROM pg_catalog.pg_replication_slots r
         WHERE r.xmin IS NOT NULL OR r.catalog_xmin IS NOT NULL
     ) l
     ORDER BY leaked_for DESC NULLS LAST, kind, pid;
 
 COMMENT ON VIEW pool_health.leaks IS
-'What holds connections or the xmin horizon for too long, worst first: leaked sessions (see pool_health.sessions.leak, with the client port to find the client process), prepared transactions older than pool_health.leak_after, and replication slots holding back xmin';
+'What holds connections or the xmin horizon for too long, worst first: leaked sessions (see pool_health.sessions.leak, with the client port to find the client process and the first statement of the transaction to find the code that opened it), prepared transactions older than pool_health.leak_after, and replication slots holding back xmin';
 
 -- ---------------------------------------------------------------------
 -- Privileges (as in 1.1 for the objects re-created)

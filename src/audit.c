@@ -39,6 +39,7 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #include "pool_health.h"
@@ -198,9 +199,22 @@ ph_audit_datums(const PhAuditEntry *e, bool visible, Datum *values, bool *isnull
 	values[17] = name_or_null(&e->requested_by, &isnull[17]);
 	isnull[18] = (e->client_port == 0);
 	values[18] = Int32GetDatum(e->client_port);
+	values[19] = text_or_null(e->xact_first_query, &isnull[19]);
+	isnull[20] = true;
+	if (!isnull[19])
+	{
+		char	   *tags = ph_xact_tags_json(e->xact_first_query);
+
+		if (tags != NULL)
+		{
+			values[20] = DirectFunctionCall1(jsonb_in, CStringGetDatum(tags));
+			isnull[20] = false;
+		}
+	}
 	if (!visible)
 	{
 		isnull[5] = isnull[6] = isnull[7] = isnull[8] = isnull[9] = isnull[18] = true;
+		isnull[19] = isnull[20] = true;
 		values[10] = CStringGetTextDatum("<insufficient privilege>");
 		values[12] = CStringGetTextDatum(limit_of(e->reason));
 	}
@@ -216,14 +230,16 @@ static const PhColumn audit_columns[PH_AUDIT_COLS] = {
 	{"policy", TEXTOID}, {"reason", TEXTOID}, {"action", TEXTOID},
 	{"dry_run", BOOLOID}, {"success", BOOLOID}, {"source", TEXTOID},
 	{"requested_by", NAMEOID}, {"client_port", INT4OID},
+	{"xact_first_query", TEXTOID}, {"xact_tags", JSONBOID},
 };
 
 #define AUDIT_INSERT \
 	"INSERT INTO pool_health.terminations (at, pid, role, database, " \
 	"application_name, client_addr, backend_start, xact_start, state, " \
 	"state_change, query, policy, reason, action, dry_run, success, source, " \
-	"requested_by, client_port) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, " \
-	"$10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+	"requested_by, client_port, xact_first_query, xact_tags) VALUES ($1, $2, " \
+	"$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, " \
+	"$19, $20, $21)"
 
 /*
  * Insert the row into pool_health.terminations of this database, if the
@@ -277,7 +293,8 @@ insert_row(const PhAuditEntry *e)
 /*
  * The NOTIFY payload of an action, for anyone who may LISTEN in this
  * database: what pg_stat_activity shows everyone (pid, role, database,
- * application) and the limit, no query text, state or times.
+ * application), the limit, and (SPEC) the first statement of the
+ * transaction and its tags; no last query, state or times.
  */
 static char *
 notify_payload(const PhAuditEntry *e)
@@ -300,6 +317,13 @@ notify_payload(const PhAuditEntry *e)
 	ph_json_str(&buf, "policy", NameStr(e->policy)[0] ? NameStr(e->policy) : NULL);
 	ph_json_str(&buf, "limit", limit_of(e->reason));
 	ph_json_str(&buf, "source", e->source);
+	ph_json_str(&buf, "xact_first_query", e->xact_first_query[0] ? e->xact_first_query : NULL);
+	{
+		char	   *tags = e->xact_first_query[0] ? ph_xact_tags_json(e->xact_first_query) : NULL;
+
+		ph_json_key(&buf, "xact_tags");
+		appendStringInfoString(&buf, tags ? tags : "null");
+	}
 	ph_json_time(&buf, "at", e->at);
 	ph_json_close(&buf, '}');
 	return buf.data;
@@ -316,11 +340,12 @@ ph_audit_log(const PhAuditEntry *e)
 			(errmsg("pool_health: %s session %d (role \"%s\", database \"%s\", application \"%s\"): %s",
 					what_was_done(e), e->pid, NameStr(e->role), NameStr(e->database),
 					e->application_name, e->reason),
-			 errdetail("Policy: %s; source: %s%s%s.",
+			 errdetail("Policy: %s; source: %s%s%s; the transaction began with: %s",
 					   NameStr(e->policy)[0] ? NameStr(e->policy) : "none",
 					   e->source,
 					   NameStr(e->requested_by)[0] ? ", requested by " : "",
-					   NameStr(e->requested_by))));
+					   NameStr(e->requested_by),
+					   e->xact_first_query[0] ? e->xact_first_query : "(not recorded)")));
 	if (ph_shared != NULL)
 		append_to_ring(e);
 }

@@ -300,6 +300,12 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 			be->wait_start = 0;
 		}
 
+		be->xact_first_query = NULL;
+		be->xact_first_query_at = 0;
+		if (query_buf != NULL && be->backend_type == B_BACKEND)
+			be->xact_first_query = ph_xact_origin_read(be->procno, be->pid, be->xact_start,
+													   &be->xact_first_query_at);
+
 		be->is_client = be->backend_type == B_BACKEND;
 		be->waiting = (be->wait_event_info & 0xFF000000) == PG_WAIT_LOCK;
 		be->pins_xmin = TransactionIdIsValid(be->xid) ||
@@ -327,7 +333,8 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 /*
  * Read the backend status entry of be again, for the re-check before a
  * session is signalled.  Returns false when the entry is unused now;
- * otherwise *now holds its current fields, query text included.
+ * otherwise *now holds its current fields, query text and first statement
+ * of its transaction included.
  */
 bool
 ph_snapshot_reread(const PhBackend *be, PhBackend *now)
@@ -337,6 +344,9 @@ ph_snapshot_reread(const PhBackend *be, PhBackend *now)
 	if (!copy_status_entry(&backend_status_array()[be->slot], now, query_buf))
 		return false;
 	now->query = query_buf;
+	now->procno = be->procno;
+	now->xact_first_query = ph_xact_origin_read(be->procno, now->pid, now->xact_start,
+												&now->xact_first_query_at);
 	return true;
 }
 

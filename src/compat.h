@@ -22,6 +22,11 @@
 #include "utils/backend_status.h"
 #include "utils/wait_event.h"
 #if PG_VERSION_NUM >= 160000
+#include "nodes/queryjumble.h"	/* CleanQuerytext */
+#else
+#include "utils/queryjumble.h"
+#endif
+#if PG_VERSION_NUM >= 160000
 #include "varatt.h"				/* VARATT_IS_EXTERNAL, moved out of postgres.h */
 #endif
 
@@ -149,6 +154,17 @@ ph_guc_malloc(size_t size)
 	return guc_malloc(LOG, size);
 #else
 	return malloc(size);
+#endif
+}
+
+/* The local id of this backend's current top-level transaction. */
+static inline LocalTransactionId
+ph_my_lxid(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return MyProc->vxid.lxid;
+#else
+	return MyProc->lxid;
 #endif
 }
 

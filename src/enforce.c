@@ -70,6 +70,34 @@ limit_activity(PhLimit limit, int blocking)
 }
 
 /*
+ * Why the session is ended, for its client (xact_origin.c): pool_health,
+ * the policy (or the function and who called it), the limit and the
+ * observed age, and the start of the first statement of its transaction.
+ */
+static char *
+explanation(const PhAuditEntry *e, const PhPolicy *policy)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (policy != NULL)
+		appendStringInfo(&buf, "pool_health ended this session (policy \"%s\", %s): %s.",
+						 NameStr(policy->name), e->source, e->reason);
+	else
+		appendStringInfo(&buf, "pool_health ended this session (%s() called by role \"%s\"): %s.",
+						 e->source, NameStr(e->requested_by), e->reason);
+	if (e->xact_first_query[0] != '\0')
+	{
+		int			len = pg_mbcliplen(e->xact_first_query, strlen(e->xact_first_query), 300);
+
+		appendStringInfo(&buf, " The transaction began with: %.*s%s", len,
+						 e->xact_first_query,
+						 e->xact_first_query[len] != '\0' ? "..." : "");
+	}
+	return buf.data;
+}
+
+/*
  * Since when the session with this pid has been blocking others now, or 0
  * (a fresh pass over backend status with blocking counts).
  */
@@ -165,6 +193,10 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	e->state_change = now.state_change;
 	query = pgstat_clip_activity(now.query);
 	memcpy(e->query, query, pg_mbcliplen(query, strlen(query), sizeof(e->query) - 1));
+	if (now.xact_first_query != NULL)
+		memcpy(e->xact_first_query, now.xact_first_query,
+			   pg_mbcliplen(now.xact_first_query, strlen(now.xact_first_query),
+							sizeof(e->xact_first_query) - 1));
 	if (policy != NULL)
 		namestrcpy(&e->policy, NameStr(policy->name));
 	if (label == NULL)
@@ -181,6 +213,9 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 
 	if (terminate && !dry_run)
 	{
+		/* what its client will read in the DETAIL of its FATAL */
+		ph_xact_origin_note(be->procno, be->pid, be->backend_start,
+							explanation(e, policy));
 		e->success = ph_signal_backend(be->pid, SIGTERM) == 0 ? 1 : 0;
 		if (e->success == 1 && ph_shared != NULL)
 			pg_atomic_fetch_add_u64(&ph_shared->terminations, 1);

@@ -47,6 +47,7 @@ int			ph_max_policies = 100;
 int			ph_audit_memory = 500;
 bool		ph_admission = true;
 int			ph_metrics_top_groups = 10;
+int			ph_first_query_size = 1024;
 
 static const struct config_enum_entry enforce_options[] = {
 	{"on", PH_ENFORCE_ON, false},
@@ -182,6 +183,15 @@ define_postmaster_settings(void)
 							500, 0, 100000,
 							PGC_POSTMASTER,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.first_query_size",
+							"Bytes of the first statement of each transaction that each backend records; 0 disables.",
+							"Shown as xact_first_query in pool_health.sessions, leaks and terminations.",
+							&ph_first_query_size,
+							1024, 0, 1024 * 1024,
+							PGC_POSTMASTER,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pool_health.history_raw_samples",
@@ -320,6 +330,7 @@ _PG_init(void)
 	{
 		ph_shmem_install_hooks();
 		ph_admission_install_hook();
+		ph_xact_origin_install_hooks();
 		ph_worker_register();
 	}
 }

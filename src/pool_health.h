@@ -205,6 +205,8 @@ typedef struct PhBackend
 	SockAddr	client_addr;
 	char		application_name[NAMEDATALEN];
 	char	   *query;			/* NULL unless PH_SNAPSHOT_QUERY */
+	char	   *xact_first_query;	/* likewise (xact_origin.c), or NULL */
+	TimestampTz xact_first_query_at;
 	/* read from its PGPROC (0 / invalid / -1 if it has none) */
 	int			procno;
 	TransactionId xid;
@@ -482,6 +484,7 @@ typedef struct PhAuditEntry
 	char		state[32];
 	TimestampTz state_change;
 	char		query[1024];
+	char		xact_first_query[1024]; /* empty: not recorded */
 	NameData	policy;			/* empty: a manual call */
 	char		reason[256];
 	char		action[16];		/* terminate, log */
@@ -539,6 +542,7 @@ extern int	ph_max_policies;
 extern int	ph_audit_memory;
 extern bool ph_admission;
 extern int	ph_metrics_top_groups;
+extern int	ph_first_query_size;
 extern bool ph_preloaded;
 extern bool ph_role_name_protected(const char *name);
 extern Oid *ph_protected_role_oids(int *n);
@@ -635,7 +639,7 @@ extern char *ph_audit_init(PhShared *shared, char *storage);
 extern void ph_audit_log(const PhAuditEntry *entry);
 extern void ph_audit_store(const PhAuditEntry *entry);
 extern void ph_audit_record(const PhAuditEntry *entry);
-#define PH_AUDIT_COLS 19
+#define PH_AUDIT_COLS 21
 extern void ph_audit_datums(const PhAuditEntry *entry, bool visible,
 							Datum *values, bool *isnull);
 extern int	ph_audit_copy(PhAuditEntry *out, int max);
@@ -653,6 +657,16 @@ extern void ph_admission_rehome(const PhEvaluation *eval);
 extern void ph_admission_publish_settings(void);
 extern uint32 ph_admission_counted(const PhPolicy *policy);
 extern uint64 ph_admission_refused(const PhPolicy *policy);
+
+/* xact_origin.c */
+extern Size ph_xact_origin_shmem_size(void);
+extern char *ph_xact_origin_init(char *storage, bool found);
+extern void ph_xact_origin_install_hooks(void);
+extern char *ph_xact_origin_read(int procno, int pid, TimestampTz xact_start,
+								 TimestampTz *at);
+extern void ph_xact_origin_note(int procno, int pid, TimestampTz backend_start,
+								const char *detail);
+extern char *ph_xact_tags_json(const char *query);
 
 /* json_writer.c: one writer for status(), audit and alert payloads */
 extern void ph_json_open(StringInfo buf, const char *key, char bracket);

@@ -8,7 +8,8 @@
  * Layout: one PhShared, followed by the history rings (history.c), the
  * published policies and their errors (policy_set.c), the quota counters
  * and per-backend admission entries (admission.c) and the in-memory audit
- * lists (audit.c).  ph_shared->lock (an LWLock of the named tranche
+ * lists (audit.c), and the per-backend slots of xact_origin.c (no lock:
+ * each says its protocol).  ph_shared->lock (an LWLock of the named tranche
  * "pool_health") protects worker, history, policy_set and the audit lists;
  * the counters in PhShared and PhAdmission are atomics and need no lock
  * (pool_health.h says it field by field).  At a clean shutdown the
@@ -39,7 +40,8 @@ shared_size(void)
 	size = add_size(size, MAXALIGN(ph_history_shmem_size()));
 	size = add_size(size, MAXALIGN(ph_policy_set_shmem_size()));
 	size = add_size(size, MAXALIGN(ph_admission_shmem_size()));
-	return add_size(size, ph_audit_shmem_size());
+	size = add_size(size, MAXALIGN(ph_audit_shmem_size()));
+	return add_size(size, ph_xact_origin_shmem_size());
 }
 
 static void
@@ -84,6 +86,9 @@ ph_shmem_startup(void)
 		storage = (char *) MAXALIGN(ph_admission_init(&ph_shared->admission, storage));
 		(void) ph_audit_init(ph_shared, storage);
 	}
+	/* the per-backend slots of xact_origin.c, last: set up in every process */
+	(void) ph_xact_origin_init((char *) ph_shared + shared_size() -
+							   ph_xact_origin_shmem_size(), found);
 	LWLockRelease(AddinShmemInitLock);
 
 	/* in the postmaster: restore the saved history, save it at exit */

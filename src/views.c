@@ -84,7 +84,7 @@ name_datum(const char *str)
 	return DirectFunctionCall1(namein, CStringGetDatum(str));
 }
 
-#define SESSIONS_COLS 27
+#define SESSIONS_COLS 30
 
 /*
  * get_sessions(): one row per backend, the columns of pool_health.sessions.
@@ -221,6 +221,19 @@ pool_health_get_sessions(PG_FUNCTION_ARGS)
 		{
 			values[26] = TimestampTzGetDatum(be->blocking_since);
 			nulls[26] = false;
+		}
+		if (be->xact_first_query != NULL)
+		{
+			char	   *tags = ph_xact_tags_json(be->xact_first_query);
+
+			values[27] = CStringGetTextDatum(be->xact_first_query);
+			values[28] = TimestampTzGetDatum(be->xact_first_query_at);
+			nulls[27] = nulls[28] = false;
+			if (tags != NULL)
+			{
+				values[29] = DirectFunctionCall1(jsonb_in, CStringGetDatum(tags));
+				nulls[29] = false;
+			}
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

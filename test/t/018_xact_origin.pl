@@ -1,0 +1,179 @@
+# Where a transaction came from, and a termination its client can read.
+# - BEGIN, then /*route='/checkout'*/ UPDATE, then SELECT, left idle:
+#   xact_first_query is the UPDATE, xact_tags {"route": "/checkout"},
+#   query the SELECT; SAVEPOINT is not a first statement; a function's
+#   inner statements are not; autocommit statements are their own first;
+#   a new transaction resets it; other roles see it only as they see query.
+# - the extended protocol, a prepared statement executed again without
+#   parsing (pgbench -M prepared): recorded too.
+# - a session ended by a policy: its client reads, on its next request,
+#   the FATAL (57P01) with a DETAIL naming pool_health, the policy, the
+#   limit and age, and the first statement, and a HINT; the audit, the
+#   NOTIFY and the log line carry the first statement and its tags.
+# - a session ended by pg_terminate_backend(): PostgreSQL's message only.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PoolHealthTest;
+
+my $node = ph_node('origin', conf => "pool_health.sample_interval = '100ms'");
+$node->safe_psql('postgres', q{
+	CREATE ROLE app LOGIN;
+	CREATE ROLE other LOGIN;
+	CREATE TABLE orders (id int PRIMARY KEY, status text);
+	INSERT INTO orders VALUES (1, 'new'), (2, 'new');
+	GRANT ALL ON orders TO app;
+	CREATE FUNCTION touch() RETURNS int LANGUAGE plpgsql AS
+	$$ BEGIN UPDATE orders SET status = 'touched' WHERE id = 2; RETURN 1; END $$;
+});
+
+# client(app): a psql client of role app reading its commands from stdin,
+# as an application's connection; returns a hash with its pid
+sub client
+{
+	my ($app) = @_;
+	my %c = (stdin => '', stdout => '', stderr => '');
+	$c{run} = IPC::Run::start(
+		[ 'psql', '-XAtq', '-d', $node->connstr('postgres') . " user=app application_name=$app" ],
+		'<', \$c{stdin}, '>', \$c{stdout}, '2>', \$c{stderr});
+	$c{stdin} .= "SELECT 'pid:' || pg_backend_pid();\n";
+	IPC::Run::pump($c{run}) until $c{stdout} =~ /pid:(\d+)/;
+	$c{pid} = $1;
+	return \%c;
+}
+
+# send(client, sql): run statements and wait until they are done
+my $marker = 0;
+sub send_sql
+{
+	my ($c, $sql) = @_;
+	$marker++;
+	$c->{stdin} .= "$sql\nSELECT 'done $marker';\n";
+	IPC::Run::pump($c->{run}) until $c->{stdout} =~ /done $marker/;
+}
+
+# next_request(client): what the client prints when it sends its next
+# request (after its session was ended), and its end
+sub next_request
+{
+	my ($c) = @_;
+	$c->{stdin} .= "SELECT 'again';\n\\q\n";
+	$c->{run}->finish;
+	return $c->{stderr};
+}
+
+sub origin_of
+{
+	my ($pid, %opt) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT coalesce(xact_first_query, 'NULL') || ' | ' || coalesce(xact_tags::text, 'NULL') || ' | ' || btrim(query, E' \\n;') FROM pool_health.sessions WHERE pid = $pid",
+		$opt{role} ? (extra_params => [ '-U', $opt{role} ]) : ());
+}
+
+# --- the first statement, its tags, the last query ----------------------------------------
+my ($s, $pid) = ph_app_session($node, 'checkout', role => 'app');
+$s->query_safe('BEGIN');
+$s->query_safe(q{SAVEPOINT a});
+$s->query_safe(q{/*route='%2Fcheckout',controller='orders',action='pay%20now'*/ UPDATE orders SET status = 'paid' WHERE id = 1});
+$s->query_safe('SELECT 1');
+is(origin_of($pid),
+	q{/*route='%2Fcheckout',controller='orders',action='pay%20now'*/ UPDATE orders SET status = 'paid' WHERE id = 1 | {"route": "/checkout", "action": "pay now", "controller": "orders"} | SELECT 1},
+	'xact_first_query is the UPDATE after BEGIN and SAVEPOINT, with its tags URL-decoded; query is the last statement');
+$s->query_safe('COMMIT');
+is(origin_of($pid), 'NULL | NULL | COMMIT', 'outside a transaction: none');
+$s->query_safe('BEGIN');
+$s->query_safe('SELECT touch()');
+$s->query_safe('SELECT 2');
+like(origin_of($pid), qr/^SELECT touch\(\) \| NULL \| SELECT 2$/,
+	"a new transaction resets it; a function's inner UPDATE is not the client's statement");
+$s->query_safe('ROLLBACK');
+is( $node->safe_psql('postgres', "SELECT xact_first_query FROM pool_health.sessions WHERE pid = $pid", extra_params => [ '-U', 'other' ]),
+	'', 'another role does not see it (as with query)');
+
+# several statements in one simple-protocol message: each its own
+$s->query_safe(q{BEGIN; /*route='multi'*/ SELECT 3; SELECT 4;});
+like(origin_of($pid), qr{^/\*route='multi'\*/ SELECT 3 \| \{"route": "multi"\} \| BEGIN; /\*route='multi'\*/ SELECT 3; SELECT 4$},
+	'in a multi-statement message, the statement itself is recorded');
+$s->query_safe('ROLLBACK');
+
+# autocommit: the statement is its own first
+my ($auto, $auto_pid) = ph_app_session($node, 'auto', role => 'app');
+$auto->query_until(qr/^$/, "SELECT pg_sleep(30) /* autocommit */;\n");
+ok( $node->poll_query_until('postgres',
+		"SELECT xact_first_query = 'SELECT pg_sleep(30) /* autocommit */' FROM pool_health.sessions WHERE pid = $auto_pid"),
+	'an autocommit statement is the first of its transaction');
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($auto_pid)");
+
+# --- the extended protocol: prepared statements executed again --------------------------------
+my $script = "$PostgreSQL::Test::Utils::tmp_check/prepared.sql";
+PostgreSQL::Test::Utils::append_to_file($script, q{BEGIN;
+/*route='/prepared'*/ UPDATE orders SET status = 'p' WHERE id = 2;
+SELECT pg_sleep(1.5);
+END;
+});
+my ($out, $err) = ('', '');
+my $bench = IPC::Run::start(
+	[ 'pgbench', '-n', '-M', 'prepared', '-c', '1', '-t', '3', '-f', $script,
+	  '-h', $node->host, '-p', $node->port, '-U', 'app', 'postgres' ],
+	'>', \$out, '2>', \$err,
+	init => sub { $ENV{PGAPPNAME} = 'prepared-client' });
+$node->safe_psql('postgres', 'CREATE TABLE seen (xact_start timestamptz, first text)');
+ok( $node->poll_query_until('postgres', q{
+		INSERT INTO seen SELECT xact_start, xact_first_query FROM pool_health.sessions
+		WHERE application_name = 'prepared-client' AND query LIKE 'SELECT pg_sleep%';
+		SELECT count(DISTINCT xact_start) >= 2 FROM seen}),
+	'pgbench -M prepared ran two transactions (the second executes the prepared UPDATE without parsing)');
+is( $node->safe_psql('postgres', "SELECT string_agg(DISTINCT first, ',') FROM seen"),
+	q{/*route='/prepared'*/ UPDATE orders SET status = 'p' WHERE id = 2},
+	'each time the prepared UPDATE is the first statement');
+$bench->finish;
+
+# --- an explained termination -----------------------------------------------------------------
+$node->safe_psql('postgres', q{
+	INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout)
+	VALUES ('checkout-leaks', 'leaky%', '1s')});
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN pool_health');
+my $leaker = client('leaky-checkout');
+send_sql($leaker, q{BEGIN;
+/*route='/checkout'*/ UPDATE orders SET status = 'paid' WHERE id = 1;
+SELECT 1;});
+ok(ph_gone($node, $leaker->{pid}), 'the leaked session is ended');
+my $error = next_request($leaker);
+like($error, qr/FATAL:  terminating connection due to administrator command/,
+	'its client gets the usual FATAL, on its next request');
+like($error,
+	qr{DETAIL:  pool_health ended this session \(policy "checkout-leaks", worker\): idle_in_transaction_timeout 00:00:01 exceeded: idle in transaction for 00:00:01[\d.]*\. The transaction began with: /\*route='/checkout'\*/ UPDATE orders SET status = 'paid' WHERE id = 1},
+	'with a DETAIL: pool_health, the policy, the limit, the age, the first statement');
+like($error, qr/HINT:  The record of the action is in pool_health.terminations/, 'and a HINT');
+note("what the client printed:\n$error");
+is( $node->safe_psql('postgres', "SELECT xact_first_query || ' | ' || xact_tags::text FROM pool_health.terminations WHERE pid = $leaker->{pid}"),
+	q{/*route='/checkout'*/ UPDATE orders SET status = 'paid' WHERE id = 1 | {"route": "/checkout"}},
+	'the audit has the first statement and its tags');
+like(slurp_file($node->logfile),
+	qr{pool_health: terminated session $leaker->{pid} .*\n.*DETAIL:  Policy: checkout-leaks; source: worker; the transaction began with: /\*route='/checkout'\*/ UPDATE},
+	'so has the log line');
+my $notification = '';
+for (1 .. 100)
+{
+	$notification = $listener->query_safe('SELECT 1');
+	last if $notification =~ /"event": "termination"/;
+}
+like($notification, qr/"xact_first_query": "\/\*route='\/checkout'\*\/ UPDATE orders SET status = 'paid' WHERE id = 1", "xact_tags": \{"route": "\/checkout"\}/,
+	'and the NOTIFY payload');
+$listener->quit;
+
+# --- ended by someone else: PostgreSQL's message only ------------------------------------------
+my $plain = client('plain');
+send_sql($plain, 'BEGIN; SELECT 1;');
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($plain->{pid})");
+ok(ph_gone($node, $plain->{pid}), 'a session ended by pg_terminate_backend()');
+$error = next_request($plain);
+like($error, qr/FATAL:  terminating connection due to administrator command/, 'gets the usual FATAL');
+unlike($error, qr/pool_health|DETAIL/, 'and nothing from pool_health');
+
+$node->stop;
+done_testing();
