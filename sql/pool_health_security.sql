@@ -89,6 +89,8 @@ CREATE ROLE ph_squatter;
 CREATE DATABASE pool_health_squat;
 \c pool_health_squat
 CREATE SCHEMA pool_health AUTHORIZATION ph_squatter;
+-- (the context of an error in an extension script differs between majors)
+\set SHOW_CONTEXT never
 CREATE EXTENSION pool_health;
 ALTER SCHEMA pool_health OWNER TO CURRENT_USER;
 GRANT CREATE ON SCHEMA pool_health TO ph_squatter;
@@ -97,6 +99,7 @@ REVOKE CREATE ON SCHEMA pool_health FROM ph_squatter;
 CREATE TABLE pool_health.policies (name text, allow_superuser boolean);
 CREATE EXTENSION pool_health;
 DROP TABLE pool_health.policies;
+\set SHOW_CONTEXT errors
 CREATE EXTENSION pool_health;
 SELECT extname FROM pg_extension WHERE extname = 'pool_health';
 \c contrib_regression

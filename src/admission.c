@@ -30,9 +30,9 @@
  *	- admission.counted[] records, per PGPROC, the backend's pid and the
  *	  counter it is counted in.  The worker moves a session between
  *	  counters only by compare-and-swap on that entry (ph_admission_rehome),
- *	  when its sample shows it governed by another policy (application_name
- *	  changed, policies changed, or it connected before its policy
- *	  existed); it increments the new counter before the swap and
+ *	  when two samples in a row show it governed by another policy
+ *	  (application_name changed, policies changed, or it connected before
+ *	  its policy existed); it increments the new counter before the swap and
  *	  decrements the old one after, so a count can be one too high for an
  *	  instant, never too low, and never below the sessions counted at
  *	  login but not yet visible in backend status.
@@ -58,15 +58,20 @@
 #include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "compat.h"
 #include "pool_health.h"
 
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
 
-/* This backend: counted in admission.clients, exit callback registered. */
+/*
+ * This backend: counted in admission.clients, exit callback registered,
+ * and its PGPROC number (MyProc is gone when the callback runs).
+ */
 static bool counted_as_client = false;
 static bool exit_registered = false;
+static int	my_procno = -1;
 
 #define COUNTED(pid, state)	(((uint64) (uint32) (pid) << 32) | (uint32) (state))
 #define COUNTED_PID(v)		((int) (uint32) ((v) >> 32))
@@ -120,11 +125,15 @@ release_count(uint32 state)
 		pg_atomic_fetch_sub_u32(&admission->counters[state - 1].connections, 1);
 }
 
-/* At exit: give back what this backend was counted in.  Never fails. */
+/*
+ * At exit (on_proc_exit: after the shared-memory callbacks, ProcKill
+ * included, so MyProc is gone): give back what this backend was counted
+ * in.  Never fails.
+ */
 static void
 admission_exit(int code, Datum arg)
 {
-	pg_atomic_uint64 *entry = counted_entry(ph_my_procno());
+	pg_atomic_uint64 *entry = counted_entry(my_procno);
 
 	if (entry != NULL)
 	{
@@ -449,15 +458,17 @@ ph_client_authentication(Port *port, int status)
 
 	/*
 	 * From here to exit this backend counts as a client.  It gives its
-	 * counts back among the first things it does when it exits, so that a
-	 * client that reconnects at once finds its place free.
+	 * counts back as the last thing it does, once its PGPROC and its entry
+	 * in backend status are released: no one ever sees more sessions of a
+	 * policy than its quota (shared memory stays attached until then).
 	 */
 	if (!exit_registered)
 	{
-		before_shmem_exit(admission_exit, (Datum) 0);
+		on_proc_exit(admission_exit, (Datum) 0);
 		exit_registered = true;
 	}
-	entry = counted_entry(ph_my_procno());
+	my_procno = ph_my_procno();
+	entry = counted_entry(my_procno);
 	if (entry != NULL)
 		pg_atomic_write_u64(entry, COUNTED(MyProcPid, 0));
 	pg_atomic_fetch_add_u32(&ph_shared->admission.clients, 1);
@@ -615,9 +626,13 @@ void
 ph_admission_rehome(const PhEvaluation *eval)
 {
 	PhAdmission *admission = &ph_shared->admission;
+	static uint64 *last_seen = NULL;	/* per PGPROC: pid, wanted counter */
 
 	if (!eval->policies.published)
 		return;
+	if (last_seen == NULL)
+		last_seen = MemoryContextAllocZero(TopMemoryContext,
+										   sizeof(uint64) * admission->nprocs);
 	for (int i = 0; i < eval->snap.nbackends; i++)
 	{
 		const PhBackend *be = &eval->snap.backends[i];
@@ -637,7 +652,20 @@ ph_admission_rehome(const PhEvaluation *eval)
 		current = COUNTED_STATE(old);
 		if (COUNTED_PID(old) != be->pid || current == PH_COUNTED_EXITED ||
 			current == want)
+		{
+			last_seen[be->procno] = 0;
 			continue;
+		}
+
+		/*
+		 * Move it only when two samples in a row say so: a session in its
+		 * first moments may show its role before its application_name.
+		 */
+		if (last_seen[be->procno] != COUNTED(be->pid, want))
+		{
+			last_seen[be->procno] = COUNTED(be->pid, want);
+			continue;
+		}
 		if (want != 0)
 			pg_atomic_fetch_add_u32(&admission->counters[want - 1].connections, 1);
 		if (pg_atomic_compare_exchange_u64(entry, &old, COUNTED(be->pid, want)))

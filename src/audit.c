@@ -15,8 +15,10 @@
  * The table row is inserted in the caller's transaction, with the table
  * owner's rights (the caller need not be able to write the audit table),
  * into the table that is a member of the extension with the expected
- * column types; if it is not usable, or locked by another session, the
- * row is skipped with a WARNING (the log and the list have the record).
+ * column types, in a subtransaction of its own; if it is not usable,
+ * locked by another session, or refuses the row, the row is skipped with
+ * a WARNING (the log and the list have the record) and the caller's other
+ * actions are stored.
  * If the transaction rolls back, the server log and the in-memory list
  * still hold the record.
  *
@@ -40,6 +42,8 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/resowner.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "pool_health.h"
@@ -293,11 +297,12 @@ insert_row(const PhAuditEntry *e)
 /*
  * The NOTIFY payload of an action, for anyone who may LISTEN in this
  * database: what pg_stat_activity shows everyone (pid, role, database,
- * application), the limit, and (SPEC) the first statement of the
- * transaction and its tags; no last query, state or times.
+ * application) and the limit; no last query, state or times.  With
+ * pool_health.notify_statements (and with_statement), also the first
+ * statement of the transaction and its tags.
  */
 static char *
-notify_payload(const PhAuditEntry *e)
+notify_payload(const PhAuditEntry *e, bool with_statement)
 {
 	StringInfoData buf;
 
@@ -317,10 +322,11 @@ notify_payload(const PhAuditEntry *e)
 	ph_json_str(&buf, "policy", NameStr(e->policy)[0] ? NameStr(e->policy) : NULL);
 	ph_json_str(&buf, "limit", limit_of(e->reason));
 	ph_json_str(&buf, "source", e->source);
-	ph_json_str(&buf, "xact_first_query", e->xact_first_query[0] ? e->xact_first_query : NULL);
+	if (with_statement && e->xact_first_query[0] != '\0')
 	{
-		char	   *tags = e->xact_first_query[0] ? ph_xact_tags_json(e->xact_first_query) : NULL;
+		char	   *tags = ph_xact_tags_json(e->xact_first_query);
 
+		ph_json_str(&buf, "xact_first_query", e->xact_first_query);
 		ph_json_key(&buf, "xact_tags");
 		appendStringInfoString(&buf, tags ? tags : "null");
 	}
@@ -350,18 +356,70 @@ ph_audit_log(const PhAuditEntry *e)
 		append_to_ring(e);
 }
 
+/* NOTIFY's limit on a payload (commands/async.c, not exported) */
+#define NOTIFY_PAYLOAD_LIMIT (BLCKSZ - NAMEDATALEN - 128)
+
+/*
+ * The NOTIFY of an action: within NOTIFY's size limit whatever the
+ * statement holds (escaped, a byte can take six), else without the
+ * statement.
+ */
+static void
+notify_action(const PhAuditEntry *e)
+{
+	char	   *payload = notify_payload(e, ph_notify_statements);
+
+	if (strlen(payload) >= NOTIFY_PAYLOAD_LIMIT)
+		payload = notify_payload(e, false);
+	Async_Notify(ph_notify_channel, payload);
+}
+
 /*
  * The records that need a transaction in a database, on a server not in
- * recovery: the table row and the NOTIFY.  Elsewhere, nothing.
+ * recovery: the table row and the NOTIFY.  Elsewhere, nothing.  Each
+ * action is stored in a subtransaction: if the table refuses the row (a
+ * trigger of its owner, a timeout), the action is reported as a WARNING
+ * (the log and the in-memory list have it) and the other actions of the
+ * caller are still stored.
  */
 void
 ph_audit_store(const PhAuditEntry *e)
 {
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
 	if (!IsTransactionState() || !OidIsValid(MyDatabaseId) || RecoveryInProgress())
 		return;
-	insert_row(e);
-	if (ph_notify_channel != NULL && ph_notify_channel[0] != '\0')
-		Async_Notify(ph_notify_channel, notify_payload(e));
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		insert_row(e);
+		if (ph_notify_channel != NULL && ph_notify_channel[0] != '\0')
+			notify_action(e);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+		if (MyBackendType == B_BG_WORKER)
+			disable_timeout(STATEMENT_TIMEOUT, false);
+		ereport(WARNING,
+				(errmsg("pool_health: action on session %d not written to pool_health.terminations: %s",
+						e->pid, edata->message),
+				 errdetail("The server log and pool_health.recent_actions have it.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
 }
 
 /* Record one action everywhere it can be recorded from here. */

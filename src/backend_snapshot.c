@@ -303,7 +303,7 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 		be->xact_first_query = NULL;
 		be->xact_first_query_at = 0;
 		if (query_buf != NULL && be->backend_type == B_BACKEND)
-			be->xact_first_query = ph_xact_origin_read(be->procno, be->pid, be->xact_start,
+			be->xact_first_query = ph_xact_origin_read(be->procno, be->pid,
 													   &be->xact_first_query_at);
 
 		be->is_client = be->backend_type == B_BACKEND;
@@ -345,7 +345,7 @@ ph_snapshot_reread(const PhBackend *be, PhBackend *now)
 		return false;
 	now->query = query_buf;
 	now->procno = be->procno;
-	now->xact_first_query = ph_xact_origin_read(be->procno, now->pid, now->xact_start,
+	now->xact_first_query = ph_xact_origin_read(be->procno, now->pid,
 												&now->xact_first_query_at);
 	return true;
 }

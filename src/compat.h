@@ -168,6 +168,23 @@ ph_my_lxid(void)
 #endif
 }
 
+/*
+ * The local id of the top-level transaction of the process in
+ * allProcs[procno] (InvalidLocalTransactionId outside one), read without a
+ * lock as pg_locks reads it.
+ */
+static inline LocalTransactionId
+ph_proc_lxid(int procno)
+{
+	volatile PGPROC *proc = &ProcGlobal->allProcs[procno];
+
+#if PG_VERSION_NUM >= 170000
+	return proc->vxid.lxid;
+#else
+	return proc->lxid;
+#endif
+}
+
 /* This backend's PGPROC number (its index in ProcGlobal->allProcs). */
 static inline int
 ph_my_procno(void)

@@ -70,6 +70,30 @@ limit_activity(PhLimit limit, int blocking)
 }
 
 /*
+ * Copy a session's text into an audit field of size bytes, clipped at a
+ * character boundary, and valid in this database's encoding: a session of
+ * a database with another encoding may have sent bytes that are not, and
+ * they would make the audit row unreadable (and undumpable); such bytes
+ * become "?".
+ */
+static void
+copy_text(char *dst, const char *src, size_t size)
+{
+	int			len = strlen(src);
+
+	if (!pg_verifymbstr(src, len, true))
+	{
+		for (int i = 0; i < len && i < (int) size - 1; i++)
+			dst[i] = IS_HIGHBIT_SET(src[i]) ? '?' : src[i];
+		dst[Min(len, (int) size - 1)] = '\0';
+		return;
+	}
+	len = pg_mbcliplen(src, len, size - 1);
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+/*
  * Why the session is ended, for its client (xact_origin.c): pool_health,
  * the policy (or the function and who called it), the limit and the
  * observed age, and the start of the first statement of its transaction.
@@ -192,11 +216,9 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 		strlcpy(e->state, str, sizeof(e->state));
 	e->state_change = now.state_change;
 	query = pgstat_clip_activity(now.query);
-	memcpy(e->query, query, pg_mbcliplen(query, strlen(query), sizeof(e->query) - 1));
+	copy_text(e->query, query, sizeof(e->query));
 	if (now.xact_first_query != NULL)
-		memcpy(e->xact_first_query, now.xact_first_query,
-			   pg_mbcliplen(now.xact_first_query, strlen(now.xact_first_query),
-							sizeof(e->xact_first_query) - 1));
+		copy_text(e->xact_first_query, now.xact_first_query, sizeof(e->xact_first_query));
 	if (policy != NULL)
 		namestrcpy(&e->policy, NameStr(policy->name));
 	if (label == NULL)

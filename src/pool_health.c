@@ -48,6 +48,7 @@ int			ph_audit_memory = 500;
 bool		ph_admission = true;
 int			ph_metrics_top_groups = 10;
 int			ph_first_query_size = 1024;
+bool		ph_notify_statements = false;
 
 static const struct config_enum_entry enforce_options[] = {
 	{"on", PH_ENFORCE_ON, false},
@@ -276,6 +277,15 @@ define_settings(void)
 							 &ph_enforce,
 							 PH_ENFORCE_ON,
 							 enforce_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("pool_health.notify_statements",
+							 "Whether the NOTIFY sent for each action carries the first statement of the session's transaction and its tags.",
+							 "Off by default: any role that can connect to pool_health.database can LISTEN, and would read other roles' statements.",
+							 &ph_notify_statements,
+							 false,
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);

@@ -543,6 +543,7 @@ extern int	ph_audit_memory;
 extern bool ph_admission;
 extern int	ph_metrics_top_groups;
 extern int	ph_first_query_size;
+extern bool ph_notify_statements;
 extern bool ph_preloaded;
 extern bool ph_role_name_protected(const char *name);
 extern Oid *ph_protected_role_oids(int *n);
@@ -662,8 +663,7 @@ extern uint64 ph_admission_refused(const PhPolicy *policy);
 extern Size ph_xact_origin_shmem_size(void);
 extern char *ph_xact_origin_init(char *storage, bool found);
 extern void ph_xact_origin_install_hooks(void);
-extern char *ph_xact_origin_read(int procno, int pid, TimestampTz xact_start,
-								 TimestampTz *at);
+extern char *ph_xact_origin_read(int procno, int pid, TimestampTz *at);
 extern void ph_xact_origin_note(int procno, int pid, TimestampTz backend_start,
 								const char *detail);
 extern char *ph_xact_tags_json(const char *query);

@@ -39,6 +39,7 @@
 #include "executor/executor.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "parser/scansup.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
@@ -54,6 +55,7 @@ typedef struct PhOriginSlot
 {
 	int			changecount;	/* odd while its backend writes */
 	int			pid;
+	LocalTransactionId lxid;	/* the transaction it is the first of */
 	TimestampTz at;				/* when the statement started */
 	int			len;
 	char		text[FLEXIBLE_ARRAY_MEMBER];
@@ -136,6 +138,53 @@ end_note(int procno)
 /* ---- recording, in each backend ---- */
 
 /*
+ * Widen the statement at *location (length *len) of source over the C-style
+ * comments right before and after it (up to the previous and next
+ * semicolon): PostgreSQL 18 starts and ends a statement at its first and
+ * last token, and a sqlcommenter comment is outside them.
+ */
+static void
+widen_over_comments(const char *source, int *location, int *len)
+{
+	int			start = *location;
+	int			end;
+	int			total = strlen(source);
+
+	if (start < 0 || start > total)
+		return;
+	end = *len > 0 ? Min(start + *len, total) : total;
+	for (;;)
+	{
+		int			p = start;
+
+		while (p > 0 && scanner_isspace(source[p - 1]))
+			p--;
+		if (p < 4 || source[p - 1] != '/' || source[p - 2] != '*')
+			break;
+		p -= 2;
+		while (p > 1 && !(source[p - 2] == '/' && source[p - 1] == '*'))
+			p--;
+		if (p <= 1)
+			break;
+		start = p - 2;
+	}
+	for (;;)
+	{
+		int			p = end;
+		const char *close;
+
+		while (p < total && scanner_isspace(source[p]))
+			p++;
+		if (p + 1 >= total || source[p] != '/' || source[p + 1] != '*' ||
+			(close = strstr(source + p + 2, "*/")) == NULL)
+			break;
+		end = (close - source) + 2;
+	}
+	*location = start;
+	*len = *len > 0 || end < total ? end - start : 0;
+}
+
+/*
  * Record the statement at location/len of source as the first of the
  * current transaction, unless one is recorded already.
  */
@@ -153,6 +202,7 @@ record_statement(const char *source, int location, int len)
 	if (slot == NULL)
 		return;
 	recorded_lxid = lxid;
+	widen_over_comments(source, &location, &len);
 	text = CleanQuerytext(source, &location, &len);
 	n = Min(len, ph_first_query_size);
 	if (n < len)
@@ -161,6 +211,7 @@ record_statement(const char *source, int location, int len)
 	slot->changecount++;
 	pg_write_barrier();
 	slot->pid = MyProcPid;
+	slot->lxid = lxid;
 	slot->at = GetCurrentStatementStartTimestamp();
 	memcpy((char *) slot->text, text, n);
 	slot->text[n] = '\0';
@@ -252,50 +303,61 @@ ph_xact_origin_install_hooks(void)
 
 /*
  * The first statement of the current transaction of the backend in PGPROC
- * procno with this pid, if it began at or after xact_start: a palloc'd
- * copy, and when it ran; NULL if none (or not recorded).
+ * procno with this pid: a palloc'd copy, and when it ran; NULL if it is in
+ * no transaction, or none is recorded for the one it is in.  The
+ * transaction is told by its local id, which the backend's PGPROC shows
+ * (read without a lock, as pg_locks does): neither an earlier transaction
+ * of the same message nor an aborted one is mistaken.
  */
 char *
-ph_xact_origin_read(int procno, int pid, TimestampTz xact_start, TimestampTz *at)
+ph_xact_origin_read(int procno, int pid, TimestampTz *at)
 {
 	volatile PhOriginSlot *slot = origin_slot(procno);
-	char	   *copy;
+	LocalTransactionId current;
 
-	if (slot == NULL || xact_start == 0)
+	if (slot == NULL)
 		return NULL;
-	copy = palloc(ph_first_query_size + 1);
-	for (int tries = 0;; tries++)
+	current = ph_proc_lxid(procno);
+	if (current == InvalidLocalTransactionId)
+		return NULL;
+	for (int tries = 0; tries < 1000; tries++)
 	{
 		int			before = slot->changecount;
 		int			after;
 		int			slot_pid;
+		LocalTransactionId lxid;
 		int			len;
+		char	   *copy;
 
 		pg_read_barrier();
 		slot_pid = slot->pid;
+		lxid = slot->lxid;
 		*at = slot->at;
 		len = Min(Max(slot->len, 0), ph_first_query_size);
+		copy = palloc(len + 1);
 		memcpy(copy, (const char *) slot->text, len);
 		copy[len] = '\0';
 		pg_read_barrier();
 		after = slot->changecount;
 		if (before == after && (before & 1) == 0)
 		{
-			if (slot_pid != pid || *at < xact_start || len == 0)
-				break;
+			if (slot_pid != pid || lxid != current || len == 0)
+			{
+				pfree(copy);
+				return NULL;
+			}
 			return copy;
 		}
-		if (tries > 1000)
-			break;
+		pfree(copy);
 		CHECK_FOR_INTERRUPTS();
 	}
-	pfree(copy);
 	return NULL;
 }
 
 /*
  * Leave the note a session ended by pool_health shows its client (before
- * it is signalled).  If another note is being left, this one is not.
+ * it is signalled), in ASCII ("?" for other bytes).  If another note is
+ * being left, this one is not.
  */
 void
 ph_xact_origin_note(int procno, int pid, TimestampTz backend_start,
@@ -312,7 +374,17 @@ ph_xact_origin_note(int procno, int pid, TimestampTz backend_start,
 		return;
 	note->pid = pid;
 	note->backend_start = backend_start;
-	strlcpy(note->detail, detail, sizeof(note->detail));
+	/*
+	 * ASCII only: the message must convert to any client encoding, or the
+	 * client would get a conversion error instead of its 57P01.
+	 */
+	{
+		int			i;
+
+		for (i = 0; detail[i] != '\0' && i < NOTE_DETAIL_SIZE - 1; i++)
+			note->detail[i] = IS_HIGHBIT_SET(detail[i]) || detail[i] < 0x20 ? '?' : detail[i];
+		note->detail[i] = '\0';
+	}
 	pg_write_barrier();
 	pg_atomic_write_u32(&note->state, NOTE_SET);
 }
@@ -354,16 +426,22 @@ url_decode(char *s)
 }
 
 /*
- * The key='value' pairs of the last sqlcommenter comment of a statement
- * (a C-style comment holding key='value',key2='value2'; keys and values
- * URL-encoded, a quote in a value escaped with a backslash), as a JSON
- * object text, or NULL when it has none.  A pair whose key or value is not
+ * The key='value' pairs of a sqlcommenter comment of a statement, as a
+ * JSON object text, or NULL when it has none.  sqlcommenter appends its
+ * comment to the statement (some frameworks prepend it): only a C-style
+ * comment at the very end or the very start of the statement counts, so
+ * that nothing in a string literal or a line comment is taken for tags.
+ * Pairs are separated by commas; keys and values are URL-encoded, values
+ * single-quoted with a backslash escaping a quote; spaces around keys are
+ * ignored.  A pair whose key or value is empty, holds a NUL, or is not
  * valid in the database encoding once decoded is left out.
  */
 char *
 ph_xact_tags_json(const char *query)
 {
-	const char *open = NULL;
+	const char *start;
+	const char *end;
+	const char *open;
 	const char *close;
 	const char *p;
 	StringInfoData buf;
@@ -371,9 +449,31 @@ ph_xact_tags_json(const char *query)
 
 	if (query == NULL)
 		return NULL;
-	for (p = strstr(query, "/*"); p != NULL; p = strstr(p + 2, "/*"))
-		open = p;
-	if (open == NULL || (close = strstr(open + 2, "*/")) == NULL)
+	start = query;
+	while (*start == ' ' || *start == '\t' || *start == '\n' || *start == '\r')
+		start++;
+	end = query + strlen(query);
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' ||
+						   end[-1] == '\r' || end[-1] == ';'))
+		end--;
+	if (end - start >= 4 && strncmp(end - 2, "*/", 2) == 0)
+	{
+		/* the comment that ends the statement */
+		close = end - 2;
+		open = NULL;
+		for (p = start; p + 1 < close; p++)
+			if (p[0] == '/' && p[1] == '*')
+				open = p;
+	}
+	else if (end - start >= 4 && strncmp(start, "/*", 2) == 0)
+	{
+		/* the comment that starts it */
+		open = start;
+		close = strstr(start + 2, "*/");
+	}
+	else
+		return NULL;
+	if (open == NULL || close == NULL || close <= open + 2)
 		return NULL;
 
 	initStringInfo(&buf);
@@ -382,6 +482,7 @@ ph_xact_tags_json(const char *query)
 	while (p < close)
 	{
 		const char *key_start;
+		const char *key_end;
 		char	   *key;
 		StringInfoData value;
 
@@ -390,10 +491,18 @@ ph_xact_tags_json(const char *query)
 		key_start = p;
 		while (p < close && *p != '=')
 			p++;
-		if (p >= close || p + 1 >= close || p[1] != '\'')
+		if (p >= close)
 			break;
-		key = pnstrdup(key_start, p - key_start);
-		p += 2;
+		key_end = p;
+		while (key_end > key_start && key_end[-1] == ' ')
+			key_end--;
+		p++;					/* = */
+		while (p < close && *p == ' ')
+			p++;
+		if (p >= close || *p != '\'')
+			break;
+		p++;
+		key = pnstrdup(key_start, key_end - key_start);
 		initStringInfo(&value);
 		while (p < close && *p != '\'')
 		{
@@ -406,9 +515,10 @@ ph_xact_tags_json(const char *query)
 		p++;					/* the closing quote */
 		url_decode(key);
 		url_decode(value.data);
-		if (key[0] != '\0' &&
+		value.len = strlen(value.data);
+		if (key[0] != '\0' && value.len > 0 &&
 			pg_verifymbstr(key, strlen(key), true) &&
-			pg_verifymbstr(value.data, strlen(value.data), true))
+			pg_verifymbstr(value.data, value.len, true))
 		{
 			ph_json_str(&buf, key, value.data);
 			pairs++;

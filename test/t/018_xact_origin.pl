@@ -101,6 +101,28 @@ like($multi, qr{^/\*route='multi'\*/ SELECT 3 \| \{"route": "multi"\} \| BEGIN ;
 	'in a multi-statement message, the statement itself is recorded')
   or note("got: $multi");
 $s->query_safe('ROLLBACK');
+# a transaction committed earlier in the same message is not the current one
+$s->query_safe(q{BEGIN \\; SELECT 'earlier' \\; COMMIT \\; BEGIN});
+like(origin_of($pid), qr/^NULL \| NULL \| /, "a transaction that ran no statement yet has none (not the last message's)");
+$s->query_safe('ROLLBACK');
+# an aborted transaction keeps it (idle_in_transaction_aborted leaks too)
+my ($aborted, $aborted_pid) = ph_app_session($node, 'aborted', role => 'app', on_error_stop => 0);
+$aborted->query_safe('BEGIN');
+$aborted->query_safe(q{SELECT /*route='/pay'*/ 'before the error'});
+$aborted->query('SELECT 1/0');
+like(origin_of($aborted_pid), qr{^SELECT /\*route='/pay'\*/ 'before the error' \| \{"route": "/pay"\} \| },
+	'an aborted transaction still shows its first statement');
+$aborted->quit;
+# tags: only a comment that ends (or starts) the statement; spaces allowed
+$s->query_safe(q{BEGIN});
+$s->query_safe(q{SELECT '/*lit=''x''*/' AS not_a_tag -- /*a='line'*/
+});
+like(origin_of($pid), qr/ \| NULL \| /, 'a comment in a literal or a line comment is not taken for tags');
+$s->query_safe('ROLLBACK');
+$s->query_safe(q{BEGIN});
+$s->query_safe(q{SELECT 1 /*a ='x', b= 'y' , c='%00', d='z'*/});
+like(origin_of($pid), qr/ \| \{"a": "x", "b": "y", "d": "z"\} \| /, 'spaces around keys and values are allowed; a value cut by %00 is left out');
+$s->query_safe('ROLLBACK');
 
 # autocommit: the statement is its own first
 my ($auto, $auto_pid) = ph_app_session($node, 'auto', role => 'app');
@@ -168,9 +190,46 @@ for (1 .. 100)
 	$notification = $listener->query_safe('SELECT 1');
 	last if $notification =~ /"event": "termination"/;
 }
+like($notification, qr/"event": "termination"/, 'a NOTIFY is sent');
+unlike($notification, qr/xact_first_query/,
+	'without the statement by default (any role that may connect may LISTEN)');
+ph_set($node, 'pool_health.notify_statements' => 'on');
+my $leaker2 = client('leaky-again');
+send_sql($leaker2, q{BEGIN;
+/*route='/checkout'*/ UPDATE orders SET status = 'paid' WHERE id = 1;
+SELECT 1;});
+ok(ph_gone($node, $leaker2->{pid}), 'another leak is ended');
+next_request($leaker2);
+$notification = '';
+for (1 .. 100)
+{
+	$notification = $listener->query_safe('SELECT 1');
+	last if $notification =~ /"event": "termination"/;
+}
 like($notification, qr/"xact_first_query": "\/\*route='\/checkout'\*\/ UPDATE orders SET status = 'paid' WHERE id = 1", "xact_tags": \{"route": "\/checkout"\}/,
-	'and the NOTIFY payload');
+	'with pool_health.notify_statements = on, the payload carries the statement and its tags');
+
+# a statement that escapes to more than NOTIFY takes: the payload leaves it
+# out, and the action is still stored
+my $noisy = client('leaky-noisy');
+send_sql($noisy, "BEGIN;\nSELECT 1 /*k='" . ("\x01" x 1000) . "'*/;\n");
+ok(ph_gone($node, $noisy->{pid}), 'a leak whose statement and tags escape to 12 kB is ended');
+next_request($noisy);
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pool_health.terminations WHERE pid = $noisy->{pid}"),
+	'and audited (the NOTIFY went without the statement)');
 $listener->quit;
+
+# the client's DETAIL is ASCII: it converts to any client encoding, so the
+# client always gets 57P01
+$node->safe_psql('postgres', q{
+	INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout)
+	VALUES (U&'cleanup-\00e9t\00e9', 'legacy%', '1s')});
+my $legacy = client('legacy-client');
+send_sql($legacy, "SET client_encoding = 'LATIN1';\nBEGIN;\nSELECT 1;");
+ok(ph_gone($node, $legacy->{pid}), 'a LATIN1 client is ended by a policy with a non-ASCII name');
+like(next_request($legacy), qr/FATAL:  terminating connection due to administrator command\nDETAIL:  pool_health ended this session \(policy "cleanup-\?\?t\?\?"/,
+	'and still gets its FATAL, with the DETAIL in ASCII');
 
 # --- ended by someone else: PostgreSQL's message only ------------------------------------------
 my $plain = client('plain');
