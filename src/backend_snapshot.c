@@ -304,6 +304,7 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 		be->xact_first_query_at = 0;
 		if (query_buf != NULL && be->backend_type == B_BACKEND)
 			be->xact_first_query = ph_xact_origin_read(be->procno, be->pid,
+													   be->state == STATE_IDLEINTRANSACTION_ABORTED,
 													   &be->xact_first_query_at);
 
 		be->is_client = be->backend_type == B_BACKEND;
@@ -346,6 +347,7 @@ ph_snapshot_reread(const PhBackend *be, PhBackend *now)
 	now->query = query_buf;
 	now->procno = be->procno;
 	now->xact_first_query = ph_xact_origin_read(be->procno, now->pid,
+												now->state == STATE_IDLEINTRANSACTION_ABORTED,
 												&now->xact_first_query_at);
 	return true;
 }

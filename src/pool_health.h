@@ -663,7 +663,8 @@ extern uint64 ph_admission_refused(const PhPolicy *policy);
 extern Size ph_xact_origin_shmem_size(void);
 extern char *ph_xact_origin_init(char *storage, bool found);
 extern void ph_xact_origin_install_hooks(void);
-extern char *ph_xact_origin_read(int procno, int pid, TimestampTz *at);
+extern char *ph_xact_origin_read(int procno, int pid, bool aborted,
+								 TimestampTz *at);
 extern void ph_xact_origin_note(int procno, int pid, TimestampTz backend_start,
 								const char *detail);
 extern char *ph_xact_tags_json(const char *query);

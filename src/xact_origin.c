@@ -56,6 +56,7 @@ typedef struct PhOriginSlot
 	int			changecount;	/* odd while its backend writes */
 	int			pid;
 	LocalTransactionId lxid;	/* the transaction it is the first of */
+	bool		in_block;		/* of a transaction block (BEGIN) */
 	TimestampTz at;				/* when the statement started */
 	int			len;
 	char		text[FLEXIBLE_ARRAY_MEMBER];
@@ -212,6 +213,7 @@ record_statement(const char *source, int location, int len)
 	pg_write_barrier();
 	slot->pid = MyProcPid;
 	slot->lxid = lxid;
+	slot->in_block = IsTransactionBlock();
 	slot->at = GetCurrentStatementStartTimestamp();
 	memcpy((char *) slot->text, text, n);
 	slot->text[n] = '\0';
@@ -230,6 +232,30 @@ client_statement(const char *source)
 {
 	return source != NULL && debug_query_string != NULL &&
 		(source == debug_query_string || strcmp(source, debug_query_string) == 0);
+}
+
+/*
+ * A transaction block begins (BEGIN, START TRANSACTION): no first
+ * statement yet.  Marking it lets a reader tell, once the block has
+ * aborted (its local id is gone from the PGPROC), that what the slot holds
+ * is of this block.
+ */
+static void
+record_block_begins(void)
+{
+	volatile PhOriginSlot *slot = origin_slot(ph_my_procno());
+
+	if (slot == NULL)
+		return;
+	slot->changecount++;
+	pg_write_barrier();
+	slot->pid = MyProcPid;
+	slot->lxid = ph_my_lxid();
+	slot->in_block = true;
+	slot->len = 0;
+	slot->text[0] = '\0';
+	pg_write_barrier();
+	slot->changecount++;
 }
 
 static void
@@ -251,9 +277,14 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 				   ParamListInfo params, QueryEnvironment *queryEnv,
 				   DestReceiver *dest, QueryCompletion *qc)
 {
-	if (context == PROCESS_UTILITY_TOPLEVEL && client_statement(queryString) &&
-		!IsA(pstmt->utilityStmt, TransactionStmt))
-		record_statement(queryString, pstmt->stmt_location, pstmt->stmt_len);
+	if (context == PROCESS_UTILITY_TOPLEVEL && client_statement(queryString))
+	{
+		if (!IsA(pstmt->utilityStmt, TransactionStmt))
+			record_statement(queryString, pstmt->stmt_location, pstmt->stmt_len);
+		else if (((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_BEGIN ||
+				 ((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_START)
+			record_block_begins();
+	}
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context,
 							 params, queryEnv, dest, qc);
@@ -306,11 +337,14 @@ ph_xact_origin_install_hooks(void)
  * procno with this pid: a palloc'd copy, and when it ran; NULL if it is in
  * no transaction, or none is recorded for the one it is in.  The
  * transaction is told by its local id, which the backend's PGPROC shows
- * (read without a lock, as pg_locks does): neither an earlier transaction
- * of the same message nor an aborted one is mistaken.
+ * (read without a lock, as pg_locks does), so that an earlier transaction
+ * of the same message is not mistaken for it.  An aborted transaction
+ * block (aborted true: its session is idle in transaction (aborted)) has
+ * no local id any more: the slot is of that block if it was written in a
+ * block, since a block begins by writing it (BEGIN).
  */
 char *
-ph_xact_origin_read(int procno, int pid, TimestampTz *at)
+ph_xact_origin_read(int procno, int pid, bool aborted, TimestampTz *at)
 {
 	volatile PhOriginSlot *slot = origin_slot(procno);
 	LocalTransactionId current;
@@ -318,7 +352,7 @@ ph_xact_origin_read(int procno, int pid, TimestampTz *at)
 	if (slot == NULL)
 		return NULL;
 	current = ph_proc_lxid(procno);
-	if (current == InvalidLocalTransactionId)
+	if (current == InvalidLocalTransactionId && !aborted)
 		return NULL;
 	for (int tries = 0; tries < 1000; tries++)
 	{
@@ -326,12 +360,14 @@ ph_xact_origin_read(int procno, int pid, TimestampTz *at)
 		int			after;
 		int			slot_pid;
 		LocalTransactionId lxid;
+		bool		in_block;
 		int			len;
 		char	   *copy;
 
 		pg_read_barrier();
 		slot_pid = slot->pid;
 		lxid = slot->lxid;
+		in_block = slot->in_block;
 		*at = slot->at;
 		len = Min(Max(slot->len, 0), ph_first_query_size);
 		copy = palloc(len + 1);
@@ -341,7 +377,8 @@ ph_xact_origin_read(int procno, int pid, TimestampTz *at)
 		after = slot->changecount;
 		if (before == after && (before & 1) == 0)
 		{
-			if (slot_pid != pid || lxid != current || len == 0)
+			if (slot_pid != pid || len == 0 ||
+				(current != InvalidLocalTransactionId ? lxid != current : !in_block))
 			{
 				pfree(copy);
 				return NULL;
@@ -458,12 +495,21 @@ ph_xact_tags_json(const char *query)
 		end--;
 	if (end - start >= 4 && strncmp(end - 2, "*/", 2) == 0)
 	{
-		/* the comment that ends the statement */
+		/* the comment that ends the statement, unless a line comment hides it */
+		const char *line;
+
 		close = end - 2;
 		open = NULL;
 		for (p = start; p + 1 < close; p++)
 			if (p[0] == '/' && p[1] == '*')
 				open = p;
+		if (open == NULL)
+			return NULL;
+		for (line = open; line > start && line[-1] != '\n'; line--)
+			;
+		for (p = line; p + 1 < open; p++)
+			if (p[0] == '-' && p[1] == '-')
+				return NULL;
 	}
 	else if (end - start >= 4 && strncmp(start, "/*", 2) == 0)
 	{
