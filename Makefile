@@ -10,6 +10,16 @@ PGFILEDESC = "pool_health - connection health, leak detection and cleanup"
 OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 
 PG_CPPFLAGS = -I$(srcdir)/src
+
+# GNU libmicrohttpd serves pool_health.http_listen; without it the setting
+# is compiled out (and refuses any value with a message saying so).
+PH_MICROHTTPD := $(shell pkg-config --exists libmicrohttpd 2>/dev/null && echo yes)
+ifeq ($(PH_MICROHTTPD),yes)
+PG_CPPFLAGS += -DPH_HAVE_MICROHTTPD $(shell pkg-config --cflags libmicrohttpd)
+SHLIB_LINK += $(shell pkg-config --libs libmicrohttpd)
+else
+$(warning libmicrohttpd not found (Debian: libmicrohttpd-dev): pool_health.http_listen is compiled out)
+endif
 # Warnings are errors in the test build (tools/test sets PH_WERROR=1).
 ifdef PH_WERROR
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \

@@ -256,4 +256,19 @@ ph_table_beginscan(Relation rel, Snapshot snapshot)
 #endif
 }
 
+/* The wait event of the HTTP worker (as ph_worker_wait_event). */
+static inline uint32
+ph_http_wait_event(void)
+{
+#if PG_VERSION_NUM >= 170000
+	static uint32 wait_event = 0;
+
+	if (wait_event == 0)
+		wait_event = WaitEventExtensionNew("PoolHealthHttp");
+	return wait_event;
+#else
+	return PG_WAIT_EXTENSION;
+#endif
+}
+
 #endif							/* POOL_HEALTH_COMPAT_H */

@@ -178,7 +178,7 @@ find_pid(const PhSnapshot *snap, int pid)
  * their wait chains.
  */
 static void
-lock_wait_reason(const PhSnapshot *snap, PhUsage *usage)
+lock_wait_reason(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 {
 	int64		after = (int64) ph_lock_wait_after_ms * 1000;
 	int		   *roots = palloc(sizeof(int) * Max(usage->lock_waits, 1));
@@ -224,7 +224,8 @@ lock_wait_reason(const PhSnapshot *snap, PhUsage *usage)
 								   usage->lock_waits == 1 ? "session" : "sessions",
 								   GetConfigOptionByName("pool_health.lock_wait_after", NULL, false),
 								   best, blocker->pid,
-								   OidIsValid(blocker->role_id) ? ph_role_name(blocker->role_id) : "",
+								   catalog && OidIsValid(blocker->role_id) ?
+								   ph_role_name(blocker->role_id) : "?",
 								   blocker->application_name));
 	else
 		add_reason(usage, psprintf("%d %s waiting on locks for longer than pool_health.lock_wait_after (%s)",
@@ -236,7 +237,7 @@ lock_wait_reason(const PhSnapshot *snap, PhUsage *usage)
 
 /* The server-wide figures, level and reasons of an evaluated snapshot. */
 static void
-compute_usage(const PhSnapshot *snap, PhUsage *usage)
+compute_usage(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 {
 	int			past_limit = 0;
 	int64		lock_wait_after = (int64) ph_lock_wait_after_ms * 1000;
@@ -326,25 +327,31 @@ compute_usage(const PhSnapshot *snap, PhUsage *usage)
 		add_reason(usage, psprintf("%d %s past a policy limit", past_limit,
 								   past_limit == 1 ? "session" : "sessions"));
 	if (usage->lock_waits > 0)
-		lock_wait_reason(snap, usage);
+		lock_wait_reason(snap, usage, catalog);
 	if (usage->leaked > 0 || usage->lock_waits > 0)
 		usage->level = Max(usage->level, PH_LEVEL_DEGRADED);
 }
 
-/* Evaluate eval->snap, already taken, with the given policies. */
+/*
+ * Evaluate eval->snap, already taken, with the given policies.  Without
+ * the catalog (a process connected to no database: the HTTP worker), no
+ * role is looked up: exemptions are only those of the backend type, and
+ * the reasons name no role.
+ */
 static void
-evaluate_snapshot(PhEvaluation *eval, const PhPolicies *policies)
+evaluate_snapshot(PhEvaluation *eval, const PhPolicies *policies, bool catalog)
 {
 	PhSnapshot *snap = &eval->snap;
 	int64		leak_after = (int64) ph_leak_after_ms * 1000;
-	int			nprotected;
-	Oid		   *protected_roles = ph_protected_role_oids(&nprotected);
+	int			nprotected = 0;
+	Oid		   *protected_roles = catalog ? ph_protected_role_oids(&nprotected) : NULL;
 	SuperuserMemo memo;
 	bool		owner_is_superuser;
 
 	memo.n = 0;
-	owner_is_superuser = OidIsValid(policies->owner) &&
+	owner_is_superuser = catalog && OidIsValid(policies->owner) &&
 		is_superuser(&memo, policies->owner);
+	eval->catalog = catalog;
 	eval->policies = *policies;
 	eval->governed = palloc0(sizeof(int) * Max(policies->count, 1));
 
@@ -374,8 +381,12 @@ evaluate_snapshot(PhEvaluation *eval, const PhPolicies *policies)
 				governing_deadline(be, be->policy);
 			}
 		}
-		be->exemption = exemption(be, protected_roles, nprotected, &memo,
-								  owner_is_superuser);
+		if (catalog)
+			be->exemption = exemption(be, protected_roles, nprotected, &memo,
+									  owner_is_superuser);
+		else
+			be->exemption = !be->is_client ? PH_EXEMPT_NOT_CLIENT :
+				!OidIsValid(be->role_id) ? PH_EXEMPT_STARTING : PH_EXEMPT_NONE;
 		if (!be->is_client)
 			continue;
 
@@ -393,7 +404,7 @@ evaluate_snapshot(PhEvaluation *eval, const PhPolicies *policies)
 			be->leak = be->state == STATE_IDLEINTRANSACTION_ABORTED ?
 				PH_LEAK_IDLE_IN_XACT_ABORTED : PH_LEAK_IDLE_IN_XACT;
 	}
-	compute_usage(snap, &eval->usage);
+	compute_usage(snap, &eval->usage, catalog);
 }
 
 /*
@@ -404,7 +415,7 @@ void
 ph_evaluate_with(PhEvaluation *eval, const PhPolicies *policies, int flags)
 {
 	ph_snapshot_take(&eval->snap, (flags & PH_SNAPSHOT_QUERY) | PH_SNAPSHOT_BLOCKING);
-	evaluate_snapshot(eval, policies);
+	evaluate_snapshot(eval, policies, (flags & PH_EVAL_NO_CATALOG) == 0);
 }
 
 /*
@@ -424,10 +435,17 @@ ph_evaluate(PhEvaluation *eval, int flags)
 	{
 		ph_snapshot_take(&eval->snap, (flags & PH_SNAPSHOT_QUERY) | PH_SNAPSHOT_BLOCKING);
 		ph_policies_for_acting(&policies);
-		evaluate_snapshot(eval, &policies);
+		evaluate_snapshot(eval, &policies, true);
 		return;
 	}
-	ph_policies_for_reading(&policies);
+	if (flags & PH_EVAL_NO_CATALOG)
+	{
+		/* the published set, or none: the table cannot be read */
+		if (ph_shared == NULL || !ph_policy_set_copy(&policies))
+			memset(&policies, 0, sizeof(policies));
+	}
+	else
+		ph_policies_for_reading(&policies);
 	ph_evaluate_with(eval, &policies, flags);
 }
 

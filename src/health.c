@@ -2,7 +2,8 @@
  *
  * health.c
  *		The health endpoints as SQL: status() (jsonb), ping() (boolean) and
- *		metrics() (Prometheus text, metrics.c).  Counts and names only:
+ *		metrics() (Prometheus text, metrics.c); the JSON of status() is
+ *		also what http.c serves.  Counts and names only:
  *		callable by every role, cheap enough to be polled every second.
  *
  * Each formats one evaluation (evaluate.c), whose copy of the published
@@ -30,13 +31,16 @@ PG_FUNCTION_INFO_V1(pool_health_metrics);
 
 /*
  * The client groups (database, role, application_name) holding the most
- * connections: names and counts only, which any role may see.
+ * connections: names and counts only, which any role may see.  Without
+ * the catalog (the HTTP worker), by application_name only.
  */
 static void
 append_top_consumers(StringInfo buf, const PhEvaluation *eval)
 {
 	PhGroup    *groups;
-	int			ngroups = ph_evaluation_groups(eval, PH_GROUP_CONSUMER, &groups);
+	int			ngroups = ph_evaluation_groups(eval, eval->catalog ?
+											   PH_GROUP_CONSUMER : PH_GROUP_APPLICATION,
+											   &groups);
 
 	ph_json_open(buf, "top_consumers", '[');
 	for (int i = 0; i < Min(ngroups, PH_TOP_CONSUMERS); i++)
@@ -44,10 +48,13 @@ append_top_consumers(StringInfo buf, const PhEvaluation *eval)
 		const PhBackend *be = groups[i].first;
 
 		ph_json_open(buf, NULL, '{');
-		ph_json_str(buf, "database", OidIsValid(be->database_id) ?
-					ph_database_name(be->database_id) : NULL);
-		ph_json_str(buf, "role", OidIsValid(be->role_id) ?
-					ph_role_name(be->role_id) : NULL);
+		if (eval->catalog)
+		{
+			ph_json_str(buf, "database", OidIsValid(be->database_id) ?
+						ph_database_name(be->database_id) : NULL);
+			ph_json_str(buf, "role", OidIsValid(be->role_id) ?
+						ph_role_name(be->role_id) : NULL);
+		}
 		ph_json_str(buf, "application_name", be->application_name);
 		ph_json_int(buf, "connections", groups[i].connections);
 		ph_json_int(buf, "leaked", groups[i].leaked);
@@ -89,6 +96,14 @@ append_worker_state(StringInfo buf)
 		ph_json_int(buf, "refusals", (int64) pg_atomic_read_u64(&ph_shared->refusals));
 	}
 	ph_json_close(buf, '}');
+	if (ph_shared != NULL)
+	{
+		ph_json_open(buf, "http", '{');
+		ph_json_str(buf, "listen", ph_http_listen[0] ? ph_http_listen : NULL);
+		ph_json_int(buf, "pid", pg_atomic_read_u32(&ph_shared->http_pid));
+		ph_json_int(buf, "requests", (int64) pg_atomic_read_u64(&ph_shared->http_requests));
+		ph_json_close(buf, '}');
+	}
 }
 
 /*
@@ -155,6 +170,36 @@ append_policy_state(StringInfo buf, const PhPolicies *policies)
 }
 
 /*
+ * The JSON of status() for an evaluation (also served over HTTP, where
+ * the evaluation was made without the catalog).
+ */
+char *
+ph_status_json(const PhEvaluation *eval)
+{
+	PhThrottle	throttle;
+	int			new_connections;
+	StringInfoData buf;
+
+	throttle = ph_throttle_advice(&eval->usage, &new_connections);
+	initStringInfo(&buf);
+	ph_json_open(&buf, NULL, '{');
+	ph_json_usage(&buf, &eval->usage);
+	ph_json_time(&buf, "at", eval->snap.taken_at);
+	ph_json_int(&buf, "leaked", eval->usage.leaked);
+	ph_json_int(&buf, "lock_waits", eval->usage.lock_waits);
+	ph_json_seconds(&buf, "oldest_xact_age_seconds", eval->usage.oldest_xact_age);
+	ph_json_seconds(&buf, "longest_idle_in_transaction_seconds",
+					eval->usage.longest_idle_in_transaction);
+	append_top_consumers(&buf, eval);
+	ph_json_str(&buf, "throttle", ph_throttle_name(throttle));
+	ph_json_int(&buf, "suggested_new_connections", new_connections);
+	append_worker_state(&buf);
+	append_policy_state(&buf, &eval->policies);
+	ph_json_close(&buf, '}');
+	return buf.data;
+}
+
+/*
  * status(): the health endpoint as jsonb.  One pass over backend status,
  * no per-session text: cheap enough to be polled every second.
  */
@@ -162,30 +207,9 @@ Datum
 pool_health_status(PG_FUNCTION_ARGS)
 {
 	PhEvaluation eval;
-	PhThrottle	throttle;
-	int			new_connections;
-	StringInfoData buf;
 
 	ph_evaluate(&eval, 0);
-	throttle = ph_throttle_advice(&eval.usage, &new_connections);
-
-	initStringInfo(&buf);
-	ph_json_open(&buf, NULL, '{');
-	ph_json_usage(&buf, &eval.usage);
-	ph_json_time(&buf, "at", eval.snap.taken_at);
-	ph_json_int(&buf, "leaked", eval.usage.leaked);
-	ph_json_int(&buf, "lock_waits", eval.usage.lock_waits);
-	ph_json_seconds(&buf, "oldest_xact_age_seconds", eval.usage.oldest_xact_age);
-	ph_json_seconds(&buf, "longest_idle_in_transaction_seconds",
-					eval.usage.longest_idle_in_transaction);
-	append_top_consumers(&buf, &eval);
-	ph_json_str(&buf, "throttle", ph_throttle_name(throttle));
-	ph_json_int(&buf, "suggested_new_connections", new_connections);
-	append_worker_state(&buf);
-	append_policy_state(&buf, &eval.policies);
-	ph_json_close(&buf, '}');
-
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(ph_status_json(&eval))));
 }
 
 /* metrics(): Prometheus text exposition format (metrics.c). */

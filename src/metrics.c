@@ -218,10 +218,14 @@ ph_metrics_text(const PhEvaluation *eval)
 	gauge(&buf, "pool_health_suggested_new_connections",
 		  "New connections a client pool may open now.", new_connections);
 
-	groups(&buf, eval, PH_GROUP_DATABASE, "pool_health_database_connections", "database",
-		   "Client backends per database (the largest groups; the rest in pool_health_database_connections_other).");
-	groups(&buf, eval, PH_GROUP_ROLE, "pool_health_role_connections", "role",
-		   "Client backends per role (the largest groups; the rest in pool_health_role_connections_other).");
+	/* database and role names need the catalog (not over HTTP) */
+	if (eval->catalog)
+	{
+		groups(&buf, eval, PH_GROUP_DATABASE, "pool_health_database_connections", "database",
+			   "Client backends per database (the largest groups; the rest in pool_health_database_connections_other).");
+		groups(&buf, eval, PH_GROUP_ROLE, "pool_health_role_connections", "role",
+			   "Client backends per role (the largest groups; the rest in pool_health_role_connections_other).");
+	}
 	groups(&buf, eval, PH_GROUP_APPLICATION, "pool_health_application_connections", "application_name",
 		   "Client backends per application_name (the largest groups; the rest in pool_health_application_connections_other).");
 

@@ -168,6 +168,15 @@ define_postmaster_settings(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("pool_health.http_listen",
+							   "Address (host:port) on which a worker serves /health, /status and /metrics over HTTP; empty disables.",
+							   "It needs no connection slot. Bind it to localhost or a private interface: the endpoints show counts to anyone, without authentication.",
+							   &ph_http_listen,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   ph_http_listen_check, NULL, NULL);
+
 	DefineCustomIntVariable("pool_health.max_policies",
 							"How many enabled policies the worker can publish to shared memory.",
 							NULL,
@@ -342,5 +351,6 @@ _PG_init(void)
 		ph_admission_install_hook();
 		ph_xact_origin_install_hooks();
 		ph_worker_register();
+		ph_http_register();
 	}
 }

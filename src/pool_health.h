@@ -43,6 +43,7 @@
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "utils/backend_status.h"
+#include "utils/guc.h"
 
 /* Health levels, ordered: a higher value is worse. */
 typedef enum PhLevel
@@ -280,10 +281,12 @@ typedef struct PhEvaluation
 	PhPolicies	policies;
 	int		   *governed;		/* per policy: client sessions it governs */
 	PhUsage		usage;
+	bool		catalog;		/* roles were looked up (not PH_EVAL_NO_CATALOG) */
 } PhEvaluation;
 
 /* How to evaluate (ph_evaluate flags, with the PH_SNAPSHOT_* ones). */
 #define PH_EVAL_TABLE_POLICIES	0x10	/* read the table where it lives */
+#define PH_EVAL_NO_CATALOG		0x20	/* look nothing up (no database) */
 
 /* Groups of client sessions (usage_by_*, status(), metrics()). */
 typedef enum PhGroupBy
@@ -518,6 +521,8 @@ typedef struct PhShared
 								 * under it */
 	pg_atomic_uint64 terminations;	/* sessions ended since the history began */
 	pg_atomic_uint64 refusals;	/* connections refused, likewise */
+	pg_atomic_uint32 http_pid;	/* the HTTP worker (http.c), 0 if none */
+	pg_atomic_uint64 http_requests; /* requests it answered */
 	PhHistory	history;
 	PhPolicySet policy_set;
 	PhAdmission admission;
@@ -682,6 +687,9 @@ extern void ph_json_time(StringInfo buf, const char *key, TimestampTz value);
 extern void ph_json_seconds(StringInfo buf, const char *key, int64 usec);
 extern void ph_json_usage(StringInfo buf, const PhUsage *usage);
 
+/* health.c */
+extern char *ph_status_json(const PhEvaluation *eval);
+
 /* metrics.c */
 extern char *ph_metrics_text(const PhEvaluation *eval);
 
@@ -693,6 +701,12 @@ extern int	ph_history_copy_raw(const PhHistory *history, PhSample *out);
 extern int	ph_history_copy_minutes(const PhHistory *history, PhMinute *out);
 extern void ph_history_save(void);
 extern void ph_history_load(void);
+
+/* http.c */
+extern char *ph_http_listen;
+extern bool ph_http_listen_check(char **newval, void **extra, GucSource source);
+extern void ph_http_register(void);
+PGDLLEXPORT extern void pool_health_http_main(Datum arg);
 
 /* worker.c */
 extern void ph_worker_register(void);

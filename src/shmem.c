@@ -79,6 +79,8 @@ ph_shmem_startup(void)
 		ph_shared->lock = &(GetNamedLWLockTranche("pool_health"))->lock;
 		pg_atomic_init_u64(&ph_shared->terminations, 0);
 		pg_atomic_init_u64(&ph_shared->refusals, 0);
+		pg_atomic_init_u32(&ph_shared->http_pid, 0);
+		pg_atomic_init_u64(&ph_shared->http_requests, 0);
 		/* optimistic: the first start connects to pool_health.database */
 		ph_shared->worker.connect_to_database = true;
 		storage = (char *) MAXALIGN(ph_history_init(&ph_shared->history, storage));

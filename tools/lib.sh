@@ -35,7 +35,8 @@ ph_need_packages() {
 # Packages every command needs: a compiler, and PostgreSQL 15 with its
 # server headers unless PG_CONFIG names another build.
 ph_base_packages() {
-	ph_need_packages make gcc libc6-dev perl libipc-run-perl libkrb5-dev
+	ph_need_packages make gcc libc6-dev perl libipc-run-perl libkrb5-dev \
+		pkg-config libmicrohttpd-dev
 	if [ "$PG_CONFIG" = "$PH_DEFAULT_PG_CONFIG" ]; then
 		ph_need_packages postgresql-15 postgresql-server-dev-15
 	fi

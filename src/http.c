@@ -1,0 +1,358 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *		Health over HTTP, without a connection slot.  With
+ *		pool_health.http_listen set, a second background worker, connected
+ *		to no database, serves
+ *			GET /health		200 while healthy or degraded, 503 when critical
+ *							or exhausted; JSON: level, reasons, usage
+ *			GET /status		the JSON of status() (top_consumers by
+ *							application_name only: database and role names
+ *							need the catalog)
+ *			GET /metrics	the Prometheus text of metrics() (without the
+ *							per-database and per-role families)
+ *		and 404 for anything else, 405 for methods other than GET and HEAD.
+ *
+ * It uses GNU libmicrohttpd in its external mode: no thread of its own;
+ * MHD's epoll descriptor is waited on together with the worker's latch,
+ * and MHD_run() answers from this process, so the answers are computed
+ * here, at request time, from shared memory: one evaluation of backend
+ * status made without the catalog (evaluate.c), with the published
+ * policies and the worker's state.  It keeps answering when every
+ * connection slot is taken, without pool_health.database, on a hot
+ * standby, and while the main worker restarts.  Requests are bounded in
+ * size (MHD's per-connection memory), number (connection limit) and time
+ * (connection timeout).
+ *
+ * Shared state: reads as evaluate.c and health.c do; http_pid and
+ * http_requests in PhShared are atomics, written only here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+#ifdef PH_HAVE_MICROHTTPD
+#include <microhttpd.h>
+#endif
+
+#include "compat.h"
+#include "pool_health.h"
+
+char	   *ph_http_listen = NULL;
+
+#ifdef PH_HAVE_MICROHTTPD
+/*
+ * Split "host:port" ("[v6]:port", ":port" for every address) into *host
+ * (palloc'd, NULL for every address) and *port; false if malformed.
+ */
+static bool
+split_listen(const char *value, char **host, char **port)
+{
+	const char *colon;
+
+	if (value[0] == '[')
+	{
+		const char *close = strchr(value, ']');
+
+		if (close == NULL || close[1] != ':')
+			return false;
+		*host = pnstrdup(value + 1, close - value - 1);
+		colon = close + 1;
+	}
+	else
+	{
+		colon = strrchr(value, ':');
+		if (colon == NULL)
+			return false;
+		*host = colon == value ? NULL : pnstrdup(value, colon - value);
+	}
+	*port = pstrdup(colon + 1);
+	if ((*port)[0] == '\0' || strspn(*port, "0123456789") != strlen(*port) ||
+		atoi(*port) < 1 || atoi(*port) > 65535)
+		return false;
+	return true;
+}
+#endif
+
+/* Check hook of pool_health.http_listen. */
+bool
+ph_http_listen_check(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+#ifndef PH_HAVE_MICROHTTPD
+	GUC_check_errdetail("pool_health was built without libmicrohttpd.");
+	GUC_check_errhint("Install libmicrohttpd-dev, build and install pool_health again.");
+	return false;
+#else
+	{
+		char	   *host;
+		char	   *port;
+
+		if (!split_listen(*newval, &host, &port))
+		{
+			GUC_check_errdetail("The value must be host:port, [IPv6 address]:port or :port, with a port from 1 to 65535.");
+			return false;
+		}
+	}
+	return true;
+#endif
+}
+
+/* From _PG_init, when preloaded and pool_health.http_listen is set. */
+void
+ph_http_register(void)
+{
+	BackgroundWorker worker;
+
+	if (ph_http_listen == NULL || ph_http_listen[0] == '\0')
+		return;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "pool_health", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "pool_health_http_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "pool_health http", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "pool_health http", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+#ifdef PH_HAVE_MICROHTTPD
+
+/* Limits of the server (bounded memory, connections and time). */
+#define HTTP_MAX_CONNECTIONS	128
+#define HTTP_TIMEOUT_S			5
+#define HTTP_CONNECTION_MEMORY	(32 * 1024)
+
+static MemoryContext request_context = NULL;
+static struct MHD_Daemon *daemon_handle = NULL;
+
+/* The /health body: level, reasons and usage. */
+static char *
+health_json(const PhEvaluation *eval)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	ph_json_open(&buf, NULL, '{');
+	ph_json_usage(&buf, &eval->usage);
+	ph_json_time(&buf, "at", eval->snap.taken_at);
+	ph_json_close(&buf, '}');
+	return buf.data;
+}
+
+/* Queue a response with a body copied from text. */
+static enum MHD_Result
+respond(struct MHD_Connection *connection, unsigned int status,
+		const char *content_type, const char *text)
+{
+	struct MHD_Response *response;
+	enum MHD_Result ret;
+
+	response = MHD_create_response_from_buffer(strlen(text), (void *) text,
+											   MHD_RESPMEM_MUST_COPY);
+	if (response == NULL)
+		return MHD_NO;
+	MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	ret = MHD_queue_response(connection, status, response);
+	MHD_destroy_response(response);
+	return ret;
+}
+
+/*
+ * Answer one request (called by MHD_run(), in this process).  An error
+ * while computing the answer is a 500, never a longjmp through MHD.
+ */
+static enum MHD_Result
+answer(void *cls, struct MHD_Connection *connection, const char *url,
+	   const char *method, const char *version, const char *upload_data,
+	   size_t *upload_data_size, void **request)
+{
+	static int	seen;
+	MemoryContext old;
+	volatile unsigned int status = MHD_HTTP_OK;
+	const char *volatile content_type = "application/json";
+	char	   *volatile body = NULL;
+	enum MHD_Result ret;
+
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
+					   "only GET and HEAD\n");
+	if (*request == NULL)
+	{
+		/* the headers: wait for the end of the request */
+		*request = &seen;
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0)
+		return respond(connection, MHD_HTTP_BAD_REQUEST, "text/plain",
+					   "no request body expected\n");
+	if (strcmp(url, "/health") != 0 && strcmp(url, "/status") != 0 &&
+		strcmp(url, "/metrics") != 0)
+		return respond(connection, MHD_HTTP_NOT_FOUND, "text/plain",
+					   "not found: /health, /status or /metrics\n");
+
+	pg_atomic_fetch_add_u64(&ph_shared->http_requests, 1);
+	old = MemoryContextSwitchTo(request_context);
+	PG_TRY();
+	{
+		PhEvaluation eval;
+
+		ph_evaluate(&eval, PH_EVAL_NO_CATALOG);
+		if (strcmp(url, "/health") == 0)
+		{
+			body = health_json(&eval);
+			status = eval.usage.level < PH_LEVEL_CRITICAL ?
+				MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+		}
+		else if (strcmp(url, "/status") == 0)
+			body = ph_status_json(&eval);
+		else
+		{
+			body = ph_metrics_text(&eval);
+			content_type = "text/plain; version=0.0.4; charset=utf-8";
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(request_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(LOG,
+				(errmsg("pool_health http: could not answer %s: %s", url, edata->message)));
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		content_type = "text/plain";
+		body = psprintf("%s\n", edata->message);
+	}
+	PG_END_TRY();
+	ret = respond(connection, status, content_type, body);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(request_context);
+	return ret;
+}
+
+/* MHD's own messages, into the server log. */
+static void
+log_mhd(void *cls, const char *format, va_list args)
+{
+	char		message[512];
+
+	vsnprintf(message, sizeof(message), format, args);
+	ereport(LOG, (errmsg("pool_health http: %s", message)));
+}
+
+static void
+http_exit(int code, Datum arg)
+{
+	if (daemon_handle != NULL)
+		MHD_stop_daemon(daemon_handle);
+	daemon_handle = NULL;
+	pg_atomic_write_u32(&ph_shared->http_pid, 0);
+}
+
+void
+pool_health_http_main(Datum arg)
+{
+	char	   *host;
+	char	   *port;
+	struct addrinfo hints;
+	struct addrinfo *addr;
+	int			rc;
+	const union MHD_DaemonInfo *info;
+	int			epoll_fd;
+	uint32		wait_event = ph_http_wait_event();
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	if (ph_shared == NULL)
+		elog(ERROR, "pool_health shared memory is not initialized");
+
+	if (!split_listen(ph_http_listen, &host, &port))
+		elog(ERROR, "invalid pool_health.http_listen \"%s\"", ph_http_listen);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	if ((rc = getaddrinfo(host, port, &hints, &addr)) != 0)
+		ereport(ERROR,
+				(errmsg("pool_health http: could not resolve \"%s\": %s",
+						ph_http_listen, gai_strerror(rc))));
+
+	request_context = AllocSetContextCreate(TopMemoryContext, "pool_health http request",
+											ALLOCSET_DEFAULT_SIZES);
+	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+									 (addr->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+									 0, NULL, NULL, &answer, NULL,
+									 MHD_OPTION_SOCK_ADDR, addr->ai_addr,
+									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_MAX_CONNECTIONS,
+									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HTTP_TIMEOUT_S,
+									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
+									 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
+									 MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+									 MHD_OPTION_END);
+	freeaddrinfo(addr);
+	if (daemon_handle == NULL)
+		ereport(ERROR,
+				(errmsg("pool_health http: could not listen on \"%s\"", ph_http_listen),
+				 errhint("Check pool_health.http_listen; the worker tries again in 5 seconds.")));
+	on_proc_exit(http_exit, (Datum) 0);
+	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_EPOLL_FD);
+	if (info == NULL)
+		elog(ERROR, "libmicrohttpd has no epoll descriptor");
+	epoll_fd = info->epoll_fd;
+	pg_atomic_write_u32(&ph_shared->http_pid, (uint32) MyProcPid);
+	ereport(LOG,
+			(errmsg("pool_health http: serving /health, /status and /metrics on %s",
+					ph_http_listen)));
+
+	for (;;)
+	{
+		MHD_UNSIGNED_LONG_LONG mhd_timeout;
+		long		timeout = 1000;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (MHD_get_timeout(daemon_handle, &mhd_timeout) == MHD_YES)
+			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) 1000);
+		(void) WaitLatchOrSocket(MyLatch,
+								 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT |
+								 WL_EXIT_ON_PM_DEATH,
+								 epoll_fd, Max(timeout, 1), wait_event);
+		ResetLatch(MyLatch);
+		MHD_run(daemon_handle);
+	}
+}
+
+#else							/* !PH_HAVE_MICROHTTPD */
+
+void
+pool_health_http_main(Datum arg)
+{
+	elog(ERROR, "pool_health was built without libmicrohttpd");
+}
+
+#endif
