@@ -16,13 +16,15 @@
  * It uses GNU libmicrohttpd in its external mode: no thread of its own;
  * MHD's epoll descriptor is waited on together with the worker's latch,
  * and MHD_run() answers from this process, so the answers are computed
- * here, at request time, from shared memory: one evaluation of backend
- * status made without the catalog (evaluate.c), with the published
- * policies and the worker's state.  It keeps answering when every
- * connection slot is taken, without pool_health.database, on a hot
- * standby, and while the main worker restarts.  Requests are bounded in
- * size (MHD's per-connection memory), number (connection limit) and time
- * (connection timeout).
+ * here, from shared memory: one evaluation of backend status made
+ * without the catalog (evaluate.c), with the published policies and the
+ * worker's state, at most once per 100 ms per endpoint (answers[], local
+ * to this process).  It keeps answering when every connection slot is
+ * taken, without pool_health.database, on a hot standby, and while the
+ * main worker restarts; /health is 503 while the postmaster refuses
+ * connections for recovery.  Requests are bounded in size (MHD's
+ * per-connection memory), number (128, 16 per client address) and time
+ * (5 s without progress).
  *
  * Shared state: reads as evaluate.c and health.c do; http_pid and
  * http_requests in PhShared are atomics, written only here.
@@ -34,14 +36,19 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/condition_variable.h"
 #include "storage/ipc.h"
+#include "storage/lwlock.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #ifdef PH_HAVE_MICROHTTPD
@@ -62,12 +69,14 @@ static bool
 split_listen(const char *value, char **host, char **port)
 {
 	const char *colon;
+	char	   *end;
+	long		number;
 
 	if (value[0] == '[')
 	{
 		const char *close = strchr(value, ']');
 
-		if (close == NULL || close[1] != ':')
+		if (close == NULL || close == value + 1 || close[1] != ':')
 			return false;
 		*host = pnstrdup(value + 1, close - value - 1);
 		colon = close + 1;
@@ -80,8 +89,11 @@ split_listen(const char *value, char **host, char **port)
 		*host = colon == value ? NULL : pnstrdup(value, colon - value);
 	}
 	*port = pstrdup(colon + 1);
-	if ((*port)[0] == '\0' || strspn(*port, "0123456789") != strlen(*port) ||
-		atoi(*port) < 1 || atoi(*port) > 65535)
+	if (strspn(*port, "0123456789") != strlen(*port) || strlen(*port) > 5)
+		return false;
+	errno = 0;
+	number = strtol(*port, &end, 10);
+	if (end == *port || *end != '\0' || errno != 0 || number < 1 || number > 65535)
 		return false;
 	return true;
 }
@@ -138,12 +150,51 @@ ph_http_register(void)
 #define HTTP_TIMEOUT_S			5
 #define HTTP_CONNECTION_MEMORY	(32 * 1024)
 
+/* A client address may hold this many of them (slow clients). */
+#define HTTP_PER_IP_CONNECTIONS	16
+/* An answer is reused for this long at most (floods of health checks). */
+#define HTTP_CACHE_MS			100
+
 static MemoryContext request_context = NULL;
 static struct MHD_Daemon *daemon_handle = NULL;
+static bool daemon_started = false;
+
+/* The endpoints, and the last answer of each (TopMemoryContext). */
+typedef enum HttpEndpoint
+{
+	HTTP_HEALTH,
+	HTTP_STATUS,
+	HTTP_METRICS,
+	HTTP_ENDPOINTS
+} HttpEndpoint;
+
+typedef struct HttpAnswer
+{
+	TimestampTz computed_at;	/* 0: none yet */
+	unsigned int status;
+	const char *content_type;
+	char	   *body;
+} HttpAnswer;
+
+static HttpAnswer answers[HTTP_ENDPOINTS];
+
+/* Markers of a request in progress (MHD's *request). */
+static int	request_without_body;
+static int	request_with_body;
+
+/*
+ * Whether the postmaster refuses connections because the server is in
+ * recovery without hot standby (or before it is consistent).
+ */
+static bool
+refusing_connections(void)
+{
+	return RecoveryInProgress() && !HotStandbyActive();
+}
 
 /* The /health body: level, reasons and usage. */
 static char *
-health_json(const PhEvaluation *eval)
+health_json(const PhEvaluation *eval, bool refusing)
 {
 	StringInfoData buf;
 
@@ -151,6 +202,10 @@ health_json(const PhEvaluation *eval)
 	ph_json_open(&buf, NULL, '{');
 	ph_json_usage(&buf, &eval->usage);
 	ph_json_time(&buf, "at", eval->snap.taken_at);
+	ph_json_bool(&buf, "accepting_connections", !refusing);
+	if (refusing)
+		ph_json_str(&buf, "refusing_because",
+					"the server is in recovery and not accepting connections (hot_standby is off, or the standby is not consistent yet)");
 	ph_json_close(&buf, '}');
 	return buf.data;
 }
@@ -177,52 +232,37 @@ respond(struct MHD_Connection *connection, unsigned int status,
 }
 
 /*
- * Answer one request (called by MHD_run(), in this process).  An error
- * while computing the answer is a 500, never a longjmp through MHD.
+ * Compute the answer of an endpoint into answers[endpoint].  An error is a
+ * 500, never a longjmp through MHD; interrupts are held, so that a SIGTERM
+ * cannot exit from inside MHD_run() (it is served by the wait loop).
  */
-static enum MHD_Result
-answer(void *cls, struct MHD_Connection *connection, const char *url,
-	   const char *method, const char *version, const char *upload_data,
-	   size_t *upload_data_size, void **request)
+static void
+compute_answer(HttpEndpoint endpoint, const char *url)
 {
-	static int	seen;
+	HttpAnswer *result = &answers[endpoint];
 	MemoryContext old;
+	volatile uint32 holdoff;
 	volatile unsigned int status = MHD_HTTP_OK;
 	const char *volatile content_type = "application/json";
 	char	   *volatile body = NULL;
-	enum MHD_Result ret;
 
-	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-		return respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
-					   "only GET and HEAD\n");
-	if (*request == NULL)
-	{
-		/* the headers: wait for the end of the request */
-		*request = &seen;
-		return MHD_YES;
-	}
-	if (*upload_data_size != 0)
-		return respond(connection, MHD_HTTP_BAD_REQUEST, "text/plain",
-					   "no request body expected\n");
-	if (strcmp(url, "/health") != 0 && strcmp(url, "/status") != 0 &&
-		strcmp(url, "/metrics") != 0)
-		return respond(connection, MHD_HTTP_NOT_FOUND, "text/plain",
-					   "not found: /health, /status or /metrics\n");
-
-	pg_atomic_fetch_add_u64(&ph_shared->http_requests, 1);
+	HOLD_INTERRUPTS();
+	holdoff = InterruptHoldoffCount;
 	old = MemoryContextSwitchTo(request_context);
 	PG_TRY();
 	{
 		PhEvaluation eval;
 
 		ph_evaluate(&eval, PH_EVAL_NO_CATALOG);
-		if (strcmp(url, "/health") == 0)
+		if (endpoint == HTTP_HEALTH)
 		{
-			body = health_json(&eval);
-			status = eval.usage.level < PH_LEVEL_CRITICAL ?
+			bool		refusing = refusing_connections();
+
+			body = health_json(&eval, refusing);
+			status = eval.usage.level < PH_LEVEL_CRITICAL && !refusing ?
 				MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
 		}
-		else if (strcmp(url, "/status") == 0)
+		else if (endpoint == HTTP_STATUS)
 			body = ph_status_json(&eval);
 		else
 		{
@@ -234,6 +274,10 @@ answer(void *cls, struct MHD_Connection *connection, const char *url,
 	{
 		ErrorData  *edata;
 
+		/* as a worker's error recovery would: no lock outlives the error */
+		LWLockReleaseAll();
+		ConditionVariableCancelSleep();
+		InterruptHoldoffCount = holdoff;
 		MemoryContextSwitchTo(request_context);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -244,20 +288,86 @@ answer(void *cls, struct MHD_Connection *connection, const char *url,
 		body = psprintf("%s\n", edata->message);
 	}
 	PG_END_TRY();
-	ret = respond(connection, status, content_type, body);
+	if (result->body != NULL)
+		pfree(result->body);
+	result->body = MemoryContextStrdup(TopMemoryContext, body);
+	result->status = status;
+	result->content_type = content_type;
+	result->computed_at = GetCurrentTimestamp();
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(request_context);
-	return ret;
+	RESUME_INTERRUPTS();
 }
 
-/* MHD's own messages, into the server log. */
+/*
+ * Answer one request (called by MHD_run(), in this process).  The answer
+ * of an endpoint is computed at most once per HTTP_CACHE_MS (or sample
+ * interval, if shorter), so that a flood of checks costs one evaluation
+ * per period.
+ */
+static enum MHD_Result
+answer(void *cls, struct MHD_Connection *connection, const char *url,
+	   const char *method, const char *version, const char *upload_data,
+	   size_t *upload_data_size, void **request)
+{
+	HttpEndpoint endpoint;
+	HttpAnswer *result;
+	int			reuse_ms = Min(HTTP_CACHE_MS, ph_sample_interval_ms);
+
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
+					   "only GET and HEAD\n");
+	if (*request == NULL)
+	{
+		/* the headers: wait for the end of the request */
+		*request = &request_without_body;
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0)
+	{
+		/* a body: read it (bounded by MHD's memory limit), answer 400 */
+		*request = &request_with_body;
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*request == &request_with_body)
+		return respond(connection, MHD_HTTP_BAD_REQUEST, "text/plain",
+					   "no request body expected\n");
+	if (strcmp(url, "/health") == 0)
+		endpoint = HTTP_HEALTH;
+	else if (strcmp(url, "/status") == 0)
+		endpoint = HTTP_STATUS;
+	else if (strcmp(url, "/metrics") == 0)
+		endpoint = HTTP_METRICS;
+	else
+		return respond(connection, MHD_HTTP_NOT_FOUND, "text/plain",
+					   "not found: /health, /status or /metrics\n");
+
+	pg_atomic_fetch_add_u64(&ph_shared->http_requests, 1);
+	result = &answers[endpoint];
+	if (result->computed_at == 0 ||
+		TimestampDifferenceExceeds(result->computed_at, GetCurrentTimestamp(), reuse_ms))
+		compute_answer(endpoint, url);
+	return respond(connection, result->status, result->content_type, result->body);
+}
+
+/*
+ * MHD's own messages, into the server log: at LOG while the server starts
+ * (why it cannot listen), at DEBUG1 after (a client's bad request must not
+ * flood the log).
+ */
 static void
 log_mhd(void *cls, const char *format, va_list args)
 {
 	char		message[512];
+	size_t		len;
 
 	vsnprintf(message, sizeof(message), format, args);
-	ereport(LOG, (errmsg("pool_health http: %s", message)));
+	len = strlen(message);
+	while (len > 0 && (message[len - 1] == '\n' || message[len - 1] == '\r'))
+		message[--len] = '\0';
+	ereport(daemon_started ? DEBUG1 : LOG,
+			(errmsg("pool_health http: %s", message)));
 }
 
 static void
@@ -302,13 +412,13 @@ pool_health_http_main(Datum arg)
 											ALLOCSET_DEFAULT_SIZES);
 	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 									 (addr->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-									 0, NULL, NULL, &answer, NULL,
+									 (uint16) atoi(port), NULL, NULL, &answer, NULL,
+									 MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
 									 MHD_OPTION_SOCK_ADDR, addr->ai_addr,
 									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_MAX_CONNECTIONS,
+									 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) HTTP_PER_IP_CONNECTIONS,
 									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HTTP_TIMEOUT_S,
 									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
-									 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
-									 MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
 									 MHD_OPTION_END);
 	freeaddrinfo(addr);
 	if (daemon_handle == NULL)
@@ -320,6 +430,7 @@ pool_health_http_main(Datum arg)
 	if (info == NULL)
 		elog(ERROR, "libmicrohttpd has no epoll descriptor");
 	epoll_fd = info->epoll_fd;
+	daemon_started = true;
 	pg_atomic_write_u32(&ph_shared->http_pid, (uint32) MyProcPid);
 	ereport(LOG,
 			(errmsg("pool_health http: serving /health, /status and /metrics on %s",
