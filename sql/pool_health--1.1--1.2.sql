@@ -401,6 +401,116 @@ COMMENT ON VIEW pool_health.leaks IS
 'What holds connections or the xmin horizon for too long, worst first: leaked sessions (see pool_health.sessions.leak, with the client port to find the client process and the first statement of the transaction to find the code that opened it), prepared transactions older than pool_health.leak_after, and replication slots holding back xmin';
 
 -- ---------------------------------------------------------------------
+-- Per-application accounting and pool sizing (with the preload)
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION pool_health.get_application_stats(
+    OUT database text,
+    OUT role text,
+    OUT application_name text,
+    OUT connections integer,
+    OUT connections_peak integer,
+    OUT in_xact integer,
+    OUT in_xact_peak integer,
+    OUT xacts bigint,
+    OUT xact_time interval,
+    OUT xact_p50 interval,
+    OUT xact_p95 interval,
+    OUT xact_p99 interval,
+    OUT xact_max interval,
+    OUT idle_in_xact_time interval,
+    OUT idle_in_xact_share double precision,
+    OUT terminated bigint,
+    OUT refused bigint,
+    OUT since timestamptz,
+    OUT other boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pool_health_get_application_stats'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION pool_health.get_application_stats() IS
+'Exact per-application accounting since the last reset, one row per (database, role, application_name) group; the function behind pool_health.application_stats';
+
+CREATE VIEW pool_health.application_stats AS
+    SELECT database, role, application_name, connections, connections_peak,
+           in_xact, in_xact_peak, xacts, xact_time,
+           xact_p50, xact_p95, xact_p99, xact_max,
+           idle_in_xact_time,
+           round(idle_in_xact_share::numeric, 1) AS idle_in_xact_share,
+           terminated, refused, since
+    FROM pool_health.get_application_stats()
+    ORDER BY other, connections_peak DESC, xacts DESC, database, role, application_name;
+
+COMMENT ON VIEW pool_health.application_stats IS
+'Per (database, role, application_name), counted by each backend at login, at the start and end of every transaction and at exit: connections now and their exact peak, sessions in a transaction now and their exact peak (peaks between samples included), finished transactions, their total time, percentiles from a log-scale histogram (within 6.25 %), time idle inside transactions and its share, sessions pool_health terminated, connections refused, since the last reset. At most pool_health.max_groups groups; the least recently seen are folded into (other)';
+
+CREATE FUNCTION pool_health.get_application_history(
+    OUT at timestamptz,
+    OUT database text,
+    OUT role text,
+    OUT application_name text,
+    OUT connections_max integer,
+    OUT in_xact_max integer,
+    OUT xacts bigint,
+    OUT xact_time interval,
+    OUT xact_p99 interval,
+    OUT idle_in_xact_time interval,
+    OUT other boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pool_health_get_application_history'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION pool_health.get_application_history() IS
+'Per minute and group, the accounting of pool_health.application_stats; the function behind pool_health.application_history';
+
+CREATE VIEW pool_health.application_history AS
+    SELECT at, database, role, application_name, connections_max, in_xact_max,
+           xacts, xact_time, xact_p99, idle_in_xact_time
+    FROM pool_health.get_application_history()
+    ORDER BY at, other, database, role, application_name;
+
+COMMENT ON VIEW pool_health.application_history IS
+'Per minute (at: its start) and group that held a connection or ran a transaction in it: the most connections held and in a transaction at once (exact), transactions finished, their time and 99th percentile, time idle inside them. Kept for pool_health.application_history_retention, in shared memory';
+
+CREATE FUNCTION pool_health.get_pool_advice(
+    OUT database text,
+    OUT role text,
+    OUT application_name text,
+    OUT connections_max integer,
+    OUT in_xact_max integer,
+    OUT in_xact_p99 integer,
+    OUT in_xact_mean double precision,
+    OUT xacts bigint,
+    OUT idle_in_xact_share double precision,
+    OUT suggested_pool_size integer,
+    OUT excess_connections integer,
+    OUT advice text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pool_health_get_pool_advice'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION pool_health.get_pool_advice() IS
+'Pool sizes from the measured concurrency of each group over pool_health.advice_window; the function behind pool_health.pool_advice';
+
+CREATE VIEW pool_health.pool_advice AS
+    SELECT database, role, application_name, connections_max, in_xact_max,
+           in_xact_p99, round(in_xact_mean::numeric, 2) AS in_xact_mean, xacts,
+           round(idle_in_xact_share::numeric, 1) AS idle_in_xact_share,
+           suggested_pool_size, excess_connections, advice
+    FROM pool_health.get_pool_advice();
+
+COMMENT ON VIEW pool_health.pool_advice IS
+'Per group over pool_health.advice_window: the most connections held at once (connections_max), the most in a transaction at once (in_xact_max, exact) and the 99th percentile of its per-minute maxima, the mean by Little''s law (transaction time / elapsed time), suggested_pool_size = max(1, ceil(1.25 * in_xact_max)), excess_connections = connections_max - in_xact_max, and what to change. The last row, (all), sums per minute and compares the suggested sizes with the usable connections';
+
+CREATE FUNCTION pool_health.reset_application_stats()
+RETURNS void
+AS 'MODULE_PATHNAME', 'pool_health_reset_application_stats'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION pool_health.reset_application_stats() IS
+'Reset the counters of pool_health.application_stats (not connections and sessions in a transaction now; their peaks restart from them). Superusers, and roles granted EXECUTE on it';
+
+-- ---------------------------------------------------------------------
 -- Privileges (as in 1.1 for the objects re-created)
 -- ---------------------------------------------------------------------
 
@@ -419,3 +529,13 @@ GRANT SELECT ON pool_health.usage_by_database, pool_health.usage_by_role,
     pool_health.usage_by_application, pool_health.usage_by_client,
     pool_health.usage, pool_health.sessions, pool_health.leaks,
     pool_health.policy_errors TO pg_monitor;
+
+REVOKE ALL ON pool_health.application_stats, pool_health.application_history,
+    pool_health.pool_advice FROM PUBLIC;
+REVOKE ALL ON FUNCTION pool_health.get_application_stats(),
+    pool_health.get_application_history(), pool_health.get_pool_advice(),
+    pool_health.reset_application_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pool_health.get_application_stats(),
+    pool_health.get_application_history(), pool_health.get_pool_advice() TO pg_monitor;
+GRANT SELECT ON pool_health.application_stats, pool_health.application_history,
+    pool_health.pool_advice TO pg_monitor;

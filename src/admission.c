@@ -343,8 +343,10 @@ effective_application_name(const Port *port, Oid role, char *out)
  * (not at its exit): a refused connection holds no place in the quota.
  */
 static void
-count_refusal(int counter, pg_atomic_uint64 *entry)
+count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
+			  const char *application)
 {
+	ph_accounting_refused(port->database_name, role, application);
 	if (counter >= 0)
 		pg_atomic_fetch_add_u64(&ph_shared->admission.counters[counter].refused, 1);
 	pg_atomic_fetch_add_u64(&ph_shared->refusals, 1);
@@ -415,7 +417,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 
 	if (max_connections > 0 && counter >= 0 && connections > (uint32) max_connections)
 	{
-		count_refusal(counter, entry);
+		count_refusal(counter, entry, port, role, name);
 		ereport(FATAL,
 				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 				 errmsg("too many connections for pool_health policy \"%s\"",
@@ -433,7 +435,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 
 		if (level >= (PhLevel) refuse_at)
 		{
-			count_refusal(counter, entry);
+			count_refusal(counter, entry, port, role, name);
 			ereport(FATAL,
 					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 					 errmsg("connection refused by pool_health policy \"%s\": server connection health is %s",

@@ -107,6 +107,45 @@ append_worker_state(StringInfo buf)
 }
 
 /*
+ * The per-application accounting: whether it is on, its groups, the
+ * minute being accumulated, and the applications holding the most
+ * connections beyond what their transactions used at once (peaks since
+ * the last reset; pool_health.pool_advice says more).
+ */
+static void
+append_application_state(StringInfo buf)
+{
+	int			n;
+	PhAppTotal *totals = ph_accounting_by_application(true, &n);
+	int			groups;
+	uint64		evictions;
+	TimestampTz minute_start;
+
+	ph_accounting_state(&groups, &evictions, &minute_start);
+	ph_json_open(buf, "applications", '{');
+	ph_json_bool(buf, "accounting", totals != NULL);
+	if (totals != NULL)
+	{
+		ph_json_int(buf, "groups", groups);
+		ph_json_int(buf, "max_groups", ph_max_groups);
+		ph_json_int(buf, "evictions", (int64) evictions);
+		ph_json_time(buf, "minute_start", minute_start);
+	}
+	ph_json_open(buf, "most_excess_connections", '[');
+	for (int i = 0; i < Min(n, 3) && totals[i].excess > 0; i++)
+	{
+		ph_json_open(buf, NULL, '{');
+		ph_json_str(buf, "application_name", totals[i].application_name);
+		ph_json_int(buf, "connections_peak", (int64) totals[i].connections_peak);
+		ph_json_int(buf, "in_xact_peak", (int64) totals[i].in_xact_peak);
+		ph_json_int(buf, "excess_connections", (int64) totals[i].excess);
+		ph_json_close(buf, '}');
+	}
+	ph_json_close(buf, ']');
+	ph_json_close(buf, '}');
+}
+
+/*
  * The policies in effect (the evaluation's copy): how many, whether the
  * last change committed to pool_health.policies is in effect yet, the
  * rows left out, and the quotas with their counters.
@@ -195,6 +234,7 @@ ph_status_json(const PhEvaluation *eval)
 	ph_json_int(&buf, "suggested_new_connections", new_connections);
 	append_worker_state(&buf);
 	append_policy_state(&buf, &eval->policies);
+	append_application_state(&buf);
 	ph_json_close(&buf, '}');
 	return buf.data;
 }

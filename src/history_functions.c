@@ -40,12 +40,6 @@ copy_history(PhShared *shared, PhSample **raw, int *nraw,
 	LWLockRelease(shared->lock);
 }
 
-static Datum
-usec_interval(int64 usec)
-{
-	return DirectFunctionCall2(timestamp_mi, TimestampTzGetDatum(usec),
-							   TimestampTzGetDatum(0));
-}
 
 typedef enum HistoryResolution
 {
@@ -255,7 +249,7 @@ pool_health_get_forecast(PG_FUNCTION_ARGS)
 		nulls[6] = false;
 		if (used >= usable)
 		{
-			values[7] = usec_interval(0);
+			values[7] = ph_usec_interval(0);
 			values[8] = TimestampTzGetDatum(now);
 			nulls[7] = nulls[8] = false;
 		}
@@ -265,7 +259,7 @@ pool_health_get_forecast(PG_FUNCTION_ARGS)
 			/* beyond the horizon, usage is not rising in any useful sense */
 			int64		usec = (int64) ((usable - used) / slope * USECS_PER_SEC);
 
-			values[7] = usec_interval(usec);
+			values[7] = ph_usec_interval(usec);
 			values[8] = TimestampTzGetDatum(now + usec);
 			nulls[7] = nulls[8] = false;
 		}

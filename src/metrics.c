@@ -21,6 +21,61 @@
 
 #include "pool_health.h"
 
+static void family(StringInfo buf, const char *name, const char *type, const char *help);
+static void sample_labelled(StringInfo buf, const char *name, const char *label,
+							const char *value, double number);
+
+/*
+ * The per-application accounting (app_accounting.c), per application_name:
+ * the pool_health.metrics_top_groups applications with the most
+ * transactions (a bounded label set; (other), the evicted groups, is not
+ * an application and is left out).
+ */
+static void
+application_figures(StringInfo buf)
+{
+	static const struct
+	{
+		const char *name;
+		const char *type;
+		const char *help;
+	}			families[] = {
+		{"pool_health_application_xacts_total", "counter",
+		"Transactions finished, per application_name (since reset_application_stats(); a group evicted into (other) takes its share with it)."},
+		{"pool_health_application_xact_seconds_total", "counter",
+		"Time spent in transactions, per application_name."},
+		{"pool_health_application_idle_in_xact_seconds_total", "counter",
+		"Time spent idle inside transactions, per application_name."},
+		{"pool_health_application_in_xact", "gauge",
+		"Sessions in a transaction now, per application_name."},
+		{"pool_health_application_in_xact_peak", "gauge",
+		"Most sessions in a transaction at once since the last reset, per application_name (each group's exact peak, summed over its databases and roles)."},
+		{"pool_health_application_excess_connections", "gauge",
+		"Connections held beyond the most in a transaction at once (peaks), per application_name."},
+	};
+	int			n;
+	PhAppTotal *totals = ph_accounting_by_application(false, &n);
+
+	if (totals == NULL)
+		return;
+	n = Min(n, ph_metrics_top_groups);
+	for (int f = 0; f < lengthof(families); f++)
+	{
+		family(buf, families[f].name, families[f].type, families[f].help);
+		for (int i = 0; i < n; i++)
+		{
+			PhAppTotal *t = &totals[i];
+			double		v = f == 0 ? (double) t->xacts :
+				f == 1 ? (double) t->xact_time_us / USECS_PER_SEC :
+				f == 2 ? (double) t->idle_in_xact_us / USECS_PER_SEC :
+				f == 3 ? (double) t->in_xact :
+				f == 4 ? (double) t->in_xact_peak : (double) t->excess;
+
+			sample_labelled(buf, families[f].name, "application_name", t->application_name, v);
+		}
+	}
+}
+
 static void
 family(StringInfo buf, const char *name, const char *type, const char *help)
 {
@@ -230,6 +285,9 @@ ph_metrics_text(const PhEvaluation *eval)
 		   "Client backends per application_name (the largest groups; the rest in pool_health_application_connections_other).");
 
 	if (ph_shared != NULL)
+	{
 		shared_figures(&buf, eval);
+		application_figures(&buf);
+	}
 	return buf.data;
 }

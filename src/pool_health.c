@@ -49,6 +49,9 @@ bool		ph_admission = true;
 int			ph_metrics_top_groups = 10;
 int			ph_first_query_size = 1024;
 bool		ph_notify_statements = false;
+int			ph_max_groups = 256;
+int			ph_app_history_minutes = 24 * 60;
+int			ph_advice_window_minutes = 24 * 60;
 
 static const struct config_enum_entry enforce_options[] = {
 	{"on", PH_ENFORCE_ON, false},
@@ -204,6 +207,24 @@ define_postmaster_settings(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("pool_health.max_groups",
+							"How many (database, role, application_name) groups the per-application accounting keeps; 0 disables it.",
+							"The least recently seen group no session is attached to is folded into (other) to make room.",
+							&ph_max_groups,
+							256, 0, 10000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.application_history_retention",
+							"How long pool_health.application_history keeps its per-minute rows.",
+							"Shared memory holds up to 32 rows (192 bytes each) per minute of retention; with more groups active per minute, the history covers less time.",
+							&ph_app_history_minutes,
+							24 * 60, 10, 31 * 24 * 60,
+							PGC_POSTMASTER,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("pool_health.history_raw_samples",
 							"Number of raw samples the history keeps in shared memory.",
 							"At the default sample_interval of 1s, 3600 samples are one hour.",
@@ -326,6 +347,15 @@ define_settings(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("pool_health.advice_window",
+							"How much of the application history pool_health.pool_advice sizes pools from.",
+							"At most pool_health.application_history_retention.",
+							&ph_advice_window_minutes,
+							24 * 60, 1, 31 * 24 * 60,
+							PGC_SIGHUP,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("pool_health.forecast_window",
 							"How much recent history pool_health.forecast fits its trend to.",
 							NULL,
@@ -350,6 +380,7 @@ _PG_init(void)
 		ph_shmem_install_hooks();
 		ph_admission_install_hook();
 		ph_xact_origin_install_hooks();
+		ph_accounting_install_hooks();
 		ph_worker_register();
 		ph_http_register();
 	}

@@ -511,6 +511,134 @@ typedef struct PhAuditRing
 	PhAuditEntry *entries;
 } PhAuditRing;
 
+/*
+ * Per-application accounting (app_accounting.c).  Durations are usec.
+ * Histogram: exact below 8 usec, then 8 buckets per power of two up to
+ * 2^PH_HIST_MAX_EXPONENT usec (about 12 days; longer ones in the last).
+ */
+#define PH_HIST_MAX_EXPONENT 40
+#define PH_HIST_BUCKETS (8 + (PH_HIST_MAX_EXPONENT - 2) * 8)
+/* minute rows kept per minute of retention, on average */
+#define PH_APP_ROWS_PER_MINUTE 32
+
+/*
+ * A group: keys (written under the accounting lock, exclusive, while no
+ * session is attached; read under it, or by an attached session) and
+ * counters (atomics; a session updates its own group's without the lock).
+ */
+typedef struct PhAppGroup
+{
+	bool		in_use;
+	bool		other;			/* the (other) group, slot 0 */
+	uint32		generation;		/* changes when the slot is reused */
+	uint32		hash;
+	Oid			database_id;
+	Oid			role_id;
+	char		database[NAMEDATALEN];
+	char		role[NAMEDATALEN];
+	char		application_name[NAMEDATALEN];
+	TimestampTz since;			/* created or last reset */
+	/*
+	 * The minute being accumulated began with these (worker, under the
+	 * lock; a reset lowers them by what it clears, modulo 2^64, so the
+	 * minute keeps its count).
+	 */
+	uint64		base_xacts;
+	uint64		base_xact_time_us;
+	uint64		base_idle_in_xact_us;
+	/* counters: from here on, cleared together */
+	pg_atomic_uint32 connections;
+	pg_atomic_uint32 connections_peak;
+	pg_atomic_uint32 in_xact;
+	pg_atomic_uint32 in_xact_peak;
+	pg_atomic_uint32 minute_connections_max;
+	pg_atomic_uint32 minute_in_xact_max;
+	pg_atomic_uint64 xacts;
+	pg_atomic_uint64 xact_time_us;
+	pg_atomic_uint64 idle_in_xact_us;
+	pg_atomic_uint64 xact_max_us;
+	pg_atomic_uint64 terminated;
+	pg_atomic_uint64 refused;
+	pg_atomic_uint64 last_seen;	/* when a session last detached */
+	pg_atomic_uint64 histogram[PH_HIST_BUCKETS];
+} PhAppGroup;
+
+/* One minute of one group (application_history). */
+typedef struct PhAppMinute
+{
+	TimestampTz at;				/* start of the minute */
+	bool		other;
+	Oid			database_id;
+	Oid			role_id;
+	char		database[NAMEDATALEN];
+	char		application_name[NAMEDATALEN];
+	int32		connections_max;
+	int32		in_xact_max;
+	int64		xacts;
+	int64		xact_time_us;
+	int64		xact_p99_us;	/* -1: no transaction */
+	int64		idle_in_xact_us;
+} PhAppMinute;
+
+/* The groups of one application_name summed (metrics(), status()). */
+typedef struct PhAppTotal
+{
+	char		application_name[NAMEDATALEN];
+	uint64		connections;
+	uint64		connections_peak;
+	uint64		in_xact;
+	uint64		in_xact_peak;
+	uint64		xacts;
+	uint64		xact_time_us;
+	uint64		idle_in_xact_us;
+	uint64		excess;			/* connections_peak - in_xact_peak, per group */
+	uint64		order;			/* what they are sorted by */
+} PhAppTotal;
+
+/* The accounting's shared memory; see app_accounting.c for its lock. */
+typedef struct PhAccounting
+{
+	LWLock	   *lock;
+	int			ngroups;		/* pool_health.max_groups + 1 */
+	uint32		generations;
+	uint64		evictions;
+	uint64		resets;
+	TimestampTz minute_start;	/* the minute being accumulated */
+	int			minute_capacity;
+	int			minute_count;
+	int			minute_next;
+	PhAppMinute *minutes;
+	PhAppGroup	groups[FLEXIBLE_ARRAY_MEMBER];
+} PhAccounting;
+
+/* A group copied out, with its current minute. */
+typedef struct PhAppGroupCopy
+{
+	bool		other;
+	Oid			database_id;
+	Oid			role_id;
+	char		database[NAMEDATALEN];
+	char		role[NAMEDATALEN];
+	char		application_name[NAMEDATALEN];
+	TimestampTz since;
+	uint32		connections;
+	uint32		connections_peak;
+	uint32		in_xact;
+	uint32		in_xact_peak;
+	uint32		minute_connections_max;
+	uint32		minute_in_xact_max;
+	uint64		xacts;
+	uint64		xact_time_us;
+	uint64		idle_in_xact_us;
+	uint64		xact_max_us;
+	uint64		terminated;
+	uint64		refused;
+	uint64		minute_xacts;
+	uint64		minute_xact_time_us;
+	uint64		minute_idle_in_xact_us;
+	uint64		histogram[PH_HIST_BUCKETS];
+} PhAppGroupCopy;
+
 /* pool_health's shared memory (shmem.c). */
 typedef struct PhShared
 {
@@ -549,6 +677,9 @@ extern bool ph_admission;
 extern int	ph_metrics_top_groups;
 extern int	ph_first_query_size;
 extern bool ph_notify_statements;
+extern int	ph_max_groups;
+extern int	ph_app_history_minutes;
+extern int	ph_advice_window_minutes;
 extern bool ph_preloaded;
 extern bool ph_role_name_protected(const char *name);
 extern Oid *ph_protected_role_oids(int *n);
@@ -674,6 +805,26 @@ extern void ph_xact_origin_note(int procno, int pid, TimestampTz backend_start,
 								const char *detail);
 extern char *ph_xact_tags_json(const char *query);
 
+/* app_accounting.c */
+extern Size ph_accounting_shmem_size(void);
+extern char *ph_accounting_init(char *storage, LWLock *lock, bool found);
+extern PhAccounting *ph_accounting(void);
+extern void ph_accounting_install_hooks(void);
+extern void ph_accounting_statement(void);
+extern void ph_accounting_terminated(void);
+extern void ph_accounting_refused(const char *database, Oid role_id,
+								  const char *application);
+extern int	ph_accounting_copy(PhAppGroupCopy *out);
+extern void ph_accounting_reset(void);
+extern void ph_accounting_sample(TimestampTz now);
+extern PhAppMinute *ph_accounting_copy_minutes(TimestampTz since, int *count);
+extern TimestampTz ph_accounting_minute_start(void);
+extern void ph_accounting_state(int *groups, uint64 *evictions, TimestampTz *minute_start);
+extern PhAppTotal *ph_accounting_by_application(bool by_excess, int *count);
+extern int	ph_hist_bucket(int64 usec);
+extern int64 ph_hist_value(int bucket);
+extern int64 ph_hist_quantile(const uint64 *hist, double p, int64 max);
+
 /* json_writer.c: one writer for status(), audit and alert payloads */
 extern void ph_json_open(StringInfo buf, const char *key, char bracket);
 extern void ph_json_close(StringInfo buf, char bracket);
@@ -686,6 +837,9 @@ extern void ph_json_double(StringInfo buf, const char *key, double value,
 extern void ph_json_time(StringInfo buf, const char *key, TimestampTz value);
 extern void ph_json_seconds(StringInfo buf, const char *key, int64 usec);
 extern void ph_json_usage(StringInfo buf, const PhUsage *usage);
+
+/* views.c */
+extern Datum ph_usec_interval(int64 usec);
 
 /* health.c */
 extern char *ph_status_json(const PhEvaluation *eval);

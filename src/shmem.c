@@ -8,9 +8,10 @@
  * Layout: one PhShared, followed by the history rings (history.c), the
  * published policies and their errors (policy_set.c), the quota counters
  * and per-backend admission entries (admission.c) and the in-memory audit
- * lists (audit.c), and the per-backend slots of xact_origin.c (no lock:
- * each says its protocol).  ph_shared->lock (an LWLock of the named tranche
- * "pool_health") protects worker, history, policy_set and the audit lists;
+ * lists (audit.c), the per-application accounting (app_accounting.c: the
+ * second LWLock of the tranche, its own), and the per-backend slots of
+ * xact_origin.c (no lock: each says its protocol).  ph_shared->lock (the
+ * first LWLock of the named tranche "pool_health") protects worker, history, policy_set and the audit lists;
  * the counters in PhShared and PhAdmission are atomics and need no lock
  * (pool_health.h says it field by field).  At a clean shutdown the
  * postmaster saves the history to a file, and loads it back at the next
@@ -41,6 +42,7 @@ shared_size(void)
 	size = add_size(size, MAXALIGN(ph_policy_set_shmem_size()));
 	size = add_size(size, MAXALIGN(ph_admission_shmem_size()));
 	size = add_size(size, MAXALIGN(ph_audit_shmem_size()));
+	size = add_size(size, MAXALIGN(ph_accounting_shmem_size()));
 	return add_size(size, ph_xact_origin_shmem_size());
 }
 
@@ -50,7 +52,7 @@ ph_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shared_size());
-	RequestNamedLWLockTranche("pool_health", 1);
+	RequestNamedLWLockTranche("pool_health", 2);
 }
 
 /* At postmaster exit: keep the history for the next start (not after a crash). */
@@ -65,6 +67,7 @@ static void
 ph_shmem_startup(void)
 {
 	bool		found;
+	char	   *storage;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
@@ -73,8 +76,7 @@ ph_shmem_startup(void)
 	ph_shared = ShmemInitStruct("pool_health", shared_size(), &found);
 	if (!found)
 	{
-		char	   *storage = (char *) ph_shared + MAXALIGN(sizeof(PhShared));
-
+		storage = (char *) ph_shared + MAXALIGN(sizeof(PhShared));
 		memset(ph_shared, 0, sizeof(PhShared));
 		ph_shared->lock = &(GetNamedLWLockTranche("pool_health"))->lock;
 		pg_atomic_init_u64(&ph_shared->terminations, 0);
@@ -88,6 +90,11 @@ ph_shmem_startup(void)
 		storage = (char *) MAXALIGN(ph_admission_init(&ph_shared->admission, storage));
 		(void) ph_audit_init(ph_shared, storage);
 	}
+	/* the accounting, before the last: set up in every process (it keeps a pointer) */
+	storage = (char *) ph_shared + shared_size() - ph_xact_origin_shmem_size() -
+		MAXALIGN(ph_accounting_shmem_size());
+	(void) ph_accounting_init(storage, &(GetNamedLWLockTranche("pool_health"))[1].lock,
+							  found);
 	/* the per-backend slots of xact_origin.c, last: set up in every process */
 	(void) ph_xact_origin_init((char *) ph_shared + shared_size() -
 							   ph_xact_origin_shmem_size(), found);

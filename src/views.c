@@ -45,8 +45,9 @@ interval_between(TimestampTz later, TimestampTz earlier)
 							   TimestampTzGetDatum(earlier));
 }
 
-static Datum
-usec_interval(int64 usec)
+/* A duration in microseconds as an interval (views, history, accounting). */
+Datum
+ph_usec_interval(int64 usec)
 {
 	return interval_between(usec, 0);
 }
@@ -283,11 +284,11 @@ pool_health_get_usage(PG_FUNCTION_ARGS)
 	values[11] = CStringGetTextDatum(ph_level_name(usage.level));
 	values[12] = reasons_datum(&usage);
 	if (usage.oldest_xact_age >= 0)
-		values[13] = usec_interval(usage.oldest_xact_age);
+		values[13] = ph_usec_interval(usage.oldest_xact_age);
 	else
 		nulls[13] = true;
 	if (usage.longest_idle_in_transaction >= 0)
-		values[14] = usec_interval(usage.longest_idle_in_transaction);
+		values[14] = ph_usec_interval(usage.longest_idle_in_transaction);
 	else
 		nulls[14] = true;
 	values[15] = Int32GetDatum(usage.reserved_used);
@@ -351,9 +352,9 @@ pool_health_get_usage_by(PG_FUNCTION_ARGS)
 		values[5] = Int32GetDatum(g->waiting);
 		values[6] = Int32GetDatum(g->leaked);
 		nulls[7] = g->oldest_xact_age < 0;
-		values[7] = usec_interval(Max(g->oldest_xact_age, 0));
+		values[7] = ph_usec_interval(Max(g->oldest_xact_age, 0));
 		nulls[8] = g->longest_idle < 0;
-		values[8] = usec_interval(Max(g->longest_idle, 0));
+		values[8] = ph_usec_interval(Max(g->longest_idle, 0));
 		values[9] = Float8GetDatum(100.0 * g->connections / Max(eval.usage.used, 1));
 		nulls[10] = nulls[11] = g->policy == NULL;
 		if (g->policy != NULL)

@@ -418,7 +418,10 @@ observe_and_enforce(bool record, bool connected, bool standby)
 
 	ph_evaluate_with(&eval, &policies, 0);
 	if (record)
+	{
 		record_sample(&eval, connected && !standby);
+		ph_accounting_sample(eval.snap.taken_at);
+	}
 	if (record || rehome_due)
 	{
 		ph_admission_rehome(&eval);

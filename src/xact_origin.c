@@ -19,7 +19,10 @@
  * own slot, with the change-count protocol of the backend status array
  * (no lock).  Readers (the views, the audit) copy a slot out with the
  * same protocol, and parse its sqlcommenter tags (a comment of
- * key='value' pairs) from it.
+ * key='value' pairs) from it.  The same hooks tell the per-application
+ * accounting (app_accounting.c) that a transaction started
+ * (ph_accounting_statement), and the note below that pool_health ended
+ * the session (ph_accounting_terminated).
  *
  * Before pool_health ends a session, it writes in the session's slot why
  * (a "note"); the session's emit_log_hook adds it as DETAIL and HINT to
@@ -261,7 +264,8 @@ record_block_begins(void)
 static void
 ph_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	if (client_statement(queryDesc->sourceText))
+	ph_accounting_statement();
+	if (ph_first_query_size > 0 && client_statement(queryDesc->sourceText))
 		record_statement(queryDesc->sourceText,
 						 queryDesc->plannedstmt->stmt_location,
 						 queryDesc->plannedstmt->stmt_len);
@@ -277,7 +281,9 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 				   ParamListInfo params, QueryEnvironment *queryEnv,
 				   DestReceiver *dest, QueryCompletion *qc)
 {
-	if (context == PROCESS_UTILITY_TOPLEVEL && client_statement(queryString))
+	ph_accounting_statement();
+	if (ph_first_query_size > 0 && context == PROCESS_UTILITY_TOPLEVEL &&
+		client_statement(queryString))
 	{
 		if (!IsA(pstmt->utilityStmt, TransactionStmt))
 			record_statement(queryString, pstmt->stmt_location, pstmt->stmt_len);
@@ -310,6 +316,7 @@ ph_emit_log(ErrorData *edata)
 		note->pid != MyProcPid || note->backend_start != MyStartTimestamp)
 		return;
 	pg_read_barrier();
+	ph_accounting_terminated();
 	edata->detail = pstrdup(note->detail);
 	edata->hint = pstrdup("The record of the action is in pool_health.terminations (or pool_health.recent_actions).");
 	pg_atomic_write_u32(&note->state, NOTE_EMPTY);
@@ -319,7 +326,7 @@ ph_emit_log(ErrorData *edata)
 void
 ph_xact_origin_install_hooks(void)
 {
-	if (ph_first_query_size > 0)
+	if (ph_first_query_size > 0 || ph_max_groups > 0)
 	{
 		prev_executor_start = ExecutorStart_hook;
 		ExecutorStart_hook = ph_executor_start;

@@ -1,7 +1,7 @@
 # Prometheus: metrics() is accepted by promtool with leaks, terminations and
 # many applications present (labels escaped, groups bounded), and the real
 # prometheus-postgres-exporter scrapes pool_health through the shipped
-# query file.
+# query file, per-application accounting and pool advice included.
 use strict;
 use warnings;
 
@@ -85,6 +85,10 @@ like($scrape, qr/^pool_health_worker_terminations(\{[^}]*\})? [1-9]/m, 'and the 
 like($scrape, qr/^pool_health_application_connections\{[^}]*application_name="app-1"[^}]*\} 1/m,
 	'and per-application connections');
 like($scrape, qr/^pool_health_policy_max_connections\{[^}]*policy="web"[^}]*\} 10/m, 'and policy quotas');
+like($scrape, qr/^pool_health_pool_in_xact\{[^}]*application_name="report"[^}]*\} 1$/m,
+	'and per-application accounting: the leaker is in a transaction');
+like($scrape, qr/^pool_health_pool_suggested_pool_size\{[^}]*application_name="report"[^}]*\} 2$/m,
+	'and its pool advice: ceil(1.25 x 1) = 2');
 unlike($err, qr/level=error/, 'without query errors') or diag($err);
 
 $_->[0]->quit for @sessions;

@@ -1,0 +1,903 @@
+/*-------------------------------------------------------------------------
+ *
+ * app_accounting.c
+ *		Exact per-application accounting, kept by each backend at login, at
+ *		the start and the end of each transaction and at exit, per group
+ *		(database, role, application_name): connections and their exact
+ *		peak, sessions in a transaction and their exact peak, finished
+ *		transactions, their total time and a log-scale histogram of their
+ *		durations, time idle inside transactions, terminations and
+ *		refusals.  The worker closes a minute of every group into
+ *		application_history; pool_advice turns those minutes into a pool
+ *		size (app_advice.c).
+ *
+ * The backend's side:
+ *	- login: the transaction InitPostgres commits (a transaction callback)
+ *	  is the first moment the database, the role and the application_name
+ *	  the session will have are all settled; the backend attaches to its
+ *	  group then (connections + 1) and detaches at exit (on_proc_exit);
+ *	- a transaction starts, for accounting, at the first statement the
+ *	  per-statement hooks of xact_origin.c see under a new local
+ *	  transaction id (ph_accounting_statement), and ends at its commit,
+ *	  abort or prepare (the transaction callback), whatever ends it:
+ *	  pool_health's own terminations included;
+ *	- an application_name changed by SET (pgbouncer, JDBC) moves the
+ *	  session to its new group at the start of its next transaction (not
+ *	  at the commit of the SET: a SET LOCAL is undone after the commit
+ *	  callbacks run); the name is compared as stored (63 bytes);
+ *	- a transaction block that fails is counted until the error (the
+ *	  abort), not until the ROLLBACK that ends the block;
+ *	- time idle inside a transaction is the server's own measure
+ *	  (pgStatTransactionIdleTime, as pg_stat_database.idle_in_transaction_time),
+ *	  plus the idle time of a session ended while idle in it.
+ * The hot path takes no lock: a few atomic operations on the group, whose
+ * slot cannot be reused while a backend is attached to it.
+ *
+ * Durations go to a histogram of PH_HIST_BUCKETS buckets: exact below
+ * 8 microseconds, then 8 buckets per power of two; a percentile reports
+ * the middle of its bucket, within 1/16 (6.25 %) of the true value
+ * (never above the exact maximum).
+ *
+ * Groups: at most pool_health.max_groups, plus "(other)" in slot 0.  A new
+ * group takes a free slot, or the least recently seen group no session is
+ * attached to, whose figures are added to (other); when every slot is
+ * attached, the session is counted in (other).
+ *
+ * Locking: app_acct->lock (the second LWLock of the "pool_health" tranche)
+ *	- exclusive: to claim or evict a slot (keys, generation, since), to
+ *	  reset, and for the worker to append to the minute ring;
+ *	- shared: to find a group and attach to it (so a slot being attached
+ *	  to cannot be evicted), to copy groups and minutes out.
+ * Counters are atomics; a backend updates its own group's without the
+ * lock.  The minute baselines (base_*) are written by the worker under
+ * the exclusive lock and read under the shared one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "libpq/libpq-be.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "port/pg_bitutils.h"
+#include "replication/walsender.h"
+#include "storage/ipc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "pool_health.h"
+
+static PhAccounting *app_acct = NULL;
+
+/* This backend. */
+static PhAppGroup *my_group = NULL;		/* attached to (connections + 1) */
+static char my_application[NAMEDATALEN];	/* the name it was attached with */
+static const char *my_application_seen = NULL;	/* the GUC's string it matched */
+static bool exit_registered = false;
+static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
+static PhAppGroup *xact_group = NULL;	/* in a counted transaction */
+static TimestampTz xact_started;
+static PgStat_Counter xact_idle_base;
+
+/* ---- histogram ---- */
+
+int
+ph_hist_bucket(int64 usec)
+{
+	uint64		v = usec < 0 ? 0 : (uint64) usec;
+	int			e;
+
+	if (v < 8)
+		return (int) v;
+	e = pg_leftmost_one_pos64(v);
+	if (e > PH_HIST_MAX_EXPONENT)
+		return PH_HIST_BUCKETS - 1;
+	return 8 + (e - 3) * 8 + (int) ((v >> (e - 3)) - 8);
+}
+
+/* The value a bucket reports: its middle (exact below 8 usec). */
+int64
+ph_hist_value(int bucket)
+{
+	int			e;
+	int64		lower;
+
+	if (bucket < 8)
+		return bucket;
+	e = (bucket - 8) / 8 + 3;
+	lower = (int64) (8 + (bucket - 8) % 8) << (e - 3);
+	return lower + ((int64) 1 << (e - 3)) / 2;
+}
+
+/*
+ * The p-quantile (0 < p <= 1) of a histogram (nearest rank), capped by the
+ * exact maximum; -1 if it is empty.
+ */
+int64
+ph_hist_quantile(const uint64 *hist, double p, int64 max)
+{
+	uint64		total = 0;
+	uint64		rank;
+	uint64		seen = 0;
+
+	for (int i = 0; i < PH_HIST_BUCKETS; i++)
+		total += hist[i];
+	if (total == 0)
+		return -1;
+	rank = (uint64) ceil(p * (double) total);
+	if (rank < 1)
+		rank = 1;
+	for (int i = 0; i < PH_HIST_BUCKETS; i++)
+	{
+		seen += hist[i];
+		if (seen >= rank)
+			return Min(ph_hist_value(i), max);
+	}
+	return max;
+}
+
+/* ---- shared memory ---- */
+
+static int
+minute_capacity(void)
+{
+	return ph_max_groups > 0 ?
+		ph_app_history_minutes * Min(ph_max_groups + 1, PH_APP_ROWS_PER_MINUTE) : 0;
+}
+
+Size
+ph_accounting_shmem_size(void)
+{
+	Size		size;
+
+	if (ph_max_groups <= 0)
+		return 0;
+	size = add_size(offsetof(PhAccounting, groups),
+					mul_size(ph_max_groups + 1, sizeof(PhAppGroup)));
+	return add_size(MAXALIGN(size), mul_size(minute_capacity(), sizeof(PhAppMinute)));
+}
+
+static void
+clear_counters(PhAppGroup *g)
+{
+	pg_atomic_init_u32(&g->connections, 0);
+	pg_atomic_init_u32(&g->connections_peak, 0);
+	pg_atomic_init_u32(&g->in_xact, 0);
+	pg_atomic_init_u32(&g->in_xact_peak, 0);
+	pg_atomic_init_u32(&g->minute_connections_max, 0);
+	pg_atomic_init_u32(&g->minute_in_xact_max, 0);
+	pg_atomic_init_u64(&g->xacts, 0);
+	pg_atomic_init_u64(&g->xact_time_us, 0);
+	pg_atomic_init_u64(&g->idle_in_xact_us, 0);
+	pg_atomic_init_u64(&g->xact_max_us, 0);
+	pg_atomic_init_u64(&g->terminated, 0);
+	pg_atomic_init_u64(&g->refused, 0);
+	pg_atomic_init_u64(&g->last_seen, 0);
+	for (int i = 0; i < PH_HIST_BUCKETS; i++)
+		pg_atomic_init_u64(&g->histogram[i], 0);
+	g->base_xacts = 0;
+	g->base_xact_time_us = 0;
+	g->base_idle_in_xact_us = 0;
+}
+
+/* In the postmaster, or in a process attaching (found): set app_acct. */
+char *
+ph_accounting_init(char *storage, LWLock *lock, bool found)
+{
+	if (ph_max_groups <= 0)
+		return storage;
+	app_acct = (PhAccounting *) storage;
+	if (!found)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		memset(app_acct, 0, offsetof(PhAccounting, groups));
+		app_acct->lock = lock;
+		app_acct->ngroups = ph_max_groups + 1;
+		app_acct->minute_capacity = minute_capacity();
+		app_acct->minutes = (PhAppMinute *) (storage +
+										 MAXALIGN(offsetof(PhAccounting, groups) +
+												  sizeof(PhAppGroup) * app_acct->ngroups));
+		for (int i = 0; i < app_acct->ngroups; i++)
+		{
+			PhAppGroup *g = &app_acct->groups[i];
+
+			memset(g, 0, offsetof(PhAppGroup, connections));
+			clear_counters(g);
+			g->since = now;
+		}
+		/* slot 0: (other), always in use */
+		app_acct->groups[0].in_use = true;
+		app_acct->groups[0].generation = ++app_acct->generations;
+		app_acct->groups[0].other = true;
+		strlcpy(app_acct->groups[0].application_name, "(other)", NAMEDATALEN);
+	}
+	return storage + ph_accounting_shmem_size();
+}
+
+PhAccounting *
+ph_accounting(void)
+{
+	return app_acct;
+}
+
+/* ---- finding a group ---- */
+
+static uint32
+key_hash(const char *database, Oid role_id, const char *application)
+{
+	uint32		h = hash_bytes((const unsigned char *) application, strlen(application));
+
+	h = hash_combine(h, hash_bytes((const unsigned char *) database, strlen(database)));
+	return hash_combine(h, hash_uint32(role_id));
+}
+
+/*
+ * The group of these keys, under app_acct->lock (either mode); NULL if none.
+ * database_id, if valid, is compared instead of the database name.
+ */
+static PhAppGroup *
+find_group(uint32 hash, Oid database_id, const char *database, Oid role_id,
+		   const char *application)
+{
+	for (int i = 1; i < app_acct->ngroups; i++)
+	{
+		PhAppGroup *g = &app_acct->groups[i];
+
+		if (g->in_use && g->role_id == role_id &&
+			(OidIsValid(database_id) ? g->database_id == database_id :
+			 (g->hash == hash && strcmp(g->database, database) == 0)) &&
+			strcmp(g->application_name, application) == 0)
+			return g;
+	}
+	return NULL;
+}
+
+static inline void
+atomic_max_u32(pg_atomic_uint32 *p, uint32 v)
+{
+	uint32		old = pg_atomic_read_u32(p);
+
+	while (old < v && !pg_atomic_compare_exchange_u32(p, &old, v))
+		;
+}
+
+static inline void
+atomic_max_u64(pg_atomic_uint64 *p, uint64 v)
+{
+	uint64		old = pg_atomic_read_u64(p);
+
+	while (old < v && !pg_atomic_compare_exchange_u64(p, &old, v))
+		;
+}
+
+/* Add the figures of g to (other), under the exclusive lock. */
+static void
+fold_into_other(PhAppGroup *g)
+{
+	PhAppGroup *o = &app_acct->groups[0];
+
+	atomic_max_u32(&o->connections_peak, pg_atomic_read_u32(&g->connections_peak));
+	atomic_max_u32(&o->in_xact_peak, pg_atomic_read_u32(&g->in_xact_peak));
+	atomic_max_u32(&o->minute_connections_max, pg_atomic_read_u32(&g->minute_connections_max));
+	atomic_max_u32(&o->minute_in_xact_max, pg_atomic_read_u32(&g->minute_in_xact_max));
+	pg_atomic_fetch_add_u64(&o->xacts, pg_atomic_read_u64(&g->xacts));
+	pg_atomic_fetch_add_u64(&o->xact_time_us, pg_atomic_read_u64(&g->xact_time_us));
+	pg_atomic_fetch_add_u64(&o->idle_in_xact_us, pg_atomic_read_u64(&g->idle_in_xact_us));
+	atomic_max_u64(&o->xact_max_us, pg_atomic_read_u64(&g->xact_max_us));
+	pg_atomic_fetch_add_u64(&o->terminated, pg_atomic_read_u64(&g->terminated));
+	pg_atomic_fetch_add_u64(&o->refused, pg_atomic_read_u64(&g->refused));
+	for (int i = 0; i < PH_HIST_BUCKETS; i++)
+		pg_atomic_fetch_add_u64(&o->histogram[i], pg_atomic_read_u64(&g->histogram[i]));
+	/* its histogram is not in the worker's baseline of (other): no p99 */
+	o->generation = ++app_acct->generations;
+	/* what the minute being closed counted of g stays in the minute of (other) */
+	o->base_xacts += g->base_xacts;
+	o->base_xact_time_us += g->base_xact_time_us;
+	o->base_idle_in_xact_us += g->base_idle_in_xact_us;
+}
+
+/*
+ * A slot for a new group, under the exclusive lock: a free one, else the
+ * least recently seen group no session is attached to (folded into
+ * (other)); NULL if every slot is attached to.
+ */
+static PhAppGroup *
+claim_slot(void)
+{
+	PhAppGroup *victim = NULL;
+	uint64		oldest = PG_UINT64_MAX;
+
+	for (int i = 1; i < app_acct->ngroups; i++)
+	{
+		PhAppGroup *g = &app_acct->groups[i];
+		uint64		seen;
+
+		if (!g->in_use)
+			return g;
+		if (pg_atomic_read_u32(&g->connections) != 0 ||
+			pg_atomic_read_u32(&g->in_xact) != 0)
+			continue;
+		seen = pg_atomic_read_u64(&g->last_seen);
+		if (seen < oldest)
+		{
+			oldest = seen;
+			victim = g;
+		}
+	}
+	if (victim != NULL)
+	{
+		fold_into_other(victim);
+		app_acct->evictions++;
+	}
+	return victim;
+}
+
+/*
+ * Attach to the group of these keys (connections + 1), creating it if
+ * needed.  Never raises: an LWLock, a scan of the slots, atomics.
+ */
+static PhAppGroup *
+attach(Oid database_id, const char *database, Oid role_id, const char *role,
+	   const char *application)
+{
+	uint32		hash = key_hash(database, role_id, application);
+	PhAppGroup *g;
+	uint32		n;
+
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	g = find_group(hash, database_id, database, role_id, application);
+	if (g != NULL)
+		n = pg_atomic_add_fetch_u32(&g->connections, 1);
+	LWLockRelease(app_acct->lock);
+
+	if (g == NULL)
+	{
+		LWLockAcquire(app_acct->lock, LW_EXCLUSIVE);
+		g = find_group(hash, database_id, database, role_id, application);
+		if (g == NULL && (g = claim_slot()) != NULL)
+		{
+			memset(g, 0, offsetof(PhAppGroup, connections));
+			clear_counters(g);
+			g->in_use = true;
+			g->generation = ++app_acct->generations;
+			g->hash = hash;
+			g->database_id = database_id;
+			g->role_id = role_id;
+			strlcpy(g->database, database, NAMEDATALEN);
+			strlcpy(g->role, role, NAMEDATALEN);
+			strlcpy(g->application_name, application, NAMEDATALEN);
+			g->since = GetCurrentTimestamp();
+		}
+		if (g == NULL)
+			g = &app_acct->groups[0];
+		n = pg_atomic_add_fetch_u32(&g->connections, 1);
+		LWLockRelease(app_acct->lock);
+	}
+	atomic_max_u32(&g->connections_peak, n);
+	atomic_max_u32(&g->minute_connections_max, n);
+	return g;
+}
+
+static void
+detach(PhAppGroup *g)
+{
+	pg_atomic_write_u64(&g->last_seen, (uint64) GetCurrentTimestamp());
+	pg_atomic_fetch_sub_u32(&g->connections, 1);
+}
+
+/* At exit (on_proc_exit, after the transaction was aborted): detach. */
+static void
+accounting_exit(int code, Datum arg)
+{
+	if (my_group != NULL)
+	{
+		detach(my_group);
+		my_group = NULL;
+	}
+}
+
+static const char *
+current_application(void)
+{
+	return application_name != NULL ? application_name : "";
+}
+
+/*
+ * Has application_name changed since the session was attached?  The GUC's
+ * string is replaced when it is set: the same pointer is the same name.
+ */
+static bool
+application_changed(void)
+{
+	const char *now = current_application();
+
+	if (now == my_application_seen)
+		return false;
+	if (strncmp(now, my_application, NAMEDATALEN - 1) != 0)
+		return true;
+	my_application_seen = now;
+	return false;
+}
+
+/*
+ * Attach this session to the group of its database, role and
+ * application_name (at login, or when its application_name changed).
+ */
+static void
+attach_session(void)
+{
+	PhAppGroup *old = my_group;
+	const char *role;
+
+	if (!exit_registered)
+	{
+		on_proc_exit(accounting_exit, (Datum) 0);
+		exit_registered = true;
+	}
+	my_application_seen = current_application();
+	strlcpy(my_application, my_application_seen, NAMEDATALEN);
+	role = MyProcPort->user_name != NULL ? MyProcPort->user_name : "";
+	my_group = attach(MyDatabaseId, MyProcPort->database_name ? MyProcPort->database_name : "",
+					  GetSessionUserId(), role, my_application);
+	if (old != NULL)
+		detach(old);
+}
+
+/* Is this process a client backend of a database, past its login? */
+static bool
+accountable(void)
+{
+	return app_acct != NULL && MyBackendType == B_BACKEND && !am_walsender &&
+		MyProcPort != NULL && OidIsValid(MyDatabaseId) &&
+		OidIsValid(GetSessionUserId());
+}
+
+/* ---- transactions ---- */
+
+/*
+ * From the per-statement hooks (xact_origin.c), for every statement: the
+ * first under a new local transaction id starts a counted transaction.
+ */
+void
+ph_accounting_statement(void)
+{
+	LocalTransactionId lxid;
+	PhAppGroup *g;
+	uint32		n;
+
+	if (my_group == NULL)
+		return;
+	lxid = ph_my_lxid();
+	if (lxid == counted_lxid || lxid == InvalidLocalTransactionId || xact_group != NULL)
+		return;
+	counted_lxid = lxid;
+	if (application_changed())
+		attach_session();
+	g = my_group;
+	n = pg_atomic_add_fetch_u32(&g->in_xact, 1);
+	atomic_max_u32(&g->in_xact_peak, n);
+	atomic_max_u32(&g->minute_in_xact_max, n);
+	xact_group = g;
+	xact_started = GetCurrentTransactionStartTimestamp();
+	xact_idle_base = pgStatTransactionIdleTime;
+}
+
+/* The counted transaction ends (commit, abort or prepare). */
+static void
+end_counted_xact(void)
+{
+	PhAppGroup *g = xact_group;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		duration = Max(now - xact_started, 0);
+	int64		idle = pgStatTransactionIdleTime - xact_idle_base;
+	volatile PgBackendStatus *me = MyBEEntry;
+
+	if (idle < 0)
+		idle = 0;				/* the counter was flushed meanwhile */
+	/* ended while idle in it (a timeout, a termination): that idle time too */
+	if (me != NULL && ph_idle_in_transaction(me->st_state) &&
+		me->st_state_start_timestamp > 0 && now > me->st_state_start_timestamp)
+		idle += now - me->st_state_start_timestamp;
+	idle = Min(idle, duration);
+
+	xact_group = NULL;
+	pg_atomic_fetch_add_u64(&g->xacts, 1);
+	pg_atomic_fetch_add_u64(&g->xact_time_us, (uint64) duration);
+	if (idle > 0)
+		pg_atomic_fetch_add_u64(&g->idle_in_xact_us, (uint64) idle);
+	pg_atomic_fetch_add_u64(&g->histogram[ph_hist_bucket(duration)], 1);
+	atomic_max_u64(&g->xact_max_us, (uint64) duration);
+	pg_atomic_fetch_sub_u32(&g->in_xact, 1);
+}
+
+static void
+accounting_xact_callback(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+	if (xact_group != NULL)
+		end_counted_xact();
+	if (event != XACT_EVENT_COMMIT)
+		return;
+	if (my_group == NULL && accountable())
+		attach_session();		/* the login's transaction: settled */
+}
+
+/* From _PG_init, when preloaded. */
+void
+ph_accounting_install_hooks(void)
+{
+	if (ph_max_groups > 0)
+		RegisterXactCallback(accounting_xact_callback, NULL);
+}
+
+/* This session is being ended by pool_health (xact_origin.c). */
+void
+ph_accounting_terminated(void)
+{
+	if (my_group != NULL)
+		pg_atomic_fetch_add_u64(&my_group->terminated, 1);
+}
+
+/*
+ * A connection was refused at login (admission.c): counted in its group
+ * if it exists, else in (other).  Never raises.
+ */
+void
+ph_accounting_refused(const char *database, Oid role_id, const char *application)
+{
+	PhAppGroup *g;
+
+	if (app_acct == NULL)
+		return;
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	g = find_group(key_hash(database, role_id, application), InvalidOid,
+				   database, role_id, application);
+	pg_atomic_fetch_add_u64(&(g != NULL ? g : &app_acct->groups[0])->refused, 1);
+	LWLockRelease(app_acct->lock);
+}
+
+/* ---- reading, resetting ---- */
+
+/*
+ * Copy the groups in use into out (app_acct->ngroups entries), with the
+ * current minute's figures; returns how many.
+ */
+int
+ph_accounting_copy(PhAppGroupCopy *out)
+{
+	int			n = 0;
+
+	if (app_acct == NULL)
+		return 0;
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	for (int i = 0; i < app_acct->ngroups; i++)
+	{
+		PhAppGroup *g = &app_acct->groups[i];
+		PhAppGroupCopy *c = &out[n];
+
+		if (!g->in_use)
+			continue;
+		if (g->other && pg_atomic_read_u64(&g->xacts) == 0 &&
+			pg_atomic_read_u32(&g->connections_peak) == 0 &&
+			pg_atomic_read_u64(&g->refused) == 0)
+			continue;			/* (other) has never been used */
+		c->other = g->other;
+		c->database_id = g->database_id;
+		c->role_id = g->role_id;
+		strlcpy(c->database, g->database, NAMEDATALEN);
+		strlcpy(c->role, g->role, NAMEDATALEN);
+		strlcpy(c->application_name, g->application_name, NAMEDATALEN);
+		c->since = g->since;
+		c->connections = pg_atomic_read_u32(&g->connections);
+		c->connections_peak = pg_atomic_read_u32(&g->connections_peak);
+		c->in_xact = pg_atomic_read_u32(&g->in_xact);
+		c->in_xact_peak = pg_atomic_read_u32(&g->in_xact_peak);
+		c->minute_connections_max = Max(pg_atomic_read_u32(&g->minute_connections_max),
+										c->connections);
+		c->minute_in_xact_max = Max(pg_atomic_read_u32(&g->minute_in_xact_max), c->in_xact);
+		c->xacts = pg_atomic_read_u64(&g->xacts);
+		c->xact_time_us = pg_atomic_read_u64(&g->xact_time_us);
+		c->idle_in_xact_us = pg_atomic_read_u64(&g->idle_in_xact_us);
+		c->xact_max_us = pg_atomic_read_u64(&g->xact_max_us);
+		c->terminated = pg_atomic_read_u64(&g->terminated);
+		c->refused = pg_atomic_read_u64(&g->refused);
+		for (int b = 0; b < PH_HIST_BUCKETS; b++)
+			c->histogram[b] = pg_atomic_read_u64(&g->histogram[b]);
+		c->minute_xacts = c->xacts - g->base_xacts;
+		c->minute_xact_time_us = c->xact_time_us - g->base_xact_time_us;
+		c->minute_idle_in_xact_us = c->idle_in_xact_us - g->base_idle_in_xact_us;
+		n++;
+	}
+	LWLockRelease(app_acct->lock);
+	return n;
+}
+
+/*
+ * Reset the counters of every group (not what is current: connections,
+ * sessions in a transaction, whose peaks restart from them).
+ */
+void
+ph_accounting_reset(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(app_acct->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < app_acct->ngroups; i++)
+	{
+		PhAppGroup *g = &app_acct->groups[i];
+
+		if (!g->in_use)
+			continue;
+		pg_atomic_write_u32(&g->connections_peak, 0);
+		pg_atomic_write_u32(&g->in_xact_peak, 0);
+		atomic_max_u32(&g->connections_peak, pg_atomic_read_u32(&g->connections));
+		atomic_max_u32(&g->in_xact_peak, pg_atomic_read_u32(&g->in_xact));
+		/* the minute being accumulated keeps what it counted (modulo 2^64) */
+		g->base_xacts -= pg_atomic_exchange_u64(&g->xacts, 0);
+		g->base_xact_time_us -= pg_atomic_exchange_u64(&g->xact_time_us, 0);
+		g->base_idle_in_xact_us -= pg_atomic_exchange_u64(&g->idle_in_xact_us, 0);
+		pg_atomic_write_u64(&g->xact_max_us, 0);
+		pg_atomic_write_u64(&g->terminated, 0);
+		pg_atomic_write_u64(&g->refused, 0);
+		for (int b = 0; b < PH_HIST_BUCKETS; b++)
+			pg_atomic_write_u64(&g->histogram[b], 0);
+		g->since = now;
+	}
+	app_acct->resets++;
+	LWLockRelease(app_acct->lock);
+}
+
+/* ---- the worker: closing minutes ---- */
+
+/* The worker's copy of each slot's histogram at the start of the minute. */
+static uint64 (*minute_hist_base)[PH_HIST_BUCKETS] = NULL;
+static uint32 *minute_base_generation = NULL;
+static uint64 minute_base_resets;
+
+static void
+append_minute(const PhAppMinute *row)
+{
+	app_acct->minutes[app_acct->minute_next] = *row;
+	app_acct->minute_next = (app_acct->minute_next + 1) % app_acct->minute_capacity;
+	if (app_acct->minute_count < app_acct->minute_capacity)
+		app_acct->minute_count++;
+}
+
+/*
+ * Worker, at each sample: when a minute has passed, close it: one row per
+ * group that held a connection or ran a transaction in it.  The first
+ * call after the server started begins the first minute without closing
+ * one (what happened before is not attributed to a minute).  A worker
+ * restarted within a minute closes it as usual, except for the
+ * percentile of its durations (null: the histogram's baseline was the
+ * previous worker's).
+ */
+void
+ph_accounting_sample(TimestampTz now)
+{
+	TimestampTz minute = now - now % USECS_PER_MINUTE;
+	bool		first;
+	uint64		hist[PH_HIST_BUCKETS];
+
+	if (app_acct == NULL)
+		return;
+	if (minute_hist_base == NULL)
+	{
+		minute_hist_base = MemoryContextAllocZero(TopMemoryContext,
+												  sizeof(*minute_hist_base) * app_acct->ngroups);
+		minute_base_generation = MemoryContextAllocZero(TopMemoryContext,
+														sizeof(uint32) * app_acct->ngroups);
+	}
+	first = app_acct->minute_start == 0;
+	if (!first && minute <= app_acct->minute_start)
+		return;
+
+	LWLockAcquire(app_acct->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < app_acct->ngroups; i++)
+	{
+		PhAppGroup *g = &app_acct->groups[i];
+		uint32		connections;
+		uint32		in_xact;
+		uint32		connections_max;
+		uint32		in_xact_max;
+		uint64		xacts;
+		uint64		xact_time;
+		uint64		idle;
+		bool		same_histogram = minute_base_generation[i] != 0 &&
+			minute_base_generation[i] == g->generation &&
+			minute_base_resets == app_acct->resets;
+
+		if (!g->in_use)
+			continue;
+		/*
+		 * The maxima of the next minute start from what is current: taken
+		 * out first, so that a session arriving meanwhile raises the new
+		 * minute's maximum (and the closed one's, through the current
+		 * figure).
+		 */
+		connections_max = pg_atomic_exchange_u32(&g->minute_connections_max, 0);
+		in_xact_max = pg_atomic_exchange_u32(&g->minute_in_xact_max, 0);
+		connections = pg_atomic_read_u32(&g->connections);
+		in_xact = pg_atomic_read_u32(&g->in_xact);
+		atomic_max_u32(&g->minute_connections_max, connections);
+		atomic_max_u32(&g->minute_in_xact_max, in_xact);
+		connections_max = Max(connections_max, connections);
+		in_xact_max = Max(in_xact_max, in_xact);
+		xacts = pg_atomic_read_u64(&g->xacts);
+		xact_time = pg_atomic_read_u64(&g->xact_time_us);
+		idle = pg_atomic_read_u64(&g->idle_in_xact_us);
+		for (int b = 0; b < PH_HIST_BUCKETS; b++)
+			hist[b] = pg_atomic_read_u64(&g->histogram[b]);
+
+		if (!first && (connections_max > 0 || xacts != g->base_xacts))
+		{
+			PhAppMinute row;
+
+			memset(&row, 0, sizeof(row));
+			row.at = app_acct->minute_start;
+			row.other = g->other;
+			row.database_id = g->database_id;
+			row.role_id = g->role_id;
+			strlcpy(row.database, g->database, NAMEDATALEN);
+			strlcpy(row.application_name, g->application_name, NAMEDATALEN);
+			row.connections_max = (int32) connections_max;
+			row.in_xact_max = (int32) in_xact_max;
+			row.xacts = (int64) (xacts - g->base_xacts);
+			row.xact_time_us = (int64) (xact_time - g->base_xact_time_us);
+			row.idle_in_xact_us = (int64) (idle - g->base_idle_in_xact_us);
+			row.xact_p99_us = -1;
+			if (same_histogram)
+			{
+				uint64		delta[PH_HIST_BUCKETS];
+
+				for (int b = 0; b < PH_HIST_BUCKETS; b++)
+					delta[b] = hist[b] >= minute_hist_base[i][b] ?
+						hist[b] - minute_hist_base[i][b] : 0;
+				row.xact_p99_us = ph_hist_quantile(delta, 0.99,
+												   (int64) pg_atomic_read_u64(&g->xact_max_us));
+			}
+			append_minute(&row);
+		}
+		g->base_xacts = xacts;
+		g->base_xact_time_us = xact_time;
+		g->base_idle_in_xact_us = idle;
+		memcpy(minute_hist_base[i], hist, sizeof(hist));
+		minute_base_generation[i] = g->generation;
+	}
+	minute_base_resets = app_acct->resets;
+	app_acct->minute_start = minute;
+	LWLockRelease(app_acct->lock);
+}
+
+/*
+ * Copy the minute rows at or after since, oldest first, into a palloc'd
+ * array; *count says how many.
+ */
+PhAppMinute *
+ph_accounting_copy_minutes(TimestampTz since, int *count)
+{
+	PhAppMinute *out;
+	int			n = 0;
+	int			room;
+
+	*count = 0;
+	if (app_acct == NULL)
+		return NULL;
+	/* the count only grows (to the capacity): room for what is there */
+	room = app_acct->minute_count;
+	out = palloc(sizeof(PhAppMinute) * Max(room, 1));
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	for (int k = Max(app_acct->minute_count - room, 0); k < app_acct->minute_count; k++)
+	{
+		int			i = (app_acct->minute_next - app_acct->minute_count + k + app_acct->minute_capacity) %
+			app_acct->minute_capacity;
+
+		if (app_acct->minutes[i].at >= since)
+			out[n++] = app_acct->minutes[i];
+	}
+	LWLockRelease(app_acct->lock);
+	*count = n;
+	return out;
+}
+
+/*
+ * For status(): the groups in use (with (other), once used), the groups
+ * evicted into (other) since the server started, and when the minute
+ * being accumulated began (0: the worker has not started one).
+ */
+void
+ph_accounting_state(int *groups, uint64 *evictions, TimestampTz *minute_start)
+{
+	*groups = 0;
+	*evictions = 0;
+	*minute_start = 0;
+	if (app_acct == NULL)
+		return;
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	for (int i = 1; i < app_acct->ngroups; i++)
+		if (app_acct->groups[i].in_use)
+			(*groups)++;
+	*evictions = app_acct->evictions;
+	*minute_start = app_acct->minute_start;
+	LWLockRelease(app_acct->lock);
+}
+
+/* When the minute being accumulated began (0: the worker has not started it). */
+TimestampTz
+ph_accounting_minute_start(void)
+{
+	return app_acct != NULL ? app_acct->minute_start : 0;
+}
+
+/* ---- per application_name (metrics(), status()) ---- */
+
+static int
+cmp_app_total(const void *a, const void *b)
+{
+	const PhAppTotal *x = a;
+	const PhAppTotal *y = b;
+
+	if (x->order != y->order)
+		return x->order > y->order ? -1 : 1;
+	return strcmp(x->application_name, y->application_name);
+}
+
+/*
+ * The groups summed per application_name ("(other)" apart), largest first
+ * by transactions (by_excess: by excess connections); a palloc'd array,
+ * *count entries.
+ */
+PhAppTotal *
+ph_accounting_by_application(bool by_excess, int *count)
+{
+	PhAppGroupCopy *groups;
+	PhAppTotal *totals;
+	int			n;
+	int			ntotals = 0;
+
+	*count = 0;
+	if (app_acct == NULL)
+		return NULL;
+	groups = palloc(sizeof(PhAppGroupCopy) * app_acct->ngroups);
+	n = ph_accounting_copy(groups);
+	totals = palloc0(sizeof(PhAppTotal) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		PhAppGroupCopy *g = &groups[i];
+		PhAppTotal *t = NULL;
+
+		if (g->other)
+			continue;			/* not an application */
+		for (int k = 0; k < ntotals && t == NULL; k++)
+			if (strcmp(totals[k].application_name, g->application_name) == 0)
+				t = &totals[k];
+		if (t == NULL)
+		{
+			t = &totals[ntotals++];
+			strlcpy(t->application_name, g->application_name, NAMEDATALEN);
+		}
+		t->connections += g->connections;
+		t->connections_peak += g->connections_peak;
+		t->in_xact += g->in_xact;
+		t->in_xact_peak += g->in_xact_peak;
+		t->xacts += g->xacts;
+		t->xact_time_us += g->xact_time_us;
+		t->idle_in_xact_us += g->idle_in_xact_us;
+		t->excess += g->connections_peak > g->in_xact_peak ?
+			g->connections_peak - g->in_xact_peak : 0;
+	}
+	for (int k = 0; k < ntotals; k++)
+		totals[k].order = by_excess ? totals[k].excess : totals[k].xacts;
+	qsort(totals, ntotals, sizeof(PhAppTotal), cmp_app_total);
+	pfree(groups);
+	*count = ntotals;
+	return totals;
+}
