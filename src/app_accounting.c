@@ -77,7 +77,6 @@ static PhAccounting *app_acct = NULL;
 /* This backend. */
 static PhAppGroup *my_group = NULL;		/* attached to (connections + 1) */
 static char my_application[NAMEDATALEN];	/* the name it was attached with */
-static const char *my_application_seen = NULL;	/* the GUC's string it matched */
 static bool exit_registered = false;
 static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
 static PhAppGroup *xact_group = NULL;	/* in a counted transaction */
@@ -157,7 +156,8 @@ ph_accounting_shmem_size(void)
 
 	if (ph_max_groups <= 0)
 		return 0;
-	size = add_size(offsetof(PhAccounting, groups),
+	/* room to align the groups on a cache line */
+	size = add_size(PH_CACHE_LINE + offsetof(PhAccounting, groups),
 					mul_size(ph_max_groups + 1, sizeof(PhAppGroup)));
 	return add_size(MAXALIGN(size), mul_size(minute_capacity(), sizeof(PhAppMinute)));
 }
@@ -191,7 +191,7 @@ ph_accounting_init(char *storage, LWLock *lock, bool found)
 {
 	if (ph_max_groups <= 0)
 		return storage;
-	app_acct = (PhAccounting *) storage;
+	app_acct = (PhAccounting *) TYPEALIGN(PH_CACHE_LINE, storage);
 	if (!found)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -200,9 +200,9 @@ ph_accounting_init(char *storage, LWLock *lock, bool found)
 		app_acct->lock = lock;
 		app_acct->ngroups = ph_max_groups + 1;
 		app_acct->minute_capacity = minute_capacity();
-		app_acct->minutes = (PhAppMinute *) (storage +
-										 MAXALIGN(offsetof(PhAccounting, groups) +
-												  sizeof(PhAppGroup) * app_acct->ngroups));
+		app_acct->minutes = (PhAppMinute *) ((char *) app_acct +
+											 MAXALIGN(offsetof(PhAccounting, groups) +
+													  sizeof(PhAppGroup) * app_acct->ngroups));
 		for (int i = 0; i < app_acct->ngroups; i++)
 		{
 			PhAppGroup *g = &app_acct->groups[i];
@@ -409,20 +409,14 @@ current_application(void)
 }
 
 /*
- * Has application_name changed since the session was attached?  The GUC's
- * string is replaced when it is set: the same pointer is the same name.
+ * Has application_name changed since the session was attached?  (As
+ * stored: its first NAMEDATALEN - 1 bytes.  Not by the GUC's pointer: a
+ * freed string's address may be reused by the next value.)
  */
 static bool
 application_changed(void)
 {
-	const char *now = current_application();
-
-	if (now == my_application_seen)
-		return false;
-	if (strncmp(now, my_application, NAMEDATALEN - 1) != 0)
-		return true;
-	my_application_seen = now;
-	return false;
+	return strncmp(current_application(), my_application, NAMEDATALEN - 1) != 0;
 }
 
 /*
@@ -440,8 +434,7 @@ attach_session(void)
 		on_proc_exit(accounting_exit, (Datum) 0);
 		exit_registered = true;
 	}
-	my_application_seen = current_application();
-	strlcpy(my_application, my_application_seen, NAMEDATALEN);
+	strlcpy(my_application, current_application(), NAMEDATALEN);
 	role = MyProcPort->user_name != NULL ? MyProcPort->user_name : "";
 	my_group = attach(MyDatabaseId, MyProcPort->database_name ? MyProcPort->database_name : "",
 					  GetSessionUserId(), role, my_application);

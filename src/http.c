@@ -356,6 +356,8 @@ answer(void *cls, struct MHD_Connection *connection, const char *url,
  * (why it cannot listen), at DEBUG1 after (a client's bad request must not
  * flood the log).
  */
+static void log_mhd(void *cls, const char *format, va_list args) pg_attribute_printf(2, 0);
+
 static void
 log_mhd(void *cls, const char *format, va_list args)
 {

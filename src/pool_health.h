@@ -525,7 +525,17 @@ typedef struct PhAuditRing
  * A group: keys (written under the accounting lock, exclusive, while no
  * session is attached; read under it, or by an attached session) and
  * counters (atomics; a session updates its own group's without the lock).
+ * The counters a transaction updates share one cache line of their own
+ * (PH_CACHE_ALIGNED), apart from the keys logins read, so that the
+ * backends of a group move as few cache lines between cores as they can.
  */
+#define PH_CACHE_LINE 64
+#ifdef pg_attribute_aligned
+#define PH_CACHE_ALIGNED pg_attribute_aligned(PH_CACHE_LINE)
+#else
+#define PH_CACHE_ALIGNED
+#endif
+
 typedef struct PhAppGroup
 {
 	bool		in_use;
@@ -546,8 +556,8 @@ typedef struct PhAppGroup
 	uint64		base_xacts;
 	uint64		base_xact_time_us;
 	uint64		base_idle_in_xact_us;
-	/* counters: from here on, cleared together */
-	pg_atomic_uint32 connections;
+	/* counters: from here on, cleared together; the first 56 bytes hot */
+	pg_atomic_uint32 connections PH_CACHE_ALIGNED;
 	pg_atomic_uint32 connections_peak;
 	pg_atomic_uint32 in_xact;
 	pg_atomic_uint32 in_xact_peak;

@@ -64,10 +64,14 @@ like($out2, qr/number of transactions actually processed: 40\b/, 'app-two ran 40
 
 is(stat_of('app-six', 'in_xact_peak'), '6', 'app-six: 6 sessions in a transaction at once (exact)');
 is(stat_of('app-two', 'in_xact_peak'), '2', 'app-two: 2');
-is(stat_of('app-six', 'connections_peak'), '6', 'app-six held 6 connections at once');
+# (pgbench's own first connection, closed before its clients connect, may
+# still be exiting when they log in: 7 at once is what the server held)
+like(stat_of('app-six', 'connections_peak'), qr/^[67]$/, 'app-six held 6 connections at once (7 with pgbench\'s first)');
 is(stat_of('app-six', 'xacts'), '120', "app-six: xacts is pgbench's transaction count");
 is(stat_of('app-two', 'xacts'), '40', 'app-two: 40');
-is(stat_of('app-six', 'connections || \' \' || in_xact'), '0 0', 'nothing held once pgbench is gone');
+ok( $node->poll_query_until('postgres',
+		"SELECT connections = 0 AND in_xact = 0 FROM pool_health.application_stats WHERE application_name = 'app-six'"),
+	'nothing held once pgbench is gone (its backends have exited)');
 # 50 ms of sleep per transaction: the median is the middle of its bucket,
 # within 1/16 of the true duration (50 ms plus a little overhead)
 my ($p50, $max) = split /\|/, stat_of('app-six',
@@ -111,11 +115,27 @@ is("$cmax $imax", '20 3', 'pool_advice: app-idle held 20, at most 3 in a transac
 is($excess, '17', '17 excess connections');
 is($suggested, '4', 'suggested pool: ceil(1.25 x 3) = 4');
 like($advice, qr/pool larger than needed: at most 3 of its 20 connections/, "advice: $advice");
-my ($six_suggested, $six_advice) = split /\|/, $node->safe_psql('postgres',
+my ($six_suggested) = split /\|/, $node->safe_psql('postgres',
 	"SELECT suggested_pool_size, advice FROM pool_health.pool_advice WHERE application_name = 'app-six'");
 ok($six_suggested >= 6 && $six_suggested < 20,
 	"app-six: suggested $six_suggested covers its concurrency, well below app-idle's 20");
-like($six_advice, qr/pool saturated: all 6 connections/, "app-six kept its 6 connections busy: $six_advice");
+# a pool of 3 connections, all 3 in a transaction at once: saturated
+my @sat;
+for (1 .. 3)
+{
+	my ($s) = ph_session($node, role => 'app');
+	$s->query_safe("SET application_name = 'app-sat'");
+	$s->query_safe('SELECT 1');
+	push @sat, $s;
+}
+$_->query_safe('BEGIN; SELECT 1') for @sat;
+$_->query_safe('COMMIT') for @sat;
+my ($sat_suggested, $sat_advice) = split /\|/, $node->safe_psql('postgres',
+	"SELECT suggested_pool_size, advice FROM pool_health.pool_advice WHERE application_name = 'app-sat'");
+is($sat_suggested, '4', 'app-sat: 3 of 3 in a transaction at once, suggested ceil(1.25 x 3) = 4');
+like($sat_advice, qr/^pool saturated: all 3 connections it held were in a transaction at once.*raise the pool to 4/,
+	"advice: $sat_advice");
+$_->quit for @sat;
 like( $node->safe_psql('postgres', "SELECT advice FROM pool_health.pool_advice WHERE application_name = '(all)'"),
 	qr/^the suggested pools sum to \d+ connections, \d+% of the 57 usable/, 'the (all) row: the connection budget');
 like( $node->safe_psql('postgres',
@@ -136,9 +156,10 @@ my ($lout, $lerr) = ('', '');
 IPC::Run::run([ 'psql', '-XAtq', '-d', $node->connstr('postgres') . " application_name=$long",
 				map { ('-c', 'SELECT 1') } 1 .. 5 ], '>', \$lout, '2>', \$lerr)
   or die "psql: $lerr";
-is( $node->safe_psql('postgres',
-		"SELECT connections || ' ' || connections_peak || ' ' || xacts FROM pool_health.application_stats WHERE application_name = left('$long', 63)"),
-	'0 1 5', 'a 74-byte application_name at login: one group, one connection at a time, its 5 transactions');
+ok( $node->poll_query_until('postgres',
+		"SELECT connections || ' ' || connections_peak || ' ' || xacts FROM pool_health.application_stats WHERE application_name = left('$long', 63)",
+		'0 1 5'),
+	'a 74-byte application_name at login: one group, one connection at a time, its 5 transactions');
 
 # --- time idle inside a transaction ----------------------------------------------------------
 $pool[3]->query_safe("SET application_name = 'app-slow'");
