@@ -28,7 +28,9 @@
  *	  counters are keyed by policy name, so republishing the policies
  *	  neither loses nor double-counts anything;
  *	- admission.counted[] records, per PGPROC, the backend's pid and the
- *	  counter it is counted in.  The worker moves a session between
+ *	  counter it is counted in; a backend that gets a PGPROC whose
+ *	  previous backend has not yet given its count back (it does so after
+ *	  releasing the PGPROC) gives it back for it, by compare-and-swap.  The worker moves a session between
  *	  counters only by compare-and-swap on that entry (ph_admission_rehome),
  *	  when two samples in a row show it governed by another policy
  *	  (application_name changed, policies changed, or it connected before
@@ -472,7 +474,21 @@ ph_client_authentication(Port *port, int status)
 	my_procno = ph_my_procno();
 	entry = counted_entry(my_procno);
 	if (entry != NULL)
-		pg_atomic_write_u64(entry, COUNTED(MyProcPid, 0));
+	{
+		uint64		old = pg_atomic_read_u64(entry);
+
+		while (!pg_atomic_compare_exchange_u64(entry, &old, COUNTED(MyProcPid, 0)))
+			;
+
+		/*
+		 * The previous backend of this PGPROC gives its count back after
+		 * ProcKill, so a new backend can get the PGPROC first: give the
+		 * count back for it (it is gone from backend status); its exit
+		 * callback finds the entry taken and does nothing.
+		 */
+		if (COUNTED_PID(old) != MyProcPid && COUNTED_STATE(old) != PH_COUNTED_EXITED)
+			release_count(COUNTED_STATE(old));
+	}
 	pg_atomic_fetch_add_u32(&ph_shared->admission.clients, 1);
 	counted_as_client = true;
 

@@ -128,19 +128,10 @@ ph_http_listen_check(char **newval, void **extra, GucSource source)
 void
 ph_http_register(void)
 {
-	BackgroundWorker worker;
-
 	if (ph_http_listen == NULL || ph_http_listen[0] == '\0')
 		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
-	worker.bgw_restart_time = 5;
-	strlcpy(worker.bgw_library_name, "pool_health", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "pool_health_http_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "pool_health http", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "pool_health http", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
+	ph_register_background_worker("pool_health http", "pool_health_http_main",
+								  BGWORKER_SHMEM_ACCESS, BgWorkerStart_PostmasterStart, 5);
 }
 
 #ifdef PH_HAVE_MICROHTTPD

@@ -41,6 +41,7 @@
 #include "lib/stringinfo.h"
 #include "libpq/pqcomm.h"
 #include "port/atomics.h"
+#include "postmaster/bgworker.h"
 #include "storage/lwlock.h"
 #include "utils/backend_status.h"
 #include "utils/guc.h"
@@ -874,6 +875,8 @@ PGDLLEXPORT extern void pool_health_http_main(Datum arg);
 
 /* worker.c */
 extern void ph_worker_register(void);
+extern void ph_register_background_worker(const char *name, const char *function, int flags,
+										  BgWorkerStartTime start_time, int restart_seconds);
 extern const char *ph_worker_mode_name(PhWorkerMode mode);
 PGDLLEXPORT extern void pool_health_worker_main(Datum arg);
 

@@ -123,20 +123,33 @@ typedef struct ActedEntry
 
 static HTAB *acted = NULL;
 
+/*
+ * Register one of pool_health's background workers (from _PG_init): its
+ * name is also its type; it runs function of this library.
+ */
 void
-ph_worker_register(void)
+ph_register_background_worker(const char *name, const char *function, int flags,
+							  BgWorkerStartTime start_time, int restart_seconds)
 {
 	BackgroundWorker worker;
 
 	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = 1;
+	worker.bgw_flags = flags;
+	worker.bgw_start_time = start_time;
+	worker.bgw_restart_time = restart_seconds;
 	strlcpy(worker.bgw_library_name, "pool_health", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "pool_health_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "pool_health", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "pool_health", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
+	strlcpy(worker.bgw_type, name, BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
+}
+
+void
+ph_worker_register(void)
+{
+	ph_register_background_worker("pool_health", "pool_health_worker_main",
+								  BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION,
+								  BgWorkerStart_ConsistentState, 1);
 }
 
 const char *
