@@ -152,8 +152,13 @@ for (1 .. 16)
 {
 	push @idle, IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
 }
-usleep(200_000);
-($status) = get('/health', 2);
+# (until the worker has accepted all 16)
+for (1 .. 50)
+{
+	($status) = get('/health', 2);
+	last if $status eq '000';
+	usleep(100_000);
+}
 is($status, '000', 'over 16 connections from one address: closed');
 IPC::Run::run([ 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1',
 		'--interface', '127.0.0.2', "$base/health" ], '>', \$out);
