@@ -228,18 +228,19 @@ ph_accounting(void)
 
 /* ---- finding a group ---- */
 
+/* The hash of a group's role and application_name (as stored, < 64 bytes). */
 static uint32
-key_hash(const char *database, Oid role_id, const char *application)
+key_hash(Oid role_id, const char *application)
 {
 	uint32		h = hash_bytes((const unsigned char *) application, strlen(application));
 
-	h = hash_combine(h, hash_bytes((const unsigned char *) database, strlen(database)));
 	return hash_combine(h, hash_uint32(role_id));
 }
 
 /*
  * The group of these keys, under app_acct->lock (either mode); NULL if none.
- * database_id, if valid, is compared instead of the database name.
+ * The hash is compared first (a login scans every slot); database_id, if
+ * valid, is compared instead of the database name.
  */
 static PhAppGroup *
 find_group(uint32 hash, Oid database_id, const char *database, Oid role_id,
@@ -249,9 +250,9 @@ find_group(uint32 hash, Oid database_id, const char *database, Oid role_id,
 	{
 		PhAppGroup *g = &app_acct->groups[i];
 
-		if (g->in_use && g->role_id == role_id &&
+		if (g->in_use && g->hash == hash && g->role_id == role_id &&
 			(OidIsValid(database_id) ? g->database_id == database_id :
-			 (g->hash == hash && strcmp(g->database, database) == 0)) &&
+			 strcmp(g->database, database) == 0) &&
 			strcmp(g->application_name, application) == 0)
 			return g;
 	}
@@ -346,7 +347,7 @@ static PhAppGroup *
 attach(Oid database_id, const char *database, Oid role_id, const char *role,
 	   const char *application)
 {
-	uint32		hash = key_hash(database, role_id, application);
+	uint32		hash = key_hash(role_id, application);
 	PhAppGroup *g;
 	uint32		n;
 
@@ -551,7 +552,7 @@ ph_accounting_refused(const char *database, Oid role_id, const char *application
 	if (app_acct == NULL)
 		return;
 	LWLockAcquire(app_acct->lock, LW_SHARED);
-	g = find_group(key_hash(database, role_id, application), InvalidOid,
+	g = find_group(key_hash(role_id, application), InvalidOid,
 				   database, role_id, application);
 	pg_atomic_fetch_add_u64(&(g != NULL ? g : &app_acct->groups[0])->refused, 1);
 	LWLockRelease(app_acct->lock);
@@ -561,10 +562,12 @@ ph_accounting_refused(const char *database, Oid role_id, const char *application
 
 /*
  * Copy the groups in use into out (app_acct->ngroups entries), with the
- * current minute's figures; returns how many.
+ * current minute's figures, and their histograms if with_histogram (else
+ * histogram[] is left unset: status() and metrics() need no percentile);
+ * returns how many.
  */
 int
-ph_accounting_copy(PhAppGroupCopy *out)
+ph_accounting_copy(PhAppGroupCopy *out, bool with_histogram)
 {
 	int			n = 0;
 
@@ -602,8 +605,9 @@ ph_accounting_copy(PhAppGroupCopy *out)
 		c->xact_max_us = pg_atomic_read_u64(&g->xact_max_us);
 		c->terminated = pg_atomic_read_u64(&g->terminated);
 		c->refused = pg_atomic_read_u64(&g->refused);
-		for (int b = 0; b < PH_HIST_BUCKETS; b++)
-			c->histogram[b] = pg_atomic_read_u64(&g->histogram[b]);
+		if (with_histogram)
+			for (int b = 0; b < PH_HIST_BUCKETS; b++)
+				c->histogram[b] = pg_atomic_read_u64(&g->histogram[b]);
 		c->minute_xacts = c->xacts - g->base_xacts;
 		c->minute_xact_time_us = c->xact_time_us - g->base_xact_time_us;
 		c->minute_idle_in_xact_us = c->idle_in_xact_us - g->base_idle_in_xact_us;
@@ -860,7 +864,7 @@ ph_accounting_by_application(bool by_excess, int *count)
 	if (app_acct == NULL)
 		return NULL;
 	groups = palloc(sizeof(PhAppGroupCopy) * app_acct->ngroups);
-	n = ph_accounting_copy(groups);
+	n = ph_accounting_copy(groups, false);
 	totals = palloc0(sizeof(PhAppTotal) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{

@@ -92,7 +92,7 @@ pool_health_get_application_stats(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PhAccounting *acct = accounting_required();
 	PhAppGroupCopy *groups = palloc(sizeof(PhAppGroupCopy) * acct->ngroups);
-	int			n = ph_accounting_copy(groups);
+	int			n = ph_accounting_copy(groups, true);
 
 	InitMaterializedSRF(fcinfo, 0);
 	for (int i = 0; i < n; i++)
@@ -416,7 +416,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 	for (int attempt = 0;; attempt++)
 	{
 		minute_start = ph_accounting_minute_start();
-		nlive = ph_accounting_copy(live);
+		nlive = ph_accounting_copy(live, false);
 		rows = ph_accounting_copy_minutes(window_start - USECS_PER_MINUTE + 1, &nrows);
 		if (ph_accounting_minute_start() == minute_start || attempt == 3)
 			break;

@@ -126,18 +126,16 @@ ph_signal_backend(int pid, int sig)
 }
 
 /*
- * The wait event the worker shows while it sleeps between samples: a named
- * custom event from PG 17, the generic "Extension" before.
+ * The wait event a worker shows while it sleeps: a named custom event from
+ * PG 17 (created once, kept in *cached), the generic "Extension" before.
  */
 static inline uint32
-ph_worker_wait_event(void)
+ph_named_wait_event(const char *name, uint32 *cached)
 {
 #if PG_VERSION_NUM >= 170000
-	static uint32 wait_event = 0;
-
-	if (wait_event == 0)
-		wait_event = WaitEventExtensionNew("PoolHealthMain");
-	return wait_event;
+	if (*cached == 0)
+		*cached = WaitEventExtensionNew(name);
+	return *cached;
 #else
 	return PG_WAIT_EXTENSION;
 #endif
@@ -253,21 +251,6 @@ ph_table_beginscan(Relation rel, Snapshot snapshot)
 	return table_beginscan(rel, snapshot, 0, NULL, 0);
 #else
 	return table_beginscan(rel, snapshot, 0, NULL);
-#endif
-}
-
-/* The wait event of the HTTP worker (as ph_worker_wait_event). */
-static inline uint32
-ph_http_wait_event(void)
-{
-#if PG_VERSION_NUM >= 170000
-	static uint32 wait_event = 0;
-
-	if (wait_event == 0)
-		wait_event = WaitEventExtensionNew("PoolHealthHttp");
-	return wait_event;
-#else
-	return PG_WAIT_EXTENSION;
 #endif
 }
 

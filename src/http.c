@@ -382,7 +382,8 @@ pool_health_http_main(Datum arg)
 	int			rc;
 	const union MHD_DaemonInfo *info;
 	int			epoll_fd;
-	uint32		wait_event = ph_http_wait_event();
+	uint32		wait_event_cache = 0;
+	uint32		wait_event = ph_named_wait_event("PoolHealthHttp", &wait_event_cache);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);

@@ -825,7 +825,7 @@ extern void ph_accounting_statement(void);
 extern void ph_accounting_terminated(void);
 extern void ph_accounting_refused(const char *database, Oid role_id,
 								  const char *application);
-extern int	ph_accounting_copy(PhAppGroupCopy *out);
+extern int	ph_accounting_copy(PhAppGroupCopy *out, bool with_histogram);
 extern void ph_accounting_reset(void);
 extern void ph_accounting_sample(TimestampTz now);
 extern PhAppMinute *ph_accounting_copy_minutes(TimestampTz since, int *count);

@@ -123,6 +123,9 @@ typedef struct ActedEntry
 
 static HTAB *acted = NULL;
 
+/* The wait event the worker shows between samples (compat.h). */
+static uint32 worker_wait_event = 0;
+
 /*
  * Register one of pool_health's background workers (from _PG_init): its
  * name is also its type; it runs function of this library.
@@ -761,7 +764,7 @@ pool_health_worker_main(Datum arg)
 		woken = (WaitLatch(MyLatch,
 						   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						   Max(sleep_ms, 1),
-						   ph_worker_wait_event()) & WL_LATCH_SET) != 0;
+						   ph_named_wait_event("PoolHealthMain", &worker_wait_event)) & WL_LATCH_SET) != 0;
 		ResetLatch(MyLatch);
 	}
 }
