@@ -133,11 +133,12 @@ is($node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_
 # --- forecast ------------------------------------------------------------------------------------
 ph_set($node, 'pool_health.forecast_window' => '20s');
 my @rising = map { [ ph_session($node) ] } 1 .. 6;
-$node->poll_query_until('postgres',
-	"SELECT used >= 7 FROM pool_health.get_history(now() - interval '1 second', NULL, 'raw') ORDER BY at DESC LIMIT 1");
-my $forecast = $node->safe_psql('postgres',
-	"SELECT samples > 5, trend_per_minute > 0, time_to_exhaustion > '0', exhaustion_at > now() FROM pool_health.forecast");
-is($forecast, 't|t|t|t', 'rising usage gives a positive trend and a time to exhaustion');
+# the worker samples asynchronously: wait until its history shows the rise
+ok( $node->poll_query_until('postgres',
+		"SELECT used >= 7 AND samples > 5 AND trend_per_minute > 0 AND time_to_exhaustion > '0' AND exhaustion_at > now() FROM pool_health.forecast"),
+	'rising usage gives a positive trend and a time to exhaustion')
+  or diag($node->safe_psql('postgres', "SELECT f::text FROM pool_health.forecast f"), "\n",
+	$node->safe_psql('postgres', "SELECT string_agg(to_char(at, 'MI:SS.MS') || '=' || used || '/' || usable, ' ' ORDER BY at) FROM pool_health.get_history(now() - interval '20 seconds', NULL, 'raw')"));
 $_->[0]->quit for @rising;
 ok( $node->poll_query_until('postgres',
 		"SELECT time_to_exhaustion IS NULL FROM pool_health.forecast", 't'),
