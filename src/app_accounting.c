@@ -25,8 +25,10 @@
  *	  session to its new group at the start of its next transaction (not
  *	  at the commit of the SET: a SET LOCAL is undone after the commit
  *	  callbacks run); the name is compared as stored (63 bytes);
- *	- a transaction block that fails is counted until the error (the
- *	  abort), not until the ROLLBACK that ends the block;
+ *	- a transaction block (BEGIN, or chained by AND CHAIN) that fails is
+ *	  counted until the statement that ends it (ROLLBACK, COMMIT,
+ *	  PREPARE) or the session's exit, as pg_stat_activity shows it "idle
+ *	  in transaction (aborted)" until then: its connection stays held;
  *	- time idle inside a transaction is the server's own measure
  *	  (pgStatTransactionIdleTime, as pg_stat_database.idle_in_transaction_time),
  *	  plus the idle time of a session ended while idle in it.
@@ -82,6 +84,13 @@ static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
 static PhAppGroup *xact_group = NULL;	/* in a counted transaction */
 static TimestampTz xact_started;
 static PgStat_Counter xact_idle_base;
+static bool xact_explicit;		/* ... is a transaction block */
+static bool xact_ending;		/* ... saw its COMMIT, ROLLBACK or PREPARE */
+static XactEvent xact_chains_on;	/* ... chains (AND CHAIN) at this event */
+static bool xact_failed_block;	/* ... failed: open until ROLLBACK */
+static bool next_xact_explicit; /* the next one was chained: a block */
+
+static void end_counted_xact(void);
 
 /* ---- histogram ---- */
 
@@ -396,6 +405,9 @@ detach(PhAppGroup *g)
 static void
 accounting_exit(int code, Datum arg)
 {
+	/* a failed block ends at exit without a transaction callback */
+	if (xact_group != NULL)
+		end_counted_xact();
 	if (my_group != NULL)
 	{
 		detach(my_group);
@@ -468,8 +480,15 @@ ph_accounting_statement(void)
 	if (my_group == NULL)
 		return;
 	lxid = ph_my_lxid();
-	if (lxid == counted_lxid || lxid == InvalidLocalTransactionId || xact_group != NULL)
+	if (lxid == counted_lxid || lxid == InvalidLocalTransactionId)
 		return;
+	if (xact_group != NULL)
+	{
+		/* a failed block that ended unseen (never expected) */
+		if (!xact_failed_block)
+			return;
+		end_counted_xact();
+	}
 	counted_lxid = lxid;
 	if (application_changed())
 		attach_session();
@@ -480,6 +499,49 @@ ph_accounting_statement(void)
 	xact_group = g;
 	xact_started = GetCurrentTransactionStartTimestamp();
 	xact_idle_base = pgStatTransactionIdleTime;
+	xact_explicit = next_xact_explicit;
+	next_xact_explicit = false;
+	xact_ending = false;
+	xact_chains_on = (XactEvent) -1;
+	xact_failed_block = false;
+}
+
+/*
+ * From the ProcessUtility hook (xact_origin.c), for a transaction
+ * statement at top level, before it runs: BEGIN makes the counted
+ * transaction a block; COMMIT, ROLLBACK or PREPARE end it, or, when the
+ * block has failed, end its accounting now (the server ends an aborted
+ * block without a transaction callback).
+ */
+void
+ph_accounting_transaction_stmt(const TransactionStmt *stmt)
+{
+	if (xact_group == NULL)
+		return;
+	switch (stmt->kind)
+	{
+		case TRANS_STMT_BEGIN:
+		case TRANS_STMT_START:
+			xact_explicit = true;
+			break;
+		case TRANS_STMT_COMMIT:
+		case TRANS_STMT_ROLLBACK:
+		case TRANS_STMT_PREPARE:
+			if (xact_failed_block)
+			{
+				end_counted_xact();
+				next_xact_explicit = stmt->chain;
+				break;
+			}
+			xact_ending = true;
+			/* a failed COMMIT AND CHAIN does not chain */
+			if (stmt->chain)
+				xact_chains_on = stmt->kind == TRANS_STMT_COMMIT ?
+					XACT_EVENT_COMMIT : XACT_EVENT_ABORT;
+			break;
+		default:
+			break;
+	}
 }
 
 /* The counted transaction ends (commit, abort or prepare). */
@@ -517,7 +579,20 @@ accounting_xact_callback(XactEvent event, void *arg)
 		event != XACT_EVENT_PREPARE)
 		return;
 	if (xact_group != NULL)
+	{
+		/*
+		 * An error inside a block, not its ROLLBACK nor the session's exit:
+		 * the block stays open, aborted, until the statement that ends it.
+		 */
+		if (event == XACT_EVENT_ABORT && xact_explicit && !xact_ending &&
+			!proc_exit_inprogress && IsTransactionBlock())
+		{
+			xact_failed_block = true;
+			return;
+		}
+		next_xact_explicit = event == xact_chains_on;
 		end_counted_xact();
+	}
 	if (event != XACT_EVENT_COMMIT)
 		return;
 	if (my_group == NULL && accountable())

@@ -282,6 +282,8 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 				   DestReceiver *dest, QueryCompletion *qc)
 {
 	ph_accounting_statement();
+	if (IsA(pstmt->utilityStmt, TransactionStmt) && context == PROCESS_UTILITY_TOPLEVEL)
+		ph_accounting_transaction_stmt((TransactionStmt *) pstmt->utilityStmt);
 	if (ph_first_query_size > 0 && context == PROCESS_UTILITY_TOPLEVEL &&
 		client_statement(queryString))
 	{

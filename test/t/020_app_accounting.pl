@@ -8,7 +8,7 @@
 # application_name changed by SET moves the session; terminations and
 # refusals counted per group; metrics(), status(); reset; privileges;
 # the per-minute history; eviction into (other) at max_groups; a standby
-# accounts too.
+# accounts too; a failed transaction block counts until its ROLLBACK.
 use strict;
 use warnings;
 
@@ -171,6 +171,31 @@ my ($idle, $share) = split /\|/, stat_of('app-slow',
 ok($idle >= 1 && $idle < 5, "a second idle in a transaction: idle_in_xact_time $idle s");
 ok($share > 90, "idle_in_xact_share $share %");
 $_->quit for @pool;
+
+# --- a failed transaction block holds its connection until it is ended ---------------------------
+my ($failing) = ph_app_session($node, 'app-fail', role => 'app', on_error_stop => 0);
+my $fail = 'SELECT 1 / (SELECT 0)';	# fails when it runs, not when it is planned
+$failing->query("BEGIN; $fail;");
+$failing->query('SELECT 1');	# refused: the block is aborted
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '1 0',
+	'a block that failed is still a transaction ("idle in transaction (aborted)")');
+sleep 1;
+$failing->query('ROLLBACK');
+is(stat_of('app-fail', "in_xact || ' ' || xacts || ' ' || (xact_max >= '1s')"), '0 1 true',
+	'its ROLLBACK ends it: one transaction, as long as the block was held');
+$failing->query($fail);
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '0 2', 'a failed statement outside a block ends with its error');
+$failing->query("BEGIN; $fail;");
+$failing->query('ROLLBACK AND CHAIN');
+$failing->query($fail);
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '1 3', 'a block chained by ROLLBACK AND CHAIN that fails stays open too');
+$failing->query('COMMIT');
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '0 4', 'and its COMMIT (a rollback) ends it');
+$failing->query("BEGIN; $fail;");
+$failing->quit;
+ok($node->poll_query_until('postgres',
+		"SELECT connections = 0 AND in_xact = 0 AND xacts = 5 FROM pool_health.application_stats WHERE application_name = 'app-fail'"),
+	'a failed block ended by the session\'s exit is counted when it exits');
 
 # --- terminations and refusals per group --------------------------------------------------------
 $node->safe_psql('postgres', q{
