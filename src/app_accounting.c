@@ -49,7 +49,8 @@
  *	- exclusive: to claim or evict a slot (keys, generation, since), to
  *	  reset, and for the worker to append to the minute ring;
  *	- shared: to find a group and attach to it (so a slot being attached
- *	  to cannot be evicted), to copy groups and minutes out.
+ *	  to cannot be evicted), to copy groups and minutes out, and for the
+ *	  worker to read the histograms when it closes a minute.
  * Counters are atomics; a backend updates its own group's without the
  * lock.  The minute baselines (base_*) are written by the worker under
  * the exclusive lock and read under the shared one.
@@ -724,15 +725,22 @@ ph_accounting_reset(void)
 		g->since = now;
 	}
 	app_acct->resets++;
+	app_acct->reset_at = now;
 	LWLockRelease(app_acct->lock);
 }
 
 /* ---- the worker: closing minutes ---- */
 
-/* The worker's copy of each slot's histogram at the start of the minute. */
+/*
+ * The worker's copy of each slot's histogram at the start of the minute,
+ * the group (generation) and the resets it was taken from, and the p99 of
+ * the minute being closed, worked out from it under the shared lock.
+ */
 static uint64 (*minute_hist_base)[PH_HIST_BUCKETS] = NULL;
 static uint32 *minute_base_generation = NULL;
 static uint64 minute_base_resets;
+static bool minute_bases_taken = false;	/* by this worker, at a close */
+static int64 *minute_p99 = NULL;
 
 static void
 append_minute(const PhAppMinute *row)
@@ -750,14 +758,23 @@ append_minute(const PhAppMinute *row)
  * one (what happened before is not attributed to a minute).  A worker
  * restarted within a minute closes it as usual, except for the
  * percentile of its durations (null: the histogram's baseline was the
- * previous worker's).
+ * previous worker's).  A group created during the minute (its counters
+ * cleared when its slot was claimed) has all its durations in it.
+ *
+ * A login cannot attach while the worker holds the exclusive lock, so the
+ * histograms, the bulk of the work (PH_HIST_BUCKETS counters a group),
+ * are read and their percentiles worked out first under the shared lock;
+ * the exclusive pass
+ * only moves the minute's baselines and appends the rows.  A transaction
+ * that ends between the two passes counts in the closed minute's xacts
+ * and in the next minute's durations.
  */
 void
 ph_accounting_sample(TimestampTz now)
 {
 	TimestampTz minute = now - now % USECS_PER_MINUTE;
 	bool		first;
-	uint64		hist[PH_HIST_BUCKETS];
+	uint64		resets;
 
 	if (app_acct == NULL)
 		return;
@@ -767,10 +784,53 @@ ph_accounting_sample(TimestampTz now)
 												  sizeof(*minute_hist_base) * app_acct->ngroups);
 		minute_base_generation = MemoryContextAllocZero(TopMemoryContext,
 														sizeof(uint32) * app_acct->ngroups);
+		minute_p99 = MemoryContextAllocZero(TopMemoryContext,
+											sizeof(int64) * app_acct->ngroups);
 	}
 	first = app_acct->minute_start == 0;
 	if (!first && minute <= app_acct->minute_start)
 		return;
+
+	/* the histograms: their percentiles, and the next minute's baselines */
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	resets = app_acct->resets;
+	for (int i = 0; i < app_acct->ngroups; i++)
+	{
+		PhAppGroup *g = &app_acct->groups[i];
+		uint64		hist[PH_HIST_BUCKETS];
+		bool		same_group;
+
+		if (!g->in_use)
+			continue;
+		for (int b = 0; b < PH_HIST_BUCKETS; b++)
+			hist[b] = pg_atomic_read_u64(&g->histogram[b]);
+		minute_p99[i] = -1;
+		/*
+		 * Against the histogram at the last close, unless a reset cleared
+		 * it since; a slot claimed since the last close (after any reset)
+		 * was cleared: all its durations are this minute's.  Not (other)
+		 * after an eviction: what it took in is not.
+		 */
+		same_group = minute_base_generation[i] == g->generation;
+		if (minute_bases_taken &&
+			(same_group ? minute_base_resets == resets :
+			 !g->other && (minute_base_resets == resets || g->since > app_acct->reset_at)))
+		{
+			const uint64 *base = same_group ? minute_hist_base[i] : NULL;
+			uint64		delta[PH_HIST_BUCKETS];
+
+			for (int b = 0; b < PH_HIST_BUCKETS; b++)
+				delta[b] = base == NULL ? hist[b] :
+					hist[b] >= base[b] ? hist[b] - base[b] : 0;
+			minute_p99[i] = ph_hist_quantile(delta, 0.99,
+											 (int64) pg_atomic_read_u64(&g->xact_max_us));
+		}
+		memcpy(minute_hist_base[i], hist, sizeof(hist));
+		minute_base_generation[i] = g->generation;
+	}
+	minute_base_resets = resets;
+	minute_bases_taken = true;
+	LWLockRelease(app_acct->lock);
 
 	LWLockAcquire(app_acct->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < app_acct->ngroups; i++)
@@ -783,9 +843,6 @@ ph_accounting_sample(TimestampTz now)
 		uint64		xacts;
 		uint64		xact_time;
 		uint64		idle;
-		bool		same_histogram = minute_base_generation[i] != 0 &&
-			minute_base_generation[i] == g->generation &&
-			minute_base_resets == app_acct->resets;
 
 		if (!g->in_use)
 			continue;
@@ -806,8 +863,6 @@ ph_accounting_sample(TimestampTz now)
 		xacts = pg_atomic_read_u64(&g->xacts);
 		xact_time = pg_atomic_read_u64(&g->xact_time_us);
 		idle = pg_atomic_read_u64(&g->idle_in_xact_us);
-		for (int b = 0; b < PH_HIST_BUCKETS; b++)
-			hist[b] = pg_atomic_read_u64(&g->histogram[b]);
 
 		if (!first && (connections_max > 0 || xacts != g->base_xacts))
 		{
@@ -825,26 +880,15 @@ ph_accounting_sample(TimestampTz now)
 			row.xacts = (int64) (xacts - g->base_xacts);
 			row.xact_time_us = (int64) (xact_time - g->base_xact_time_us);
 			row.idle_in_xact_us = (int64) (idle - g->base_idle_in_xact_us);
-			row.xact_p99_us = -1;
-			if (same_histogram)
-			{
-				uint64		delta[PH_HIST_BUCKETS];
-
-				for (int b = 0; b < PH_HIST_BUCKETS; b++)
-					delta[b] = hist[b] >= minute_hist_base[i][b] ?
-						hist[b] - minute_hist_base[i][b] : 0;
-				row.xact_p99_us = ph_hist_quantile(delta, 0.99,
-												   (int64) pg_atomic_read_u64(&g->xact_max_us));
-			}
+			/* not if the slot changed hands, or was reset, meanwhile */
+			row.xact_p99_us = minute_base_generation[i] == g->generation &&
+				resets == app_acct->resets ? minute_p99[i] : -1;
 			append_minute(&row);
 		}
 		g->base_xacts = xacts;
 		g->base_xact_time_us = xact_time;
 		g->base_idle_in_xact_us = idle;
-		memcpy(minute_hist_base[i], hist, sizeof(hist));
-		minute_base_generation[i] = g->generation;
 	}
-	minute_base_resets = app_acct->resets;
 	app_acct->minute_start = minute;
 	LWLockRelease(app_acct->lock);
 }

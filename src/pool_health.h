@@ -614,6 +614,7 @@ typedef struct PhAccounting
 	uint32		generations;
 	uint64		evictions;
 	uint64		resets;
+	TimestampTz reset_at;		/* the last reset (as each group's since) */
 	TimestampTz minute_start;	/* the minute being accumulated */
 	int			minute_capacity;
 	int			minute_count;

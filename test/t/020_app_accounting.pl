@@ -252,6 +252,15 @@ is(stat_of('app-six', "xacts || ' ' || in_xact_peak || ' ' || (since > '$before'
 	'reset: counters to 0, since moved');
 
 # --- the per-minute history --------------------------------------------------------------------
+# a group created within the minute: its durations are all the minute's
+{
+	my ($s) = ph_app_session($node, 'app-new', role => 'app');
+	$s->query_safe('SELECT pg_sleep(0.05)') for 1 .. 4;
+	$s->quit;
+}
+ok( $node->poll_query_until('postgres',
+		"SELECT sum(xacts) = 4 AND bool_and(xact_p99 BETWEEN '45ms' AND '150ms') FROM pool_health.application_history WHERE application_name = 'app-new'"),
+	'application_history: the p99 of a group created within the minute');
 ok( $node->poll_query_until('postgres',
 		"SELECT sum(xacts) = 120 AND max(in_xact_max) = 6 FROM pool_health.application_history WHERE application_name = 'app-six'"),
 	'application_history: the minute of app-six (120 transactions, 6 at once)');
