@@ -25,10 +25,12 @@
  *	  session to its new group at the start of its next transaction (not
  *	  at the commit of the SET: a SET LOCAL is undone after the commit
  *	  callbacks run); the name is compared as stored (63 bytes);
- *	- a transaction block (BEGIN, or chained by AND CHAIN) that fails is
- *	  counted until the statement that ends it (ROLLBACK, COMMIT,
- *	  PREPARE) or the session's exit, as pg_stat_activity shows it "idle
- *	  in transaction (aborted)" until then: its connection stays held;
+ *	- a transaction block is counted from its BEGIN; one chained by
+ *	  COMMIT or ROLLBACK AND CHAIN from the end of the one before, in the
+ *	  same group; a block that fails is counted until the statement that
+ *	  ends it (ROLLBACK, COMMIT, PREPARE) or the session's exit, as
+ *	  pg_stat_activity shows it "idle in transaction (aborted)" until
+ *	  then: its connection stays held;
  *	- time idle inside a transaction is the server's own measure
  *	  (pgStatTransactionIdleTime, as pg_stat_database.idle_in_transaction_time),
  *	  plus the idle time of a session ended while idle in it.
@@ -65,10 +67,12 @@
 #include "common/hashfn.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "port/pg_bitutils.h"
 #include "replication/walsender.h"
 #include "storage/ipc.h"
+#include "tcop/cmdtag.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -89,8 +93,8 @@ static bool xact_explicit;		/* ... is a transaction block */
 static bool xact_ending;		/* ... saw its COMMIT, ROLLBACK or PREPARE */
 static XactEvent xact_chains_on;	/* ... chains (AND CHAIN) at this event */
 static bool xact_failed_block;	/* ... failed: open until ROLLBACK */
-static bool next_xact_explicit; /* the next one was chained: a block */
 
+static void begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit);
 static void end_counted_xact(void);
 
 /* ---- histogram ---- */
@@ -451,7 +455,7 @@ attach_session(void)
 	strlcpy(my_application, current_application(), NAMEDATALEN);
 	role = MyProcPort->user_name != NULL ? MyProcPort->user_name : "";
 	my_group = attach(MyDatabaseId, MyProcPort->database_name ? MyProcPort->database_name : "",
-					  GetSessionUserId(), role, my_application);
+					  GetAuthenticatedUserId(), role, my_application);
 	if (old != NULL)
 		detach(old);
 }
@@ -475,8 +479,6 @@ void
 ph_accounting_statement(void)
 {
 	LocalTransactionId lxid;
-	PhAppGroup *g;
-	uint32		n;
 
 	if (my_group == NULL)
 		return;
@@ -493,33 +495,42 @@ ph_accounting_statement(void)
 	counted_lxid = lxid;
 	if (application_changed())
 		attach_session();
-	g = my_group;
-	n = pg_atomic_add_fetch_u32(&g->in_xact, 1);
+	begin_counted_xact(my_group, GetCurrentTransactionStartTimestamp(), false);
+}
+
+/* A counted transaction begins (explicit: a block, chained). */
+static void
+begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit)
+{
+	uint32		n = pg_atomic_add_fetch_u32(&g->in_xact, 1);
+
 	atomic_max_u32(&g->in_xact_peak, n);
 	atomic_max_u32(&g->minute_in_xact_max, n);
 	xact_group = g;
-	xact_started = GetCurrentTransactionStartTimestamp();
+	xact_started = started;
 	xact_idle_base = pgStatTransactionIdleTime;
-	xact_explicit = next_xact_explicit;
-	next_xact_explicit = false;
+	xact_explicit = explicit;
 	xact_ending = false;
 	xact_chains_on = (XactEvent) -1;
 	xact_failed_block = false;
 }
 
 /*
- * From the ProcessUtility hook (xact_origin.c), for a transaction
- * statement at top level, before it runs: BEGIN makes the counted
- * transaction a block; COMMIT, ROLLBACK or PREPARE end it, or, when the
- * block has failed, end its accounting now (the server ends an aborted
- * block without a transaction callback).
+ * From the ProcessUtility hook (xact_origin.c), after a transaction
+ * statement at top level ran without error (qc: its completion, whose tag
+ * says whether a COMMIT rolled back): BEGIN makes the counted transaction
+ * a block; COMMIT, ROLLBACK or PREPARE will end it, and AND CHAIN begin
+ * the next at the same moment; a block that failed ends now (the server
+ * ends an aborted block without a transaction callback).
  */
 void
-ph_accounting_transaction_stmt(const TransactionStmt *stmt)
+ph_accounting_transaction_stmt(int kind, bool chain, const QueryCompletion *qc)
 {
-	if (xact_group == NULL)
+	PhAppGroup *g = xact_group;
+
+	if (g == NULL)
 		return;
-	switch (stmt->kind)
+	switch ((TransactionStmtKind) kind)
 	{
 		case TRANS_STMT_BEGIN:
 		case TRANS_STMT_START:
@@ -531,13 +542,15 @@ ph_accounting_transaction_stmt(const TransactionStmt *stmt)
 			if (xact_failed_block)
 			{
 				end_counted_xact();
-				next_xact_explicit = stmt->chain;
+				if (chain)
+					begin_counted_xact(g, GetCurrentTimestamp(), true);
 				break;
 			}
 			xact_ending = true;
-			/* a failed COMMIT AND CHAIN does not chain */
-			if (stmt->chain)
-				xact_chains_on = stmt->kind == TRANS_STMT_COMMIT ?
+			/* a COMMIT AND CHAIN that fails to commit does not chain */
+			if (chain)
+				xact_chains_on = kind == TRANS_STMT_COMMIT &&
+					(qc == NULL || qc->commandTag != CMDTAG_ROLLBACK) ?
 					XACT_EVENT_COMMIT : XACT_EVENT_ABORT;
 			break;
 		default:
@@ -581,6 +594,9 @@ accounting_xact_callback(XactEvent event, void *arg)
 		return;
 	if (xact_group != NULL)
 	{
+		bool		chains = event == xact_chains_on;
+		PhAppGroup *g = xact_group;
+
 		/*
 		 * An error inside a block, not its ROLLBACK nor the session's exit:
 		 * the block stays open, aborted, until the statement that ends it.
@@ -591,8 +607,9 @@ accounting_xact_callback(XactEvent event, void *arg)
 			xact_failed_block = true;
 			return;
 		}
-		next_xact_explicit = event == xact_chains_on;
 		end_counted_xact();
+		if (chains)
+			begin_counted_xact(g, GetCurrentTimestamp(), true);
 	}
 	if (event != XACT_EVENT_COMMIT)
 		return;

@@ -823,7 +823,8 @@ extern char *ph_accounting_init(char *storage, LWLock *lock, bool found);
 extern PhAccounting *ph_accounting(void);
 extern void ph_accounting_install_hooks(void);
 extern void ph_accounting_statement(void);
-extern void ph_accounting_transaction_stmt(const struct TransactionStmt *stmt);
+extern void ph_accounting_transaction_stmt(int kind, bool chain,
+										   const struct QueryCompletion *qc);
 extern void ph_accounting_terminated(void);
 extern void ph_accounting_refused(const char *database, Oid role_id,
 								  const char *application);

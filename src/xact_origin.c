@@ -281,9 +281,14 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 				   ParamListInfo params, QueryEnvironment *queryEnv,
 				   DestReceiver *dest, QueryCompletion *qc)
 {
+	/* what the accounting needs of it, copied: a COMMIT may free the tree */
+	bool		transaction_stmt = IsA(pstmt->utilityStmt, TransactionStmt) &&
+		context == PROCESS_UTILITY_TOPLEVEL;
+	TransactionStmtKind kind = transaction_stmt ?
+		((TransactionStmt *) pstmt->utilityStmt)->kind : TRANS_STMT_BEGIN;
+	bool		chain = transaction_stmt && ((TransactionStmt *) pstmt->utilityStmt)->chain;
+
 	ph_accounting_statement();
-	if (IsA(pstmt->utilityStmt, TransactionStmt) && context == PROCESS_UTILITY_TOPLEVEL)
-		ph_accounting_transaction_stmt((TransactionStmt *) pstmt->utilityStmt);
 	if (ph_first_query_size > 0 && context == PROCESS_UTILITY_TOPLEVEL &&
 		client_statement(queryString))
 	{
@@ -299,6 +304,8 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+	if (transaction_stmt)
+		ph_accounting_transaction_stmt(kind, chain, qc);
 }
 
 /*

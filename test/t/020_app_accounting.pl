@@ -191,11 +191,40 @@ $failing->query($fail);
 is(stat_of('app-fail', "in_xact || ' ' || xacts"), '1 3', 'a block chained by ROLLBACK AND CHAIN that fails stays open too');
 $failing->query('COMMIT');
 is(stat_of('app-fail', "in_xact || ' ' || xacts"), '0 4', 'and its COMMIT (a rollback) ends it');
+$failing->query('ROLLBACK AND CHAIN');	# refused outside a block: nothing chains
+$failing->query("SELECT 1 \\; $fail");
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '0 6',
+	'a ROLLBACK AND CHAIN refused outside a block, then a failed implicit block: both ended');
+$failing->query('SELECT 1 \\; BEGIN ISOLATION LEVEL SERIALIZABLE');
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '0 7', 'a BEGIN that fails begins no block');
+$failing->query('BEGIN; SELECT 1; COMMIT AND CHAIN;');
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '1 8',
+	'COMMIT AND CHAIN: the chained block counts from the commit, idle as it is');
+$failing->query('SELECT * FROM no_such_table');
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '1 8', 'it failed (in parse analysis): still open');
+$failing->query('ROLLBACK');
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '0 9', 'until its ROLLBACK');
+$failing->query("BEGIN; SAVEPOINT a; $fail;");
+$failing->query('COMMIT AND CHAIN');	# rolls back, and chains
+$failing->query($fail);
+is(stat_of('app-fail', "in_xact || ' ' || xacts"), '1 10',
+	'a COMMIT AND CHAIN that rolled back a failed savepoint chains a block too');
+$failing->query('ROLLBACK');
 $failing->query("BEGIN; $fail;");
 $failing->quit;
 ok($node->poll_query_until('postgres',
-		"SELECT connections = 0 AND in_xact = 0 AND xacts = 5 FROM pool_health.application_stats WHERE application_name = 'app-fail'"),
+		"SELECT connections = 0 AND in_xact = 0 AND xacts = 12 FROM pool_health.application_stats WHERE application_name = 'app-fail'"),
 	'a failed block ended by the session\'s exit is counted when it exits');
+
+# the group's role is the login role, as pg_stat_activity's, not SET SESSION AUTHORIZATION's
+my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
+{
+	my ($s) = ph_session($node);
+	$s->query_safe("SET SESSION AUTHORIZATION app; SET application_name = 'app-sessauth'; SELECT 1;");
+	is(stat_of('app-sessauth', "role || ' ' || connections || ' ' || xacts"), "$superuser 1 1",
+		'SET SESSION AUTHORIZATION: counted for the login role');
+	$s->quit;
+}
 
 # --- terminations and refusals per group --------------------------------------------------------
 $node->safe_psql('postgres', q{
