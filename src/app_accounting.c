@@ -406,13 +406,25 @@ detach(PhAppGroup *g)
 	pg_atomic_fetch_sub_u32(&g->connections, 1);
 }
 
-/* At exit (on_proc_exit, after the transaction was aborted): detach. */
+/*
+ * At exit, first (before_shmem_exit, registered after the server's own
+ * hooks, so run before them): a failed block ends without a transaction
+ * callback; end it while its idle time is still there to read (the
+ * session's statistics are flushed and its status entry released after).
+ */
+static void
+accounting_exit_failed_block(int code, Datum arg)
+{
+	if (xact_group != NULL && xact_failed_block)
+		end_counted_xact();
+}
+
+/* At exit, last (on_proc_exit, after the transaction was aborted): detach. */
 static void
 accounting_exit(int code, Datum arg)
 {
-	/* a failed block ends at exit without a transaction callback */
 	if (xact_group != NULL)
-		end_counted_xact();
+		end_counted_xact();		/* never expected */
 	if (my_group != NULL)
 	{
 		detach(my_group);
@@ -449,6 +461,7 @@ attach_session(void)
 
 	if (!exit_registered)
 	{
+		before_shmem_exit(accounting_exit_failed_block, (Datum) 0);
 		on_proc_exit(accounting_exit, (Datum) 0);
 		exit_registered = true;
 	}

@@ -210,11 +210,13 @@ $failing->query($fail);
 is(stat_of('app-fail', "in_xact || ' ' || xacts"), '1 10',
 	'a COMMIT AND CHAIN that rolled back a failed savepoint chains a block too');
 $failing->query('ROLLBACK');
+my $idle_before = stat_of('app-fail', 'extract(epoch FROM idle_in_xact_time)');
 $failing->query("BEGIN; $fail;");
+sleep 1;
 $failing->quit;
 ok($node->poll_query_until('postgres',
-		"SELECT connections = 0 AND in_xact = 0 AND xacts = 12 FROM pool_health.application_stats WHERE application_name = 'app-fail'"),
-	'a failed block ended by the session\'s exit is counted when it exits');
+		"SELECT connections = 0 AND in_xact = 0 AND xacts = 12 AND extract(epoch FROM idle_in_xact_time) >= $idle_before + 1 FROM pool_health.application_stats WHERE application_name = 'app-fail'"),
+	'a failed block ended by the session\'s exit is counted when it exits, with its idle time');
 
 # the group's role is the login role, as pg_stat_activity's, not SET SESSION AUTHORIZATION's
 my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
