@@ -30,8 +30,9 @@
  *	- admission.counted[] records, per PGPROC, the backend's pid and the
  *	  counter it is counted in; a backend that gets a PGPROC whose
  *	  previous backend has not yet given its count back (it does so after
- *	  releasing the PGPROC) gives it back for it, by compare-and-swap.  The worker moves a session between
- *	  counters only by compare-and-swap on that entry (ph_admission_rehome),
+ *	  releasing the PGPROC) gives it back for it, by compare-and-swap.
+ *	  The worker moves a session between counters only by
+ *	  compare-and-swap on that entry (ph_admission_rehome),
  *	  when two samples in a row show it governed by another policy
  *	  (application_name changed, policies changed, or it connected before
  *	  its policy existed); it increments the new counter before the swap and

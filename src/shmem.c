@@ -11,7 +11,8 @@
  * lists (audit.c), the per-application accounting (app_accounting.c: the
  * second LWLock of the tranche, its own), and the per-backend slots of
  * xact_origin.c (no lock: each says its protocol).  ph_shared->lock (the
- * first LWLock of the named tranche "pool_health") protects worker, history, policy_set and the audit lists;
+ * first LWLock of the named tranche "pool_health") protects worker,
+ * history, policy_set and the audit lists;
  * the counters in PhShared and PhAdmission are atomics and need no lock
  * (pool_health.h says it field by field).  At a clean shutdown the
  * postmaster saves the history to a file, and loads it back at the next

@@ -281,9 +281,8 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 				   ParamListInfo params, QueryEnvironment *queryEnv,
 				   DestReceiver *dest, QueryCompletion *qc)
 {
-	/* what the accounting needs of it, copied: a COMMIT may free the tree */
-	bool		transaction_stmt = IsA(pstmt->utilityStmt, TransactionStmt) &&
-		context == PROCESS_UTILITY_TOPLEVEL;
+	/* what is needed of it after it ran, copied: a COMMIT may free the tree */
+	bool		transaction_stmt = IsA(pstmt->utilityStmt, TransactionStmt);
 	TransactionStmtKind kind = transaction_stmt ?
 		((TransactionStmt *) pstmt->utilityStmt)->kind : TRANS_STMT_BEGIN;
 	bool		chain = transaction_stmt && ((TransactionStmt *) pstmt->utilityStmt)->chain;
@@ -292,10 +291,9 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (ph_first_query_size > 0 && context == PROCESS_UTILITY_TOPLEVEL &&
 		client_statement(queryString))
 	{
-		if (!IsA(pstmt->utilityStmt, TransactionStmt))
+		if (!transaction_stmt)
 			record_statement(queryString, pstmt->stmt_location, pstmt->stmt_len);
-		else if (((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_BEGIN ||
-				 ((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_START)
+		else if (kind == TRANS_STMT_BEGIN || kind == TRANS_STMT_START)
 			record_block_begins();
 	}
 	if (prev_process_utility)
@@ -304,7 +302,7 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
-	if (transaction_stmt)
+	if (transaction_stmt && context == PROCESS_UTILITY_TOPLEVEL)
 		ph_accounting_transaction_stmt(kind, chain, qc);
 }
 
