@@ -57,5 +57,17 @@ SELECT conname, convalidated FROM pg_constraint
 WHERE conrelid = 'pool_health.policies'::regclass AND contype = 'c' ORDER BY conname;
 SELECT count(*) > 0 AS works FROM pool_health.usage_by_role;
 SELECT count(*) = 0 AS works FROM pool_health.recent_actions WHERE client_port IS NOT NULL;
+
+-- 1.3
+DROP TABLE public.before;
+CREATE TABLE public.before AS SELECT * FROM public.objects;
+ALTER EXTENSION pool_health UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'pool_health';
+SELECT 'added' AS change, object FROM public.objects EXCEPT SELECT 'added', object FROM public.before
+UNION ALL
+SELECT 'removed', object FROM public.before EXCEPT SELECT 'removed', object FROM public.objects
+ORDER BY 1, 2;
+SELECT count(*) AS objects, bool_and(documented) AS all_documented FROM public.objects;
+SELECT count(*) > 0 AS works FROM pool_health.usage_by_role;
 \c contrib_regression
 DROP DATABASE pool_health_upgrade;
