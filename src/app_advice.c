@@ -73,13 +73,13 @@ group_visible(bool other, Oid role_id)
 	return ph_role_visible(role_id);
 }
 
-/* The role's current name, or the one it logged in with. */
+/* The role's current name, or the one it logged in with (to show). */
 static char *
 role_name(Oid role_id, const char *stored)
 {
 	char	   *name = GetUserNameFromId(role_id, true);
 
-	return name != NULL ? name : pstrdup(stored);
+	return ph_name_text(name != NULL ? name : stored);
 }
 
 /* ---- application_stats ---- */
@@ -109,7 +109,7 @@ pool_health_get_application_stats(PG_FUNCTION_ARGS)
 			nulls[0] = nulls[1] = true;
 		else
 		{
-			values[0] = CStringGetTextDatum(g->database);
+			values[0] = CStringGetTextDatum(ph_name_text(g->database));
 			values[1] = CStringGetTextDatum(role_name(g->role_id, g->role));
 		}
 		values[2] = CStringGetTextDatum(g->application_name);
@@ -177,7 +177,7 @@ pool_health_get_application_history(PG_FUNCTION_ARGS)
 			nulls[1] = nulls[2] = true;
 		else
 		{
-			values[1] = CStringGetTextDatum(r->database);
+			values[1] = CStringGetTextDatum(ph_name_text(r->database));
 			values[2] = CStringGetTextDatum(role_name(r->role_id, ""));
 		}
 		values[3] = CStringGetTextDatum(r->application_name);
@@ -348,7 +348,7 @@ put_advice(ReturnSetInfo *rsinfo, bool all, const Advice *a, double mean,
 		nulls[0] = nulls[1] = true;
 	else
 	{
-		values[0] = CStringGetTextDatum(a->database);
+		values[0] = CStringGetTextDatum(ph_name_text(a->database));
 		values[1] = CStringGetTextDatum(role_name(a->key.role_id, ""));
 	}
 	values[2] = CStringGetTextDatum(all ? "(all)" : a->key.application_name);

@@ -33,7 +33,6 @@
 #include "common/ip.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
-#include "commands/dbcommands.h"	/* get_database_name() before PG 19 */
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/proc.h"
@@ -42,7 +41,6 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
-#include "utils/lsyscache.h"	/* get_database_name() from PG 19 */
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -391,24 +389,6 @@ ph_role_visible(Oid role_id)
 
 	return has_privs_of_role(me, ROLE_PG_READ_ALL_STATS) ||
 		has_privs_of_role(me, role_id);
-}
-
-/* The name of a database (palloc'd), or "" if it is gone. */
-char *
-ph_database_name(Oid database_id)
-{
-	char	   *name = OidIsValid(database_id) ? get_database_name(database_id) : NULL;
-
-	return name ? name : pstrdup("");
-}
-
-/* The name of a role (palloc'd), or "" if it is gone. */
-char *
-ph_role_name(Oid role_id)
-{
-	char	   *name = OidIsValid(role_id) ? GetUserNameFromId(role_id, true) : NULL;
-
-	return name ? pstrdup(name) : pstrdup("");
 }
 
 /* backend_type as pg_stat_activity shows it (a worker shows its bgw_type). */

@@ -204,8 +204,9 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	e->at = at;
 	e->pid = be->pid;
 	e->role_id = be->role_id;
-	namestrcpy(&e->role, ph_role_name(be->role_id));
-	namestrcpy(&e->database, ph_database_name(be->database_id));
+	/* names already shown valid: ph_name_copy() only cuts them safely */
+	ph_name_copy(&e->role, ph_role_name(be->role_id));
+	ph_name_copy(&e->database, ph_database_name(be->database_id));
 	strlcpy(e->application_name, now.application_name, sizeof(e->application_name));
 	if (!ph_client_addr_text(&now.client_addr, e->client_addr, sizeof(e->client_addr),
 							 &e->client_port))
@@ -231,7 +232,7 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	e->success = -1;
 	strlcpy(e->source, source, sizeof(e->source));
 	if (strcmp(source, "worker") != 0)
-		namestrcpy(&e->requested_by, GetUserNameFromId(GetUserId(), false));
+		ph_name_copy(&e->requested_by, GetUserNameFromId(GetUserId(), false));
 
 	if (terminate && !dry_run)
 	{

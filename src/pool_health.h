@@ -718,6 +718,10 @@ extern const char *ph_backend_type_name(const PhBackend *be);
 /* shared_catalogs.c */
 extern Oid	ph_database_lookup(const char *name, bool *usable);
 extern int	ph_role_settings_read(PhRoleSetting *out, int max, bool *overflow);
+extern char *ph_name_text(const char *name);
+extern void ph_name_copy(NameData *dst, const char *name);
+extern char *ph_database_name(Oid database_id);
+extern char *ph_role_name(Oid role_id);
 
 /* extension_tables.c */
 typedef struct PhColumn
@@ -772,8 +776,6 @@ extern const char *ph_leak_name(PhLeak leak);
 extern const char *ph_throttle_name(PhThrottle throttle);
 extern const char *ph_exemption_name(PhExemption exemption);
 extern char *ph_duration_text(int64 usec);
-extern char *ph_database_name(Oid database_id);
-extern char *ph_role_name(Oid role_id);
 
 /* enforce.c */
 extern bool ph_may_signal(Oid actor, Oid role_id);

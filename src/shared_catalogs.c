@@ -11,7 +11,16 @@
  *		application_name settings for the login path, which must not read
  *		it (admission.c publishes them).
  *
- * Callers need a transaction.  No shared state of pool_health.
+ *		Names from the shared catalogs (roles, databases) are stored as
+ *		the bytes of whichever database created them: a role created from
+ *		a LATIN1 database can be invalid UTF-8 in a UTF8 one.
+ *		ph_name_text() makes any such name safe to show: every formatter
+ *		(views, status() and the HTTP JSON, metrics(), the audit, its log
+ *		line and NOTIFY) takes role and database names from it, through
+ *		ph_role_name() and ph_database_name() or directly.
+ *
+ * Callers need a transaction (but for ph_name_text()).  No shared state
+ * of pool_health.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,7 +33,10 @@
 #include "catalog/pg_database.h"
 #include "catalog/pg_db_role_setting.h"
 #include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "commands/dbcommands.h"	/* get_database_name() before PG 19 */
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -128,4 +140,79 @@ ph_role_settings_read(PhRoleSetting *out, int max, bool *overflow)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return n;
+}
+
+/*
+ * A name from a shared catalog, made valid text for this process: as it is
+ * when it is valid in the database's encoding (UTF-8 where that is
+ * SQL_ASCII or there is no database: the HTTP worker, JSON and Prometheus
+ * text need UTF-8), else with each byte that is not part of a valid
+ * character written as \xHH (palloc'd; never raises but out of memory).
+ */
+static int
+name_encoding(void)
+{
+	int			encoding = GetDatabaseEncoding();
+
+	return encoding == PG_SQL_ASCII ? PG_UTF8 : encoding;
+}
+
+char *
+ph_name_text(const char *name)
+{
+	int			encoding = name_encoding();
+	int			len = strlen(name);
+	StringInfoData buf;
+
+	if (pg_verify_mbstr(encoding, name, len, true))
+		return pstrdup(name);
+	initStringInfo(&buf);
+	for (int i = 0; i < len;)
+	{
+		int			l = IS_HIGHBIT_SET(name[i]) ?
+			pg_encoding_verifymbchar(encoding, name + i, len - i) : 1;
+
+		if (l > 0)
+		{
+			appendBinaryStringInfo(&buf, name + i, l);
+			i += l;
+		}
+		else
+			appendStringInfo(&buf, "\\x%02x", (unsigned char) name[i++]);
+	}
+	return buf.data;
+}
+
+/*
+ * ph_name_text() of a name into a NameData, cut at a character boundary
+ * (the escapes can make it longer than NAMEDATALEN - 1 bytes).
+ */
+void
+ph_name_copy(NameData *dst, const char *name)
+{
+	char	   *text = ph_name_text(name);
+	int			len = pg_encoding_mbcliplen(name_encoding(), text, strlen(text),
+											NAMEDATALEN - 1);
+
+	memset(dst, 0, sizeof(NameData));
+	memcpy(NameStr(*dst), text, len);
+	pfree(text);
+}
+
+/* The name of a database to show (ph_name_text), or "" if it is gone. */
+char *
+ph_database_name(Oid database_id)
+{
+	char	   *name = OidIsValid(database_id) ? get_database_name(database_id) : NULL;
+
+	return name ? ph_name_text(name) : pstrdup("");
+}
+
+/* The name of a role to show (ph_name_text), or "" if it is gone. */
+char *
+ph_role_name(Oid role_id)
+{
+	char	   *name = OidIsValid(role_id) ? GetUserNameFromId(role_id, true) : NULL;
+
+	return name ? ph_name_text(name) : pstrdup("");
 }

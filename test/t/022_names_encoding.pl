@@ -1,0 +1,116 @@
+# Names from the shared catalogs in another database's encoding: a role and
+# a database named with a LATIN1 byte (created from a LATIN1 database) are
+# invalid UTF-8 in a UTF8 database.  Every formatter shows them escaped
+# (\xe9), so that no output fails to convert to the client's encoding and
+# the HTTP, JSON and Prometheus outputs stay valid UTF-8: the views,
+# status(), metrics(), the accounting, the audit (table, log line,
+# NOTIFY).
+use strict;
+use warnings;
+
+use Encode qw(decode FB_CROAK LEAVE_SRC);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PoolHealthTest;
+
+my $http_port = PostgreSQL::Test::Cluster::get_free_port();
+my $node = ph_node('names',
+	init => { extra => [ '--encoding=UTF8', '--locale=C' ] },
+	conf => "pool_health.sample_interval = '100ms'\npool_health.http_listen = '127.0.0.1:$http_port'");
+is($node->safe_psql('postgres', 'SHOW server_encoding'), 'UTF8', 'the database is UTF8');
+
+# a LATIN1 database, and from it a role and a database named with byte 0xe9
+my $role = "r\xe9";
+my $db = "d\xe9";
+my $long = "\xe9" x 40;			# 160 bytes once escaped
+$node->safe_psql('postgres',
+	"CREATE DATABASE l1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+$node->safe_psql('l1', qq{SET client_encoding = 'LATIN1';
+	CREATE ROLE "$role" LOGIN; CREATE ROLE "$long" LOGIN;
+	CREATE DATABASE "$db" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0});
+
+# the role holds a transaction open in that database
+$ENV{PGCLIENTENCODING} = 'LATIN1';
+my $s = $node->background_psql($db, on_error_stop => 1,
+	extra_params => [ '-U', $role ]);
+$s->query_safe("SET application_name = 'names'; BEGIN; SELECT 1;");
+my $pid = $s->query_safe('SELECT pg_backend_pid()');
+my $s2 = $node->background_psql('l1', on_error_stop => 1,
+	extra_params => [ '-U', $long ]);
+$s2->query_safe("SET application_name = 'long'; SELECT 1");
+delete $ENV{PGCLIENTENCODING};
+
+# read from the UTF8 database by a client in LATIN1 (conversion of invalid
+# UTF-8 fails there) and one in UTF8 (the bytes must be valid)
+sub read_both
+{
+	my ($sql, $name) = @_;
+	my $out;
+	for my $encoding ('LATIN1', 'UTF8')
+	{
+		my ($ret, $stdout, $stderr) = $node->psql('postgres',
+			"SET client_encoding = '$encoding'; $sql");
+		is($stderr, '', "$name: no error with client_encoding $encoding");
+		ok(eval { decode('UTF-8', $stdout, FB_CROAK | LEAVE_SRC); 1 },
+			"$name: valid UTF-8") if $encoding eq 'UTF8';
+		$out = $stdout;
+	}
+	return $out;
+}
+
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pool_health.application_stats WHERE application_name = 'names' AND in_xact = 1"),
+	'the session is accounted');
+is(read_both("SELECT role || ' ' || database FROM pool_health.sessions WHERE pid = $pid", 'sessions'),
+	'r\xe9 d\xe9', 'sessions: the names escaped');
+is(length(read_both("SELECT role FROM pool_health.sessions WHERE application_name = 'long'", 'sessions, a long name')),
+	63, 'a long escaped name is cut to 63 bytes, as a name');
+like(read_both('SELECT role FROM pool_health.usage_by_role', 'usage_by_role'),
+	qr/^r\\xe9$/m, 'usage_by_role');
+like(read_both('SELECT database FROM pool_health.usage_by_database', 'usage_by_database'),
+	qr/^d\\xe9$/m, 'usage_by_database');
+like(read_both('SELECT pool_health.status()::text', 'status()'),
+	qr/"role": "r\\\\xe9"/, 'status(): escaped, then JSON-escaped');
+like(read_both('SELECT pool_health.metrics()', 'metrics()'),
+	qr/^pool_health_role_connections\{role="r\\\\xe9"\} 1$/m, 'metrics(): escaped, then label-escaped');
+is(read_both("SELECT role || ' ' || database FROM pool_health.application_stats WHERE application_name = 'names'", 'application_stats'),
+	'r\xe9 d\xe9', 'application_stats');
+is(read_both("SELECT role || ' ' || database FROM pool_health.pool_advice WHERE application_name = 'names'", 'pool_advice'),
+	'r\xe9 d\xe9', 'pool_advice');
+read_both('SELECT * FROM pool_health.leaks', 'leaks');
+
+# HTTP: valid UTF-8 whatever it shows
+for my $path ('/status', '/metrics')
+{
+	my ($out, $err) = run_command([ 'curl', '-sS', "http://127.0.0.1:$http_port$path" ]);
+	ok(length($out) > 0 && eval { decode('UTF-8', $out, FB_CROAK | LEAVE_SRC); 1 }, "HTTP $path is valid UTF-8");
+}
+
+# a policy ends the session: the audit, its log line and NOTIFY
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN pool_health');
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres',
+	"INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout) VALUES ('names', 'names', '1s')");
+ok(ph_gone($node, $pid), 'the policy ends the session');
+is(read_both("SELECT role || ' ' || database FROM pool_health.terminations WHERE pid = $pid", 'terminations'),
+	'r\xe9 d\xe9', 'terminations');
+is(read_both("SELECT role || ' ' || database FROM pool_health.recent_actions WHERE pid = $pid", 'recent_actions'),
+	'r\xe9 d\xe9', 'recent_actions');
+ok($node->wait_for_log(qr/terminated session $pid .*role "r\\xe9"/, $log_offset),
+	'the log line names the role escaped');
+my $notification = '';
+for (1 .. 50)
+{
+	$notification = $listener->query_safe('SELECT 1');
+	last if $notification =~ /Asynchronous notification/;
+	sleep 0.1;
+}
+like($notification, qr/"role": ?"r\\\\xe9"/, 'the NOTIFY payload names the role escaped');
+ok(eval { decode('UTF-8', $notification, FB_CROAK | LEAVE_SRC); 1 }, 'and is valid UTF-8');
+
+$listener->quit;
+eval { $s->quit };
+$s2->quit;
+done_testing();
