@@ -80,7 +80,7 @@ append_worker_state(StringInfo buf)
 		ph_json_bool(buf, "running", w.pid != 0);
 		ph_json_int(buf, "pid", w.pid);
 		ph_json_str(buf, "mode", ph_worker_mode_name(w.mode));
-		ph_json_str(buf, "database", ph_database);
+		ph_json_str(buf, "database", ph_name_text(ph_database));
 		ph_json_bool(buf, "on_standby", w.on_standby);
 		ph_json_time(buf, "started_at", w.started_at);
 		ph_json_time(buf, "last_sample_at", w.last_sample_at);
