@@ -379,26 +379,28 @@ typedef enum PhWorkerMode
 } PhWorkerMode;
 
 /*
- * The worker's state (worker.c), under ph_shared->lock: written by the
- * worker (exclusive), copied out by status() and metrics() (shared).
- * pid, mode and level are also read without the lock (single aligned
- * words: a reader sees the old or the new value).
+ * The worker's state (worker.c), under ph_shared->lock: every field is
+ * written by the worker holding it exclusively (also at its exit, in
+ * worker_exit(), and connect_to_database by the postmaster before any
+ * worker runs), and read under it, shared at least: status() and
+ * metrics() copy the whole struct, so that pid and mode are seen
+ * together.  Nothing reads them without the lock.
  */
 typedef struct PhWorkerState
 {
-	int			pid;			/* 0 when not running */
-	PhWorkerMode mode;
-	bool		connect_to_database;	/* next start connects to it */
-	bool		on_standby;
-	TimestampTz started_at;
-	TimestampTz last_sample_at;
-	uint64		samples;
-	uint64		errors;
-	uint64		restarts;
-	uint64		sample_cpu_us;	/* CPU time spent in samples */
-	uint8		level;			/* PhLevel of the last sample */
-	TimestampTz last_error_at;
-	char		last_error[256];
+	int			pid;			/* 0 when not running; lock */
+	PhWorkerMode mode;			/* lock */
+	bool		connect_to_database;	/* next start connects to it; lock */
+	bool		on_standby;		/* lock */
+	TimestampTz started_at;		/* lock */
+	TimestampTz last_sample_at; /* lock */
+	uint64		samples;		/* lock */
+	uint64		errors;			/* lock */
+	uint64		restarts;		/* lock */
+	uint64		sample_cpu_us;	/* CPU time spent in samples; lock */
+	uint8		level;			/* PhLevel of the last sample; lock */
+	TimestampTz last_error_at;	/* lock */
+	char		last_error[256];	/* lock */
 } PhWorkerState;
 
 /*
@@ -657,8 +659,9 @@ typedef struct PhShared
 	LWLock	   *lock;			/* protects what each member says */
 	PhWorkerState worker;
 	struct PGPROC *worker_proc; /* to wake the worker; NULL when not
-								 * running; written under the lock, read
-								 * under it */
+								 * running; written by the worker under
+								 * the lock (exclusive: at start and in
+								 * worker_exit()), read under it */
 	pg_atomic_uint64 terminations;	/* sessions ended since the history began */
 	pg_atomic_uint64 refusals;	/* connections refused, likewise */
 	pg_atomic_uint32 http_pid;	/* the HTTP worker (http.c), 0 if none */
