@@ -222,6 +222,8 @@ typedef struct PhBackend
 	bool		superuser;		/* its role is a superuser (evaluate.c) */
 	int			blocking;		/* sessions waiting on its locks, or -1 */
 	TimestampTz blocking_since; /* earliest wait on its locks, or 0 */
+	int			blocking_waiter;	/* the pid of that earliest waiter, or 0 */
+	int			blocking_waiter_procno; /* and its PGPROC number, or -1 */
 	int			blocked_by;		/* pid of the first blocker, if waiting */
 	int64		idle_for;		/* usec in its idle state, or -1 */
 	int64		xact_age;		/* usec since its transaction began, or -1 */
@@ -712,6 +714,7 @@ extern PhShared *ph_shared_required(const char *what);
 /* backend_snapshot.c */
 extern void ph_snapshot_take(PhSnapshot *snap, int flags);
 extern bool ph_snapshot_reread(const PhBackend *be, PhBackend *now);
+extern bool ph_snapshot_still_blocking(const PhBackend *be);
 extern bool ph_client_addr_text(const SockAddr *addr, char *buf, size_t size,
 								int *port);
 extern bool ph_backend_visible(const PhBackend *be);
