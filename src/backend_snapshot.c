@@ -131,6 +131,12 @@ map_slots_to_procs(const int *slot_pid, int nslots)
  * and blockers are named by their group's leader, as pg_blocking_pids()
  * names them.  The copy's pointers are never followed once the
  * partitions are released.
+ *
+ * Out of the locks, each lock's PROCLOCKs are indexed by the modes they
+ * hold and wait for, so that a waiter looks only at those whose modes
+ * conflict with its own: the cost is the number of blocks found, not
+ * waiters x PROCLOCKs (200 readers behind one holder: 200 looks, not
+ * 40,000).
  */
 
 /* A PROCLOCK of a lock someone waits for. */
@@ -143,19 +149,27 @@ typedef struct LockEntry
 	LOCKMODE	wait_mode;		/* the mode it waits for here, or NoLock */
 } LockEntry;
 
-/* A lock someone waits for: its PROCLOCKs are entries[first ... ]. */
+/*
+ * A lock someone waits for: its PROCLOCKs are entries[first ... first +
+ * count - 1]; by mode m, those holding m are held[held_at[m] ...
+ * held_at[m + 1] - 1] (in list order), those waiting for m are
+ * queued[queued_at[m] ... queued_at[m + 1] - 1] (in queue order), as
+ * indexes in entries[].
+ */
 typedef struct WaitedLock
 {
 	const LOCKMASK *conflicts;	/* the conflict table of its lock method */
 	int			first;
 	int			count;
+	int			held_at[MAX_LOCKMODES + 1];
+	int			queued_at[MAX_LOCKMODES + 1];
 } WaitedLock;
 
 /* A waiting PGPROC. */
 typedef struct LockWaiter
 {
-	int			pid;
 	int			lock;			/* index in locks[] */
+	int			own;			/* its PROCLOCK, index in entries[] */
 	int			queue_pos;		/* its place in that lock's wait queue */
 	LOCKMODE	mode;			/* the mode it waits for */
 	TimestampTz wait_start;		/* PGPROC.waitStart, read in the pass */
@@ -164,10 +178,12 @@ typedef struct LockWaiter
 /* The copy, and for each backend asked about, its waiting group members. */
 typedef struct LockWaits
 {
-	int		   *lock_of;		/* per PGPROC: index in locks[] of the lock
-								 * whose queue it is in, or -1 */
-	int		   *queue_pos_of;	/* per PGPROC: its place in that queue */
-	int		   *waiter_of;		/* per PGPROC: index in waiters[], or -1 */
+	/* per PGPROC number, during the pass */
+	int		   *lock_of;		/* index in locks[] of the lock whose queue
+								 * it is in, or -1 */
+	int		   *queue_pos_of;	/* its place in that queue */
+	int		   *entry_of;		/* its PROCLOCK on that lock */
+	int		   *waiter_of;		/* index in waiters[], or -1 */
 	WaitedLock *locks;
 	int			nlocks;
 	LockEntry  *entries;
@@ -180,7 +196,11 @@ typedef struct LockWaits
 	int			maxmembers;
 	int		   *first_member;	/* per asked backend: its members are */
 	int		   *nmember;		/* members[first_member ...] */
-	int			max_lock_entries;	/* the most PROCLOCKs of one lock */
+	/* made after the pass */
+	int		   *held;			/* entries by mode held (WaitedLock) */
+	int		   *queued;			/* entries by mode waited for (WaitedLock) */
+	int		   *seen;			/* per entry: the last search that found it */
+	int			searches;
 } LockWaits;
 
 /*
@@ -212,6 +232,7 @@ copy_waited_lock(LockWaits *lw, LOCK *lock)
 		 proclock = ph_lock_next_proclock(lock, proclock))
 	{
 		PGPROC	   *holder = proclock->tag.myProc;
+		int			procno = (int) (holder - allprocs);
 		LockEntry  *e;
 
 		if (lw->nentries == lw->maxentries)
@@ -220,16 +241,21 @@ copy_waited_lock(LockWaits *lw, LOCK *lock)
 			lw->maxentries *= 2;
 			lw->entries = repalloc(lw->entries, sizeof(LockEntry) * lw->maxentries);
 		}
-		e = &lw->entries[lw->nentries++];
+		e = &lw->entries[lw->nentries];
 		e->pid = holder->pid;
 		e->leader_pid = proclock->groupLeader->pid;
 		e->hold_mask = proclock->holdMask;
-		e->wait_mode = holder->waitLock == lock ? holder->waitLockMode : NoLock;
-		e->queue_pos = e->wait_mode != NoLock ?
-			lw->queue_pos_of[holder - allprocs] : -1;
+		e->wait_mode = NoLock;
+		e->queue_pos = -1;
+		if (holder->waitLock == lock && lw->lock_of[procno] == l)
+		{
+			e->wait_mode = holder->waitLockMode;
+			e->queue_pos = lw->queue_pos_of[procno];
+			lw->entry_of[procno] = lw->nentries;
+		}
+		lw->nentries++;
 	}
 	wl->count = lw->nentries - wl->first;
-	lw->max_lock_entries = Max(lw->max_lock_entries, wl->count);
 }
 
 /*
@@ -251,12 +277,12 @@ add_group_member(LockWaits *lw, int asked, PGPROC *proc)
 			return;
 		if (lw->lock_of[procno] < 0)
 			copy_waited_lock(lw, proc->waitLock);
-		if (lw->lock_of[procno] < 0)
+		if (lw->lock_of[procno] < 0 || lw->entry_of[procno] < 0)
 			return;				/* not in its lock's queue: cannot be */
 		w = lw->nwaiters++;
 		waiter = &lw->waiters[w];
-		waiter->pid = proc->pid;
 		waiter->lock = lw->lock_of[procno];
+		waiter->own = lw->entry_of[procno];
 		waiter->queue_pos = lw->queue_pos_of[procno];
 		waiter->mode = proc->waitLockMode;
 		waiter->wait_start = (TimestampTz) pg_atomic_read_u64(&proc->waitStart);
@@ -272,11 +298,67 @@ add_group_member(LockWaits *lw, int asked, PGPROC *proc)
 }
 
 /*
- * The one pass: for each backend asked about (its PGPROC number and pid,
- * as the snapshot saw them), the waiting members of its lock group (or
+ * Index each copied lock's PROCLOCKs by the modes they hold and wait for
+ * (a counting sort: list order and queue order are kept).  After the pass.
+ */
+static void
+index_waited_locks(LockWaits *lw)
+{
+	int			nheld = 0;
+	int			nqueued = 0;
+	/* a queue holds PGPROCs, each once */
+	int		   *queue_entry = palloc(sizeof(int) * ProcGlobal->allProcCount);
+
+	lw->held = palloc(sizeof(int) * Max(lw->nentries * (MAX_LOCKMODES - 1), 1));
+	lw->queued = palloc(sizeof(int) * Max(lw->nentries, 1));
+	lw->seen = palloc(sizeof(int) * Max(lw->nentries, 1));
+	memset(lw->seen, -1, sizeof(int) * Max(lw->nentries, 1));
+	lw->searches = 0;
+
+	for (int l = 0; l < lw->nlocks; l++)
+	{
+		WaitedLock *wl = &lw->locks[l];
+		const LockEntry *entries = &lw->entries[wl->first];
+		int			queued = 0;
+
+		/* held: by mode, in list order (an entry may hold several) */
+		for (int m = 1; m < MAX_LOCKMODES; m++)
+		{
+			wl->held_at[m] = nheld;
+			for (int j = 0; j < wl->count; j++)
+				if (entries[j].hold_mask & LOCKBIT_ON(m))
+					lw->held[nheld++] = wl->first + j;
+		}
+		wl->held_at[MAX_LOCKMODES] = nheld;
+
+		/* waited for: by mode, in queue order */
+		for (int j = 0; j < wl->count; j++)
+			if (entries[j].wait_mode != NoLock)
+				queued = Max(queued, entries[j].queue_pos + 1);
+		for (int k = 0; k < queued; k++)
+			queue_entry[k] = -1;
+		for (int j = 0; j < wl->count; j++)
+			if (entries[j].wait_mode != NoLock)
+				queue_entry[entries[j].queue_pos] = wl->first + j;
+		for (int m = 1; m < MAX_LOCKMODES; m++)
+		{
+			wl->queued_at[m] = nqueued;
+			for (int k = 0; k < queued; k++)
+				if (queue_entry[k] >= 0 && lw->entries[queue_entry[k]].wait_mode == m)
+					lw->queued[nqueued++] = queue_entry[k];
+		}
+		wl->queued_at[MAX_LOCKMODES] = nqueued;
+	}
+	pfree(queue_entry);
+}
+
+/*
+ * The pass: for each backend asked about (its PGPROC number and pid, as
+ * the snapshot saw them), the waiting members of its lock group (or
  * itself) and the locks they wait for, copied under every lock partition
- * (shared), taken once and in order, as GetLockStatusData() takes them.
- * Nothing is allocated while they are held unless a guess was too small.
+ * (shared), taken once and in order, as GetLockStatusData() takes them;
+ * then the copy is indexed.  Nothing is allocated while the partitions
+ * are held unless a guess was too small.
  */
 static void
 lock_waits_take(LockWaits *lw, const int *procnos, const int *pids, int nasked)
@@ -286,8 +368,10 @@ lock_waits_take(LockWaits *lw, const int *procnos, const int *pids, int nasked)
 	memset(lw, 0, sizeof(LockWaits));
 	lw->lock_of = palloc(sizeof(int) * nprocs);
 	lw->queue_pos_of = palloc(sizeof(int) * nprocs);
+	lw->entry_of = palloc(sizeof(int) * nprocs);
 	lw->waiter_of = palloc(sizeof(int) * nprocs);
 	memset(lw->lock_of, -1, sizeof(int) * nprocs);
+	memset(lw->entry_of, -1, sizeof(int) * nprocs);
 	memset(lw->waiter_of, -1, sizeof(int) * nprocs);
 	/* a PGPROC waits for one lock at most */
 	lw->locks = palloc(sizeof(WaitedLock) * nprocs);
@@ -323,6 +407,8 @@ lock_waits_take(LockWaits *lw, const int *procnos, const int *pids, int nasked)
 	}
 	for (int i = NUM_LOCK_PARTITIONS; --i >= 0;)
 		LWLockRelease(LockHashPartitionLockByIndex(i));
+
+	index_waited_locks(lw);
 }
 
 static void
@@ -330,6 +416,7 @@ lock_waits_free(LockWaits *lw)
 {
 	pfree(lw->lock_of);
 	pfree(lw->queue_pos_of);
+	pfree(lw->entry_of);
 	pfree(lw->waiter_of);
 	pfree(lw->locks);
 	pfree(lw->waiters);
@@ -337,37 +424,54 @@ lock_waits_free(LockWaits *lw)
 	pfree(lw->members);
 	pfree(lw->first_member);
 	pfree(lw->nmember);
+	pfree(lw->held);
+	pfree(lw->queued);
+	pfree(lw->seen);
 }
 
 /*
- * The pids of the backends that block waiter w, in the order
- * pg_blocking_pids() lists them (a pid may repeat), into out (room for
- * lw->max_lock_entries); returns how many.
+ * The PROCLOCKs (indexes in entries[]) whose backends block waiter w:
+ * those pg_blocking_pids() lists for it, each once (it may list one
+ * twice: its callers count it once), in no particular order.  Into out
+ * (room for the lock's PROCLOCKs); returns how many.
  */
 static int
-waiter_blockers(const LockWaits *lw, const LockWaiter *w, int *out)
+waiter_blockers(LockWaits *lw, const LockWaiter *w, int *out)
 {
 	const WaitedLock *lock = &lw->locks[w->lock];
-	const LockEntry *entries = &lw->entries[lock->first];
-	const LockEntry *own = NULL;
+	const LockEntry *own = &lw->entries[w->own];
 	LOCKMASK	conflicts = lock->conflicts[w->mode];
+	int			search = lw->searches++;
 	int			n = 0;
 
-	for (int j = 0; j < lock->count && own == NULL; j++)
-		if (entries[j].pid == w->pid)
-			own = &entries[j];
-	if (own == NULL)
-		return 0;				/* cannot be: a waiter has its PROCLOCK */
-	for (int j = 0; j < lock->count; j++)
+	for (int m = 1; m < MAX_LOCKMODES; m++)
 	{
-		const LockEntry *e = &entries[j];
-
-		if (e == own || e->leader_pid == own->leader_pid)
+		if ((conflicts & LOCKBIT_ON(m)) == 0)
 			continue;
-		if ((conflicts & e->hold_mask) != 0 ||
-			(e->wait_mode != NoLock && (conflicts & LOCKBIT_ON(e->wait_mode)) != 0 &&
-			 e->queue_pos < w->queue_pos))
-			out[n++] = e->leader_pid;
+		/* hard blocks: a conflicting mode held */
+		for (int k = lock->held_at[m]; k < lock->held_at[m + 1]; k++)
+		{
+			int			idx = lw->held[k];
+			const LockEntry *e = &lw->entries[idx];
+
+			if (e == own || e->leader_pid == own->leader_pid || lw->seen[idx] == search)
+				continue;
+			lw->seen[idx] = search;
+			out[n++] = idx;
+		}
+		/* soft blocks: a conflicting mode waited for, ahead in the queue */
+		for (int k = lock->queued_at[m]; k < lock->queued_at[m + 1]; k++)
+		{
+			int			idx = lw->queued[k];
+			const LockEntry *e = &lw->entries[idx];
+
+			if (e->queue_pos >= w->queue_pos)
+				break;
+			if (e == own || e->leader_pid == own->leader_pid || lw->seen[idx] == search)
+				continue;
+			lw->seen[idx] = search;
+			out[n++] = idx;
+		}
 	}
 	return n;
 }
@@ -376,7 +480,8 @@ waiter_blockers(const LockWaits *lw, const LockWaiter *w, int *out)
  * For every backend: how many backends wait on a lock it holds (or is
  * ahead of them in the queue for), since when the earliest of those waits
  * began, and which waiter that is; for every waiter, the first backend it
- * waits for.  Costs nothing when nobody waits.
+ * waits for (the first pg_blocking_pids() lists that is in the snapshot).
+ * Costs nothing when nobody waits.
  */
 static void
 compute_blocking(PhSnapshot *snap)
@@ -426,7 +531,7 @@ compute_blocking(PhSnapshot *snap)
 	/* which waiter a holder was last counted for: each counts it once */
 	counted_for = palloc(sizeof(int) * snap->nbackends);
 	memset(counted_for, -1, sizeof(int) * snap->nbackends);
-	blockers = palloc(sizeof(int) * Max(lw.max_lock_entries, 1));
+	blockers = palloc(sizeof(int) * Max(lw.nentries, 1));
 
 	for (int a = 0; a < nasked; a++)
 	{
@@ -438,17 +543,22 @@ compute_blocking(PhSnapshot *snap)
 		{
 			const LockWaiter *w = &lw.waiters[lw.members[lw.first_member[a] + m]];
 			int			n = waiter_blockers(&lw, w, blockers);
+			int			first = -1;
 
 			for (int j = 0; j < n; j++)
 			{
-				int			holder = pid_slot_find(by_pid, snap->nbackends, blockers[j]);
+				int			pid = lw.entries[blockers[j]].leader_pid;
+				int			holder = pid_slot_find(by_pid, snap->nbackends, pid);
 				PhBackend  *h;
 
-				if (holder < 0 || counted_for[holder] == a)
+				if (holder < 0)
+					continue;
+				/* listed first: the earliest PROCLOCK of the lock's list */
+				if (first < 0 || blockers[j] < first)
+					first = blockers[j];
+				if (counted_for[holder] == a)
 					continue;
 				counted_for[holder] = a;
-				if (waiter->blocked_by == 0)
-					waiter->blocked_by = blockers[j];
 				h = &snap->backends[holder];
 				h->blocking++;
 				if (h->blocking_since == 0 || since < h->blocking_since)
@@ -458,15 +568,37 @@ compute_blocking(PhSnapshot *snap)
 					h->blocking_waiter_procno = waiter->procno;
 				}
 			}
+			if (waiter->blocked_by == 0 && first >= 0)
+				waiter->blocked_by = lw.entries[first].leader_pid;
 		}
 	}
 	lock_waits_free(&lw);
 	pfree(asked);
 	pfree(procnos);
 	pfree(pids);
-	pfree(by_pid);
 	pfree(counted_for);
 	pfree(blockers);
+	snap->by_pid = by_pid;		/* kept for ph_snapshot_find_pid() */
+}
+
+/*
+ * The backend of a snapshot with this pid, or NULL: by the snapshot's pid
+ * index when it has one (O(log n)), else by a scan.
+ */
+const PhBackend *
+ph_snapshot_find_pid(const PhSnapshot *snap, int pid)
+{
+	int			index;
+
+	if (snap->by_pid == NULL)
+	{
+		for (int i = 0; i < snap->nbackends; i++)
+			if (snap->backends[i].pid == pid)
+				return &snap->backends[i];
+		return NULL;
+	}
+	index = pid_slot_find(snap->by_pid, snap->nbackends, pid);
+	return index >= 0 ? &snap->backends[index] : NULL;
 }
 
 /*
@@ -484,27 +616,24 @@ ph_snapshot_still_blocking(const PhBackend *be)
 	int			pid = be->blocking_waiter;
 	bool		blocks = false;
 	int		   *blockers;
+	int			w;
 
 	if (pid == 0 || procno < 0)
 		return false;
 	lock_waits_take(&lw, &procno, &pid, 1);
-	blockers = palloc(sizeof(int) * Max(lw.max_lock_entries, 1));
-	if (lw.waiter_of[procno] >= 0)
+	blockers = palloc(sizeof(int) * Max(lw.nentries, 1));
+	w = lw.waiter_of[procno];
+	/* the same wait: still waiting, stamped, and no later than it was */
+	if (w >= 0 && lw.waiters[w].wait_start != 0 &&
+		lw.waiters[w].wait_start <= be->blocking_since)
 	{
-		const LockWaiter *w = &lw.waiters[lw.waiter_of[procno]];
+		for (int m = 0; m < lw.nmember[0] && !blocks; m++)
+		{
+			int			n = waiter_blockers(&lw, &lw.waiters[lw.members[m]], blockers);
 
-		/* the same wait: stamped, and no later than it was */
-		if (w->wait_start == 0 || w->wait_start > be->blocking_since)
-			lw.nmember[0] = 0;
-	}
-	else
-		lw.nmember[0] = 0;		/* it waits no more (or is gone) */
-	for (int m = 0; m < lw.nmember[0] && !blocks; m++)
-	{
-		int			n = waiter_blockers(&lw, &lw.waiters[lw.members[m]], blockers);
-
-		for (int j = 0; j < n && !blocks; j++)
-			blocks = blockers[j] == be->pid;
+			for (int j = 0; j < n && !blocks; j++)
+				blocks = lw.entries[blockers[j]].leader_pid == be->pid;
+		}
 	}
 	lock_waits_free(&lw);
 	pfree(blockers);
@@ -589,6 +718,7 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 		query_buf = palloc(pgstat_track_activity_query_size);
 	snap->taken_at = GetCurrentTimestamp();
 	snap->nbackends = 0;
+	snap->by_pid = NULL;
 	snap->backends = palloc(sizeof(PhBackend) * nslots);
 
 	/* the status entries, then their PGPROCs */

@@ -245,6 +245,9 @@ typedef struct PhSnapshot
 	TimestampTz taken_at;
 	int			nbackends;
 	PhBackend  *backends;		/* palloc'd in the caller's context */
+	struct PidSlot *by_pid;		/* the backends by pid (backend_snapshot.c),
+								 * or NULL: with PH_SNAPSHOT_BLOCKING when
+								 * some backend waits */
 } PhSnapshot;
 
 #define PH_MAX_REASONS 8
@@ -715,6 +718,7 @@ extern PhShared *ph_shared_required(const char *what);
 extern void ph_snapshot_take(PhSnapshot *snap, int flags);
 extern bool ph_snapshot_reread(const PhBackend *be, PhBackend *now);
 extern bool ph_snapshot_still_blocking(const PhBackend *be);
+extern const PhBackend *ph_snapshot_find_pid(const PhSnapshot *snap, int pid);
 extern bool ph_client_addr_text(const SockAddr *addr, char *buf, size_t size,
 								int *port);
 extern bool ph_backend_visible(const PhBackend *be);
