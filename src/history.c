@@ -274,8 +274,11 @@ minute_valid(const PhMinute *m, TimestampTz prev_at, TimestampTz now)
 		m->used_min <= m->used_max &&
 		m->used_sum >= (int64) m->used_min * m->samples &&
 		m->used_sum <= (int64) m->used_max * m->samples &&
-		m->active_sum >= 0 && m->idle_sum >= 0 &&
+		m->active_sum >= 0 && m->active_sum <= m->used_sum &&
+		m->idle_sum >= 0 && m->idle_sum <= m->used_sum &&
 		m->idle_in_transaction_sum >= 0 &&
+		m->idle_in_transaction_sum <= m->used_sum &&
+		/* each at most used_sum: the sum cannot overflow */
 		m->active_sum + m->idle_sum + m->idle_in_transaction_sum <= m->used_sum &&
 		count_ok(m->waiting_max) && m->waiting_max <= m->used_max &&
 		count_ok(m->leaked_max) && m->leaked_max <= m->used_max &&
