@@ -18,6 +18,7 @@
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
 #include "utils/guc.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/backend_status.h"
 #include "utils/wait_event.h"
@@ -251,6 +252,82 @@ ph_table_beginscan(Relation rel, Snapshot snapshot)
 	return table_beginscan(rel, snapshot, 0, NULL, 0);
 #else
 	return table_beginscan(rel, snapshot, 0, NULL);
+#endif
+}
+
+/*
+ * The lock manager's lists of one LOCK, walked with every lock partition
+ * held (backend_snapshot.c), in the order pg_blocking_pids() walks them:
+ * its PROCLOCKs (the holders and waiters) and its wait queue (PGPROCs,
+ * first come first).  PG 16 made them dlists (a SHM_QUEUE and a
+ * PROC_QUEUE before); PG 19 links a waiting PGPROC by waitLink rather
+ * than links.  The walkers return NULL after the last.
+ */
+static inline PROCLOCK *
+ph_lock_first_proclock(LOCK *lock)
+{
+#if PG_VERSION_NUM >= 160000
+	return dlist_is_empty(&lock->procLocks) ? NULL :
+		dlist_head_element(PROCLOCK, lockLink, &lock->procLocks);
+#else
+	return (PROCLOCK *) SHMQueueNext(&lock->procLocks, &lock->procLocks,
+									 offsetof(PROCLOCK, lockLink));
+#endif
+}
+
+static inline PROCLOCK *
+ph_lock_next_proclock(LOCK *lock, PROCLOCK *proclock)
+{
+#if PG_VERSION_NUM >= 160000
+	return dlist_has_next(&lock->procLocks, &proclock->lockLink) ?
+		dlist_container(PROCLOCK, lockLink,
+						dlist_next_node(&lock->procLocks, &proclock->lockLink)) :
+		NULL;
+#else
+	return (PROCLOCK *) SHMQueueNext(&lock->procLocks, &proclock->lockLink,
+									 offsetof(PROCLOCK, lockLink));
+#endif
+}
+
+#if PG_VERSION_NUM >= 190000
+#define PH_WAIT_QUEUE_LINK waitLink
+#else
+#define PH_WAIT_QUEUE_LINK links
+#endif
+
+/* How many PGPROCs wait in the queue of a LOCK. */
+static inline int
+ph_lock_queue_length(LOCK *lock)
+{
+#if PG_VERSION_NUM >= 160000
+	return (int) dclist_count(&lock->waitProcs);
+#else
+	return lock->waitProcs.size;
+#endif
+}
+
+/* The first PGPROC in the queue of a LOCK (its length is not 0). */
+static inline PGPROC *
+ph_lock_queue_first(LOCK *lock)
+{
+#if PG_VERSION_NUM >= 160000
+	return dlist_container(PGPROC, PH_WAIT_QUEUE_LINK,
+						   dclist_head_node(&lock->waitProcs));
+#else
+	return (PGPROC *) lock->waitProcs.links.next;
+#endif
+}
+
+/* The PGPROC after proc in the queue of a LOCK (proc is not the last). */
+static inline PGPROC *
+ph_lock_queue_next(LOCK *lock, PGPROC *proc)
+{
+#if PG_VERSION_NUM >= 160000
+	return dlist_container(PGPROC, PH_WAIT_QUEUE_LINK,
+						   dclist_next_node(&lock->waitProcs,
+											&proc->PH_WAIT_QUEUE_LINK));
+#else
+	return (PGPROC *) proc->links.next;
 #endif
 }
 

@@ -122,33 +122,14 @@ explanation(const PhAuditEntry *e, const PhPolicy *policy)
 }
 
 /*
- * Since when the session with this pid has been blocking others now, or 0
- * (a fresh pass over backend status with blocking counts).
- */
-static TimestampTz
-blocking_since_now(int pid, int *blocking)
-{
-	PhSnapshot	snap;
-
-	ph_snapshot_take(&snap, PH_SNAPSHOT_BLOCKING);
-	for (int i = 0; i < snap.nbackends; i++)
-	{
-		if (snap.backends[i].pid == pid)
-		{
-			*blocking = snap.backends[i].blocking;
-			return snap.backends[i].blocking_since;
-		}
-	}
-	return 0;
-}
-
-/*
  * Signal (or, in a dry run or for action log, only describe) one session
  * past a limit, filling *e for the audit; recording it is the caller's.
  * The session is read again first: it must be the same session (pid and
  * backend start), still in the same state or transaction (for
- * blocking_timeout: still blocking others, since no later), and still
- * past limit_usec; if not, nothing is done and false is returned.
+ * blocking_timeout: still blocking the waiter whose wait its
+ * blocking_since is, in that same wait: a look at one lock, not a new
+ * snapshot), and still past limit_usec; if not, nothing is done and false
+ * is returned (the next evaluation looks again).
  * policy is NULL for manual calls, whose source names the function; label
  * starts the audited reason (NULL: "<limit> <value> exceeded").  The
  * caller has checked exemptions and privileges.
@@ -163,7 +144,6 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	TimestampTz at;
 	const char *str;
 	char	   *query;
-	int			blocking = be->blocking;
 
 	if (!ph_snapshot_reread(be, &now) ||
 		now.pid != be->pid || now.backend_start != be->backend_start)
@@ -187,11 +167,11 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 			since = now.xact_start;
 			break;
 		case PH_LIMIT_BLOCKING:
-			if (now.xact_start == 0 || now.xact_start != be->xact_start)
+			/* still blocking the earliest waiter: one look at its lock */
+			if (now.xact_start == 0 || now.xact_start != be->xact_start ||
+				!ph_snapshot_still_blocking(be))
 				return false;
-			since = blocking_since_now(be->pid, &blocking);
-			if (since == 0)
-				return false;
+			since = be->blocking_since;
 			break;
 		default:
 			return false;
@@ -226,7 +206,7 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 		label = psprintf("%s %s exceeded", ph_limit_name(limit),
 						 ph_duration_text(limit_usec));
 	snprintf(e->reason, sizeof(e->reason), "%s: %s for %s", label,
-			 limit_activity(limit, blocking), ph_duration_text(at - since));
+			 limit_activity(limit, be->blocking), ph_duration_text(at - since));
 	strlcpy(e->action, terminate ? "terminate" : "log", sizeof(e->action));
 	e->dry_run = dry_run;
 	e->success = -1;

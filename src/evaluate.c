@@ -163,25 +163,20 @@ add_reason(PhUsage *usage, char *reason)
 		usage->reasons[usage->nreasons++] = reason;
 }
 
-static const PhBackend *
-find_pid(const PhSnapshot *snap, int pid)
-{
-	for (int i = 0; i < snap->nbackends; i++)
-		if (snap->backends[i].pid == pid)
-			return &snap->backends[i];
-	return NULL;
-}
-
 /*
  * The reason for sessions waiting on locks longer than
  * pool_health.lock_wait_after, naming the session at the root of most of
- * their wait chains.
+ * their wait chains (the first such root, in the snapshot's order, when
+ * several are tied).  Each chain is followed by pid lookups in the
+ * snapshot's pid index: O(waiters x log backends), not waiters x
+ * backends.
  */
 static void
 lock_wait_reason(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 {
 	int64		after = (int64) ph_lock_wait_after_ms * 1000;
 	int		   *roots = palloc(sizeof(int) * Max(usage->lock_waits, 1));
+	int		   *behind = palloc0(sizeof(int) * Max(snap->nbackends, 1));
 	int			nroots = 0;
 	int			root = 0;
 	int			best = 0;
@@ -197,27 +192,24 @@ lock_wait_reason(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 			continue;
 		for (int hop = 0; hop < MAX_BLOCKING_CHAIN && at->blocked_by != 0; hop++)
 		{
-			const PhBackend *next = find_pid(snap, at->blocked_by);
+			const PhBackend *next = ph_snapshot_find_pid(snap, at->blocked_by);
 
 			if (next == NULL || next == be)
 				break;
 			at = next;
 		}
-		roots[nroots++] = at->pid;
+		roots[nroots++] = at - snap->backends;
+		behind[at - snap->backends]++;
 	}
 	for (int i = 0; i < nroots; i++)
 	{
-		int			n = 0;
-
-		for (int j = 0; j < nroots; j++)
-			n += roots[j] == roots[i];
-		if (n > best && roots[i] != 0)
+		if (behind[roots[i]] > best)
 		{
-			best = n;
-			root = roots[i];
+			best = behind[roots[i]];
+			root = snap->backends[roots[i]].pid;
 		}
 	}
-	blocker = root != 0 ? find_pid(snap, root) : NULL;
+	blocker = root != 0 ? ph_snapshot_find_pid(snap, root) : NULL;
 	if (blocker != NULL && blocker->waiting == false)
 		add_reason(usage, psprintf("%d %s waiting on locks for longer than pool_health.lock_wait_after (%s), %d of them behind session %d (role \"%s\", application \"%s\")",
 								   usage->lock_waits,
@@ -233,6 +225,7 @@ lock_wait_reason(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 								   usage->lock_waits == 1 ? "session" : "sessions",
 								   GetConfigOptionByName("pool_health.lock_wait_after", NULL, false)));
 	pfree(roots);
+	pfree(behind);
 }
 
 /* The server-wide figures, level and reasons of an evaluated snapshot. */

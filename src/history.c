@@ -62,6 +62,8 @@ ph_history_shmem_size(void)
 char *
 ph_history_init(PhHistory *history, char *storage)
 {
+	/* the settings' minima (10 and 60) keep the rings' modulos nonzero */
+	Assert(ph_history_raw_samples > 0 && ph_history_minutes > 0);
 	memset(history, 0, sizeof(PhHistory));
 	history->raw_capacity = ph_history_raw_samples;
 	history->minute_capacity = ph_history_minutes;
@@ -222,6 +224,68 @@ ph_history_save(void)
 	(void) durable_rename(tmp, HISTORY_FILE, LOG);
 }
 
+/*
+ * The bounds of a restored entry.  No count of sessions can exceed
+ * MAX_BACKENDS (2^18 - 1, the server's own limit); a minute holds at most
+ * one sample per millisecond (pool_health.sample_interval is at least
+ * 10 ms).  Within them, no sum of a minute overflows.
+ */
+#define COUNT_MAX			0x3FFFF
+#define MINUTE_SAMPLES_MAX	((int32) (USECS_PER_MINUTE / 1000))
+
+static bool
+count_ok(int64 value)
+{
+	return value >= 0 && value <= COUNT_MAX;
+}
+
+/*
+ * Is a raw sample from the file one the worker could have taken, no later
+ * than now and not before the one kept before it (prev_at)?
+ */
+static bool
+sample_valid(const PhSample *s, TimestampTz prev_at, TimestampTz now)
+{
+	return s->at > 0 && s->at <= now && s->at >= prev_at &&
+		count_ok(s->usable) && count_ok(s->used) &&
+		count_ok(s->active) && count_ok(s->idle) &&
+		count_ok(s->idle_in_transaction) &&
+		(int64) s->active + s->idle + s->idle_in_transaction <= s->used &&
+		count_ok(s->waiting) && s->waiting <= s->used &&
+		count_ok(s->leaked) && s->leaked <= s->used &&
+		s->terminated >= 0 && s->refused >= 0 &&
+		s->level <= PH_LEVEL_EXHAUSTED;
+}
+
+/*
+ * Is a minute from the file one the worker could have aggregated: the
+ * start of a minute, after the one kept before it (prev_at) and not in
+ * the future, at least one sample, min <= avg <= max (as sums: no
+ * division), sums and maxima within what its samples allow?
+ */
+static bool
+minute_valid(const PhMinute *m, TimestampTz prev_at, TimestampTz now)
+{
+	return m->at > 0 && m->at % USECS_PER_MINUTE == 0 &&
+		m->at > prev_at && m->at <= now &&
+		m->samples >= 1 && m->samples <= MINUTE_SAMPLES_MAX &&
+		count_ok(m->usable) &&
+		count_ok(m->used_min) && count_ok(m->used_max) &&
+		m->used_min <= m->used_max &&
+		m->used_sum >= (int64) m->used_min * m->samples &&
+		m->used_sum <= (int64) m->used_max * m->samples &&
+		m->active_sum >= 0 && m->active_sum <= m->used_sum &&
+		m->idle_sum >= 0 && m->idle_sum <= m->used_sum &&
+		m->idle_in_transaction_sum >= 0 &&
+		m->idle_in_transaction_sum <= m->used_sum &&
+		/* each at most used_sum: the sum cannot overflow */
+		m->active_sum + m->idle_sum + m->idle_in_transaction_sum <= m->used_sum &&
+		count_ok(m->waiting_max) && m->waiting_max <= m->used_max &&
+		count_ok(m->leaked_max) && m->leaked_max <= m->used_max &&
+		m->terminated >= 0 && m->refused >= 0 &&
+		m->worst_level <= PH_LEVEL_EXHAUSTED;
+}
+
 /* Ignore a history file that cannot be ours, or is damaged. */
 static void
 reject_file(const char *why)
@@ -250,6 +314,10 @@ ph_history_load(void)
 	pg_crc32c	stored;
 	PhSample   *raw;
 	PhMinute   *minutes;
+	TimestampTz now;
+	TimestampTz prev_at;
+	int			bad_samples = 0;
+	int			bad_minutes = 0;
 
 	if (stat(HISTORY_FILE, &st) != 0)
 		return;					/* no file: nothing to restore */
@@ -306,19 +374,56 @@ ph_history_load(void)
 		goto done;
 	}
 
+	/*
+	 * A file with a valid checksum can still hold entries no worker
+	 * wrote (edited, or written by a build with a bug): each entry is
+	 * checked before it is kept, and the rest of the history is restored
+	 * without the bad ones.  The minutes are kept in order, the minute in
+	 * progress after them.
+	 */
 	raw = (PhSample *) (data + sizeof(header));
 	minutes = (PhMinute *) (data + sizeof(header) + sizeof(PhSample) * header.raw_count);
+	now = GetCurrentTimestamp();
+	prev_at = 0;
 	for (int i = Max(header.raw_count - history->raw_capacity, 0); i < header.raw_count; i++)
 	{
+		if (!sample_valid(&raw[i], prev_at, now))
+		{
+			bad_samples++;
+			continue;
+		}
+		prev_at = raw[i].at;
 		history->raw[history->raw_next] = raw[i];
 		history->raw_next = (history->raw_next + 1) % history->raw_capacity;
 		history->raw_count = Min(history->raw_count + 1, history->raw_capacity);
 	}
+	prev_at = 0;
 	for (int i = Max(header.minute_count - history->minute_capacity, 0); i < header.minute_count; i++)
+	{
+		if (!minute_valid(&minutes[i], prev_at, now))
+		{
+			bad_minutes++;
+			continue;
+		}
+		prev_at = minutes[i].at;
 		push_minute(history, &minutes[i]);
-	history->current = header.current;
+	}
+	memset(&history->current, 0, sizeof(PhMinute));
+	if (header.current.samples != 0)
+	{
+		if (minute_valid(&header.current, prev_at, now))
+			history->current = header.current;
+		else
+			bad_minutes++;
+	}
 	pg_atomic_write_u64(&ph_shared->terminations, header.terminations);
 	pg_atomic_write_u64(&ph_shared->refusals, header.refusals);
+	if (bad_samples > 0 || bad_minutes > 0)
+		ereport(WARNING,
+				(errmsg("pool_health history file \"%s\" holds %d samples and %d minutes that are not valid",
+						HISTORY_FILE, bad_samples, bad_minutes),
+				 errdetail("They were dropped; the rest of the history is restored."),
+				 errhint("A sample or minute is valid when its counts are within the server's limits, its minimum is at most its average and its average at most its maximum, and its time follows the one before and is not in the future.")));
 	ereport(LOG,
 			(errmsg("pool_health restored %d samples and %d minutes of history",
 					history->raw_count, history->minute_count)));

@@ -128,7 +128,8 @@ pool_health_get_history(PG_FUNCTION_ARGS)
 			const PhMinute *m = &minutes[i];
 			TimestampTz end = m->at + USECS_PER_MINUTE;
 
-			if (end <= since || m->at > until)
+			/* no division by zero, whatever is in the rings */
+			if (end <= since || m->at > until || m->samples <= 0)
 				continue;
 			if (resolution == HISTORY_AUTO && end > oldest_raw)
 				break;
@@ -221,7 +222,7 @@ pool_health_get_forecast(PG_FUNCTION_ARGS)
 	else
 	{
 		for (int i = 0; i < nminutes; i++)
-			if (minutes[i].at + USECS_PER_MINUTE > since)
+			if (minutes[i].at + USECS_PER_MINUTE > since && minutes[i].samples > 0)
 				ADD_POINT(minutes[i].at + USECS_PER_MINUTE / 2,
 						  (double) minutes[i].used_sum / minutes[i].samples,
 						  minutes[i].used_max, minutes[i].usable);

@@ -222,6 +222,8 @@ typedef struct PhBackend
 	bool		superuser;		/* its role is a superuser (evaluate.c) */
 	int			blocking;		/* sessions waiting on its locks, or -1 */
 	TimestampTz blocking_since; /* earliest wait on its locks, or 0 */
+	int			blocking_waiter;	/* the pid of that earliest waiter, or 0 */
+	int			blocking_waiter_procno; /* and its PGPROC number, or -1 */
 	int			blocked_by;		/* pid of the first blocker, if waiting */
 	int64		idle_for;		/* usec in its idle state, or -1 */
 	int64		xact_age;		/* usec since its transaction began, or -1 */
@@ -243,6 +245,9 @@ typedef struct PhSnapshot
 	TimestampTz taken_at;
 	int			nbackends;
 	PhBackend  *backends;		/* palloc'd in the caller's context */
+	struct PidSlot *by_pid;		/* the backends by pid (backend_snapshot.c),
+								 * or NULL: with PH_SNAPSHOT_BLOCKING when
+								 * some backend waits */
 } PhSnapshot;
 
 #define PH_MAX_REASONS 8
@@ -379,26 +384,28 @@ typedef enum PhWorkerMode
 } PhWorkerMode;
 
 /*
- * The worker's state (worker.c), under ph_shared->lock: written by the
- * worker (exclusive), copied out by status() and metrics() (shared).
- * pid, mode and level are also read without the lock (single aligned
- * words: a reader sees the old or the new value).
+ * The worker's state (worker.c), under ph_shared->lock: every field is
+ * written by the worker holding it exclusively (also at its exit, in
+ * worker_exit(), and connect_to_database by the postmaster before any
+ * worker runs), and read under it, shared at least: status() and
+ * metrics() copy the whole struct, so that pid and mode are seen
+ * together.  Nothing reads them without the lock.
  */
 typedef struct PhWorkerState
 {
-	int			pid;			/* 0 when not running */
-	PhWorkerMode mode;
-	bool		connect_to_database;	/* next start connects to it */
-	bool		on_standby;
-	TimestampTz started_at;
-	TimestampTz last_sample_at;
-	uint64		samples;
-	uint64		errors;
-	uint64		restarts;
-	uint64		sample_cpu_us;	/* CPU time spent in samples */
-	uint8		level;			/* PhLevel of the last sample */
-	TimestampTz last_error_at;
-	char		last_error[256];
+	int			pid;			/* 0 when not running; lock */
+	PhWorkerMode mode;			/* lock */
+	bool		connect_to_database;	/* next start connects to it; lock */
+	bool		on_standby;		/* lock */
+	TimestampTz started_at;		/* lock */
+	TimestampTz last_sample_at; /* lock */
+	uint64		samples;		/* lock */
+	uint64		errors;			/* lock */
+	uint64		restarts;		/* lock */
+	uint64		sample_cpu_us;	/* CPU time spent in samples; lock */
+	uint8		level;			/* PhLevel of the last sample; lock */
+	TimestampTz last_error_at;	/* lock */
+	char		last_error[256];	/* lock */
 } PhWorkerState;
 
 /*
@@ -657,8 +664,9 @@ typedef struct PhShared
 	LWLock	   *lock;			/* protects what each member says */
 	PhWorkerState worker;
 	struct PGPROC *worker_proc; /* to wake the worker; NULL when not
-								 * running; written under the lock, read
-								 * under it */
+								 * running; written by the worker under
+								 * the lock (exclusive: at start and in
+								 * worker_exit()), read under it */
 	pg_atomic_uint64 terminations;	/* sessions ended since the history began */
 	pg_atomic_uint64 refusals;	/* connections refused, likewise */
 	pg_atomic_uint32 http_pid;	/* the HTTP worker (http.c), 0 if none */
@@ -709,6 +717,8 @@ extern PhShared *ph_shared_required(const char *what);
 /* backend_snapshot.c */
 extern void ph_snapshot_take(PhSnapshot *snap, int flags);
 extern bool ph_snapshot_reread(const PhBackend *be, PhBackend *now);
+extern bool ph_snapshot_still_blocking(const PhBackend *be);
+extern const PhBackend *ph_snapshot_find_pid(const PhSnapshot *snap, int pid);
 extern bool ph_client_addr_text(const SockAddr *addr, char *buf, size_t size,
 								int *port);
 extern bool ph_backend_visible(const PhBackend *be);

@@ -176,13 +176,22 @@ ph_worker_mode_name(PhWorkerMode mode)
 	return "unknown";
 }
 
-/* At exit, however it happens: say the worker is gone (no lock: one write). */
+/*
+ * At exit, however it happens: say the worker is gone, under the lock as
+ * those fields' rule says (a reader copies them together).  The exit may
+ * come from an error raised with LWLocks held (a FATAL, proc_exit() in a
+ * cycle): they are released first, as ProcKill() would, so that the
+ * worker never waits on a lock it holds itself.
+ */
 static void
 worker_exit(int code, Datum arg)
 {
+	LWLockReleaseAll();
+	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
 	ph_shared->worker_proc = NULL;
 	ph_shared->worker.pid = 0;
 	ph_shared->worker.mode = PH_WORKER_STOPPED;
+	LWLockRelease(ph_shared->lock);
 }
 
 static void
@@ -526,7 +535,11 @@ cpu_usec(void)
 /*
  * After a failed cycle: log the error unless it repeats the last one
  * (then count it, and say so every ERROR_REPEAT_LOG_MS), and record it for
- * status().  Called in PG_CATCH with the error still on the stack.
+ * status().  Called in PG_CATCH with the error still on the stack, after
+ * the cycle's transaction is aborted and its LWLocks released: it takes
+ * ph_shared->lock, which the error may have interrupted the worker
+ * holding (an LWLock is not re-entrant: taking it again would wait for
+ * ever on itself).
  */
 static void
 report_cycle_error(MemoryContext cycle_context)
@@ -535,6 +548,7 @@ report_cycle_error(MemoryContext cycle_context)
 	TimestampTz now = GetCurrentTimestamp();
 	const char *message;
 
+	Assert(!LWLockHeldByMe(ph_shared->lock));
 	MemoryContextSwitchTo(cycle_context);
 	edata = CopyErrorData();
 	message = edata->message ? edata->message : "";
@@ -626,12 +640,16 @@ run_cycle(MemoryContext cycle_context, bool record)
 	}
 	PG_CATCH();
 	{
-		/* the standard error path of a background worker */
+		/*
+		 * The standard error path of a background worker: release what
+		 * the cycle held (its transaction, every LWLock) before anything
+		 * takes a lock again, then report.
+		 */
 		HOLD_INTERRUPTS();
 		disable_timeout(STATEMENT_TIMEOUT, false);
-		report_cycle_error(cycle_context);
 		AbortCurrentTransaction();
 		LWLockReleaseAll();
+		report_cycle_error(cycle_context);
 		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();

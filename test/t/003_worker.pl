@@ -117,6 +117,93 @@ ok($node->wait_for_log(qr/WARNING:  ignoring pool_health history file .*: it was
 ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM pool_health.get_history()"),
 	'the worker samples after that');
 
+# --- entries no worker wrote, under a valid checksum -------------------------------------
+# The file is rewritten with its checksum recomputed: good minutes and
+# samples between bad ones (a minute of 0 samples, whose average divided
+# by zero: "floating-point exception"; min > max; avg > max; a negative
+# count; the future; out of order; a bad minute in progress).  The bad
+# ones are dropped with a WARNING, the good ones restored, and every
+# resolution answers.
+sub crc32c
+{
+	my ($bytes) = @_;
+	my @table = map {
+		my $c = $_;
+		$c = ($c & 1) ? (($c >> 1) ^ 0x82F63B78) : ($c >> 1) for 1 .. 8;
+		$c
+	} 0 .. 255;
+	my $crc = 0xFFFFFFFF;
+	$crc = ($crc >> 8) ^ $table[ ($crc ^ $_) & 0xFF ] for unpack('C*', $bytes);
+	return $crc ^ 0xFFFFFFFF;
+}
+# PhMinute: at, samples, usable, used_min, used_max, used_sum, active_sum,
+# idle_sum, idle_in_transaction_sum, waiting_max, leaked_max, terminated,
+# refused, worst_level (80 bytes); PhSample: at, usable, used, active,
+# idle, idle_in_transaction, waiting, leaked, terminated, refused, level
+# (48 bytes); the header: magic, format, the two sizes, the two counts,
+# terminations, refusals, the minute in progress (120 bytes)
+sub minute_bytes { pack('q<l<l<l<l<q<q<q<q<l<l<l<l<Cx7', @_) }
+sub sample_bytes { pack('q<l<9Cx3', @_) }
+my $t0 = $node->safe_psql('postgres',
+	"SELECT (extract(epoch FROM date_trunc('minute', now() - interval '10 minutes')) - 946684800)::bigint * 1000000");
+my $minute = 60 * 1000000;
+$node->stop('fast');
+my $bytes = slurp_file($file);
+my ($magic, $format, $sample_size, $minute_size, $raw_count, $minute_count, $terminations, $refusals) =
+  unpack('L<L<L<L<l<l<Q<Q<', $bytes);
+is("$sample_size:$minute_size", '48:80', 'the history file has the layout this test writes');
+is(crc32c(substr($bytes, 0, length($bytes) - 4)), unpack('L<', substr($bytes, -4)),
+	'and the checksum this test computes');
+my $samples_bytes = substr($bytes, 120, $raw_count * 48);
+my $last_at = unpack('q<', substr($samples_bytes, -48));
+my @minutes = (
+	minute_bytes($t0, 10, 17, 1, 3, 20, 5, 5, 0, 0, 0, 0, 0, 0),                  # good
+	minute_bytes($t0 + $minute, 0, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),          # 0 samples
+	minute_bytes($t0 + 2 * $minute, 10, 17, 4, 2, 30, 0, 0, 0, 0, 0, 0, 0, 0),    # min > max
+	minute_bytes($t0 + 3 * $minute, 10, 17, 1, 3, 90, 0, 0, 0, 0, 0, 0, 0, 0),    # avg > max
+	minute_bytes($t0 + 4 * $minute, 10, 17, 1, 3, 20, 0, 0, 0, -1, 0, 0, 0, 0),   # negative
+	minute_bytes($t0 + 1440 * $minute, 10, 17, 1, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0), # future
+	minute_bytes($t0, 10, 17, 1, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0),                  # out of order
+	minute_bytes($t0 + 5 * $minute, 20, 17, 2, 6, 80, 10, 10, 0, 1, 1, 2, 0, 1)); # good
+my @samples = (
+	sample_bytes($last_at + 1000, 17, -5, 0, 0, 0, 0, 0, 0, 0, 0),       # negative
+	sample_bytes($last_at + 2000, 17, 3, 1, 1, 1, 0, 0, 0, 0, 9),        # no such level
+	sample_bytes($last_at + 86400 * 1000000, 17, 3, 1, 1, 1, 0, 0, 0, 0, 0));    # future
+my $body = pack('L<L<L<L<l<l<Q<Q<', $magic, $format, 48, 80, $raw_count + 3, scalar(@minutes),
+	$terminations, $refusals)
+  . minute_bytes($t0 + 6 * $minute, 5, 17, 4, 2, 15, 0, 0, 0, 0, 0, 0, 0, 0)    # in progress: min > max
+  . $samples_bytes . join('', @samples) . join('', @minutes);
+open(my $out, '>:raw', $file) or die "$file: $!";
+print $out $body . pack('L<', crc32c($body));
+close $out;
+$log_offset = -s $node->logfile;
+$node->start;
+my $from = "('2000-01-01 00:00:00+00'::timestamptz + make_interval(secs => $t0 / 1e6))";
+for my $resolution ('raw', 'minute', 'auto')
+{
+	my ($ret, $stdout, $stderr) = $node->psql('postgres',
+		"SELECT count(*) > 0, bool_and(samples >= 1 AND used_min <= used_avg AND used_avg <= used_max AND at <= clock_timestamp()) FROM pool_health.get_history(resolution => '$resolution')");
+	is("$ret:$stdout:$stderr", '0:t|t:', "get_history(resolution => '$resolution') answers, every row valid");
+}
+{
+	my ($ret, $stdout, $stderr) = $node->psql('postgres', 'SELECT count(*) FROM pool_health.history, pool_health.forecast');
+	is("$ret:$stderr", '0:', 'history and forecast answer');
+}
+is( $node->safe_psql('postgres', qq{
+		SELECT string_agg(round(extract(epoch FROM at - $from) / 60) || ':' || samples || ':' || used_min || '-' || used_avg || '-' || used_max || ':' || level, ',' ORDER BY at)
+		FROM pool_health.get_history(resolution => 'minute') WHERE at < $from + interval '7 minutes'}),
+	'0:10:1-2-3:healthy,5:20:2-4-6:degraded',
+	'get_history(minute) answers with the two good minutes only');
+like(slurp_file($node->logfile, $log_offset),
+	qr/WARNING:  pool_health history file "pg_stat\/pool_health.history" holds 3 samples and 7 minutes that are not valid/,
+	'the entries that are not valid are dropped with a WARNING naming the file and how many');
+# (the ring keeps the newest 3600 samples: the 3 bad ones are the newest)
+my $kept = $raw_count + 3 > 3600 ? 3597 : $raw_count;
+like(slurp_file($node->logfile, $log_offset),
+	qr/LOG:  pool_health restored $kept samples and 2 minutes of history/,
+	'the valid ones are restored');
+unlike(slurp_file($node->logfile, $log_offset), qr/terminated by signal|TRAP:/, 'no process crashed');
+
 # --- DROP and CREATE EXTENSION do not disturb the worker ------------------------------------
 my $pid = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pool_health'");
 $log_offset = -s $node->logfile;
