@@ -5,7 +5,8 @@
  *		cleanup() applies every policy now, terminate_idle_in_transaction()
  *		and terminate_idle() end sessions by age, reclaim() ends idle
  *		sessions until usage is below a target; and get_recent_actions(),
- *		the in-memory audit lists.
+ *		the in-memory audit lists, and get_my_recent_actions(), the
+ *		caller's own records in them (pool_health.my_terminations).
  *
  * Each carries out what one evaluation (evaluate.c) decided: the sessions
  * it exempts are never candidates.  Then each target must be one the
@@ -337,9 +338,10 @@ pool_health_get_my_recent_actions(PG_FUNCTION_ARGS)
 	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (ph_shared == NULL)
+	/* (a session user dropped while connected: nothing) */
+	my_name = GetUserNameFromId(me, true);
+	if (ph_shared == NULL || my_name == NULL)
 		return (Datum) 0;
-	my_name = GetUserNameFromId(me, false);
 	entries = ph_audit_copy_role(me, &n);
 	for (int i = 0; i < n; i++)
 		if (strcmp(NameStr(entries[i].role), my_name) == 0)

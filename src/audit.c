@@ -15,7 +15,11 @@
  * The table row is inserted in the caller's transaction, with the table
  * owner's rights (the caller need not be able to write the audit table),
  * into the table that is a member of the extension with the expected
- * column types, in a subtransaction of its own; if it is not usable,
+ * column types, in a subtransaction of its own.  Each version of the
+ * extension appended its columns, so the table of an older version (the
+ * library is updated before ALTER EXTENSION UPDATE) gets the columns it
+ * has; the worker warns at its start when the installed version is not
+ * this library's (ph_audit_check_version).  If the table is not usable,
  * locked by another session, or refuses the row, the row is skipped with
  * a WARNING (the log and the list have the record) and the caller's other
  * actions are stored.
@@ -24,7 +28,9 @@
  *
  * Whoever reads an action back through a function (the rows the cleanup
  * functions return) sees the session's details (query, client address and
- * port, times, state) only under pg_stat_activity's rule.
+ * port, times, state) only under pg_stat_activity's rule.  Every role reads
+ * the in-memory records of its own sessions (pool_health.my_terminations,
+ * ph_audit_copy_role): each entry keeps the session's login role OID.
  *
  * Shared state: ph_shared->worker_actions and ph_shared->call_actions,
  * under ph_shared->lock (exclusive to append, shared to copy out).
@@ -452,6 +458,7 @@ notify_payload(const PhAuditEntry *e, bool with_statement)
 	ph_json_str(&buf, "application_name", e->application_name);
 	ph_json_str(&buf, "policy", NameStr(e->policy)[0] ? NameStr(e->policy) : NULL);
 	ph_json_str(&buf, "limit", limit_of(e->reason));
+	ph_json_str(&buf, "limit_name", e->limit_name[0] ? e->limit_name : NULL);
 	ph_json_str(&buf, "source", e->source);
 	if (with_statement && e->xact_first_query[0] != '\0')
 	{

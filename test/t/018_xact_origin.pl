@@ -193,6 +193,7 @@ for (1 .. 100)
 	last if $notification =~ /"event": "termination"/;
 }
 like($notification, qr/"event": "termination"/, 'a NOTIFY is sent');
+like($notification, qr/"limit_name": "idle_in_transaction_timeout"/, 'naming the limit');
 unlike($notification, qr/xact_first_query/,
 	'without the statement by default (any role that may connect may LISTEN)');
 ph_set($node, 'pool_health.notify_statements' => 'on');
