@@ -39,7 +39,10 @@ LOOKUP = ("SELECT limit_name FROM pool_health.my_terminations "
 
 
 def wait_gone(pid, timeout=30):
-    """Until the backend has exited (seen by a superuser's connection)."""
+    """Until the backend has exited (seen by a superuser's connection), and
+    0.1 s more: the application's next statement comes after the session
+    ended, not in the instant its connection closes (asyncpg may then raise
+    InternalClientError "cannot switch to state ...": see the README)."""
     mon = psycopg2.connect(MONITOR_DSN)
     mon.autocommit = True
     cur = mon.cursor()
@@ -48,6 +51,7 @@ def wait_gone(pid, timeout=30):
         cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
         if cur.fetchone()[0] == 0:
             mon.close()
+            time.sleep(0.1)
             return
         time.sleep(0.05)
     raise RuntimeError(f"session {pid} was never ended")

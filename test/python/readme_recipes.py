@@ -67,9 +67,11 @@ def monitor_query(sql, args=()):
 
 
 def wait_gone(pid, timeout=30):
+    """Until the backend has exited, and 0.1 s more (see driver_table.py)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if monitor_query("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0] == 0:
+            time.sleep(0.1)
             return
         time.sleep(0.05)
     raise RuntimeError(f"session {pid} was never ended")
