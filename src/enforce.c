@@ -4,8 +4,9 @@
  *		Acting on one session: the privilege rule of pg_terminate_backend(),
  *		the re-check right before signalling (same session, same state,
  *		still past its limit), the signal itself, and the audit entry of
- *		what was done, with the limit's name (recorded by audit.c).  Used by the worker's
- *		continuous enforcement and by the functions of actions.c alike.
+ *		what was done, with the limit's name (recorded by audit.c).  Used
+ *		by the worker's continuous enforcement and by the functions of
+ *		actions.c alike.
  *
  * Which sessions may never be touched is decided by the evaluation
  * (evaluate.c, PhBackend.exemption): anything but client backends, the

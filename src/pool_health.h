@@ -48,8 +48,9 @@
 
 /*
  * The version of this library: the extension version whose SQL objects it
- * expects (default_version in pool_health.control; the worker warns when
- * the installed extension differs).
+ * expects, default_version in pool_health.control (005_enforcement checks
+ * that they agree: the worker warns when the installed extension
+ * differs).
  */
 #define PH_LIBRARY_VERSION "1.3"
 
