@@ -255,13 +255,14 @@ $node->safe_psql('postgres', q{
 
 # --- 2. a look-alike table that is not a member of the extension -----------------------------------
 $node->safe_psql('postgres', 'ALTER TABLE pool_health.policies OWNER TO ' . $superuser);
+# (from before the change: the worker may warn before the statements end)
+$log_offset = -s $node->logfile;
 $node->safe_psql('postgres', q{
 	ALTER TABLE pool_health.policies RENAME TO policies_real;
 	CREATE TABLE pool_health.policies (LIKE pool_health.policies_real INCLUDING DEFAULTS);
 	INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout, allow_superuser)
 	VALUES ('lookalike', '%', '1s', true);
 });
-$log_offset = -s $node->logfile;
 ok( $node->wait_for_log(
 		qr/WARNING:  pool_health: table pool_health.policies is not a table of extension pool_health: ignored/,
 		$log_offset),
