@@ -32,4 +32,96 @@ CREATE VIEW pool_health.mine AS SELECT 1;
 CREATE FUNCTION pool_health.ping() RETURNS boolean LANGUAGE sql AS 'SELECT false';
 RESET ROLE;
 
-DROP ROLE ph_nobody, ph_monitor;
+-- my_terminations: any role reads the audit rows of its own sessions
+-- (session_user, matched by role OID and name), and nothing of others'
+CREATE ROLE ph_alice LOGIN;
+CREATE ROLE ph_bob LOGIN;
+GRANT ph_bob TO ph_alice;
+INSERT INTO pool_health.terminations (at, pid, role, role_id, database, application_name,
+    reason, action, dry_run, source, policy, limit_name)
+SELECT '2026-01-01 00:00:01+00'::timestamptz + n * interval '1 s', pid, r::name, r::regrole::oid,
+       current_database(), r || '-app', 'idle_timeout 00:00:01 exceeded: idle for 00:00:02',
+       'terminate', false, 'worker', 'p', 'idle_timeout'
+FROM (VALUES (1, 1001, 'ph_alice'), (2, 1002, 'ph_bob'), (3, 1003, 'ph_nobody'),
+             (4, 1004, 'ph_monitor')) v(n, pid, r);
+-- a row written before version 1.3 (no role_id): shown to nobody
+INSERT INTO pool_health.terminations (at, pid, role, reason, action, dry_run, source)
+VALUES ('2026-01-01 00:00:05+00', 1005, 'ph_alice', 'old', 'terminate', false, 'worker');
+SET SESSION AUTHORIZATION ph_alice;
+SELECT pid, database = current_database() AS db, application_name, policy, limit_name, reason, dry_run
+FROM pool_health.my_terminations ORDER BY at;
+-- SET ROLE changes current_user, not session_user: still alice's
+SET ROLE ph_bob;
+SELECT session_user, current_user, array_agg(pid) AS pids FROM pool_health.my_terminations;
+RESET ROLE;
+-- the audit table itself stays closed
+SELECT expect_error($$SELECT count(*) FROM pool_health.terminations$$);
+SELECT expect_error($$SELECT count(*) FROM pool_health.recent_actions$$);
+RESET SESSION AUTHORIZATION;
+
+-- a caller's leaky function in WHERE sees only the caller's rows (the view
+-- is a security barrier)
+CREATE FUNCTION public.ph_leak(integer) RETURNS boolean LANGUAGE plpgsql COST 0.0000001
+    AS $$ BEGIN RAISE NOTICE 'the function saw pid %', $1; RETURN true; END $$;
+SET SESSION AUTHORIZATION ph_alice;
+SELECT count(*) FROM pool_health.my_terminations WHERE public.ph_leak(pid);
+SELECT count(*) FROM pool_health.my_terminations WHERE public.ph_leak(pid) OR pid = 1002;
+RESET SESSION AUTHORIZATION;
+
+-- a role with CREATE on the schema makes look-alikes of what the view
+-- uses: the view is bound at creation, it uses none of them
+GRANT CREATE ON SCHEMA pool_health TO ph_alice;
+SET SESSION AUTHORIZATION ph_alice;
+CREATE VIEW pool_health.pg_roles AS
+    SELECT r.oid, 'ph_alice'::name AS rolname FROM pg_catalog.pg_roles r WHERE r.rolname = 'ph_bob';
+CREATE FUNCTION pool_health.ph_oideq(oid, oid) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+CREATE OPERATOR pool_health.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = pool_health.ph_oideq);
+SET search_path = pool_health, public;
+SELECT array_agg(pid) AS pids FROM pool_health.my_terminations;
+RESET search_path;
+DROP OPERATOR pool_health.= (oid, oid);
+DROP FUNCTION pool_health.ph_oideq(oid, oid);
+DROP VIEW pool_health.pg_roles;
+RESET SESSION AUTHORIZATION;
+REVOKE CREATE ON SCHEMA pool_health FROM ph_alice;
+
+-- a role renamed sees the records made since (those before name the old
+-- role); a role dropped and created again with the same name sees none of
+-- its namesake's (another OID)
+ALTER ROLE ph_alice RENAME TO ph_alice2;
+SET SESSION AUTHORIZATION ph_alice2;
+SELECT count(*) AS renamed_sees FROM pool_health.my_terminations;
+RESET SESSION AUTHORIZATION;
+ALTER ROLE ph_alice2 RENAME TO ph_alice;
+REVOKE ph_bob FROM ph_alice;
+DROP ROLE ph_bob;
+CREATE ROLE ph_bob LOGIN;
+SET SESSION AUTHORIZATION ph_bob;
+SELECT count(*) AS recreated_sees FROM pool_health.my_terminations;
+RESET SESSION AUTHORIZATION;
+
+-- the in-memory records: a call's action is there even when the call's
+-- transaction rolled back (on a hot standby, the only records of its own
+-- actions), once for an action in both
+SELECT dblink_connect('alice', 'dbname=' || current_database() || ' user=ph_alice application_name=alice-mem');
+SELECT pg_sleep(0.05);
+SELECT count(*) AS audited FROM pool_health.terminate_idle('10 ms', dry_run => true) WHERE role = 'ph_alice';
+BEGIN;
+SELECT count(*) AS audited FROM pool_health.terminate_idle('10 ms', dry_run => true) WHERE role = 'ph_alice';
+ROLLBACK;
+SELECT count(*) AS in_table FROM pool_health.terminations WHERE application_name = 'alice-mem';
+SET SESSION AUTHORIZATION ph_alice;
+SELECT application_name, limit_name, split_part(reason, ': ', 1) AS reason,
+       dry_run, action, source, client_port IS NOT NULL AS has_port
+FROM pool_health.my_terminations WHERE application_name = 'alice-mem';
+SELECT count(*) AS alice_records FROM pool_health.get_my_recent_actions();
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION ph_bob;
+SELECT count(*) AS bob_records FROM pool_health.get_my_recent_actions();
+SELECT count(*) AS bob_sees FROM pool_health.my_terminations;
+RESET SESSION AUTHORIZATION;
+SELECT dblink_disconnect('alice');
+
+DELETE FROM pool_health.terminations WHERE pid BETWEEN 1001 AND 1005 OR application_name = 'alice-mem';
+DROP FUNCTION public.ph_leak(integer);
+DROP ROLE ph_nobody, ph_monitor, ph_alice, ph_bob;

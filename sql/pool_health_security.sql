@@ -44,6 +44,18 @@ CREATE OPERATOR evil.< (LEFTARG = integer, RIGHTARG = integer, FUNCTION = evil.i
 CREATE FUNCTION evil.num_lt(numeric, numeric) RETURNS boolean LANGUAGE sql
     AS $$ SELECT evil.hit('numeric <') $$;
 CREATE OPERATOR evil.< (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = evil.num_lt);
+CREATE FUNCTION evil.oid_eq(oid, oid) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('oid =') $$;
+CREATE OPERATOR evil.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = evil.oid_eq);
+CREATE FUNCTION evil.int_eq(integer, integer) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('int =') $$;
+CREATE OPERATOR evil.= (LEFTARG = integer, RIGHTARG = integer, FUNCTION = evil.int_eq);
+CREATE FUNCTION evil.timestamptz_eq(timestamptz, timestamptz) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT evil.hit('timestamptz =') $$;
+CREATE OPERATOR evil.= (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.timestamptz_eq);
+CREATE VIEW evil.pg_roles AS
+    SELECT r.oid, r.rolname FROM pg_catalog.pg_roles r WHERE evil.hit('pg_roles');
+GRANT SELECT ON evil.pg_roles TO PUBLIC;
 CREATE TABLE evil.policies (name text);
 CREATE TABLE evil.terminations (pid int);
 GRANT ALL ON evil.policies, evil.terminations TO PUBLIC;
@@ -62,6 +74,8 @@ SELECT count(*) >= 0 AS ok FROM pool_health.leaks;
 SELECT count(*) >= 0 AS ok FROM pool_health.history;
 SELECT count(*) = 1 AS ok FROM pool_health.forecast;
 SELECT count(*) >= 0 AS ok FROM pool_health.recent_actions;
+SELECT count(*) >= 0 AS ok FROM pool_health.my_terminations;
+SELECT count(*) >= 0 AS ok FROM pool_health.get_my_recent_actions();
 SELECT pool_health.status() IS NOT NULL AS ok, pool_health.ping() IS NOT NULL AS ok2,
        pool_health.metrics() IS NOT NULL AS ok3;
 INSERT INTO pool_health.policies (name, role, application_name, idle_timeout, refuse_at)

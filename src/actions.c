@@ -5,7 +5,8 @@
  *		cleanup() applies every policy now, terminate_idle_in_transaction()
  *		and terminate_idle() end sessions by age, reclaim() ends idle
  *		sessions until usage is below a target; and get_recent_actions(),
- *		the in-memory audit lists.
+ *		the in-memory audit lists, and get_my_recent_actions(), the
+ *		caller's own records in them (pool_health.my_terminations).
  *
  * Each carries out what one evaluation (evaluate.c) decided: the sessions
  * it exempts are never candidates.  Then each target must be one the
@@ -34,19 +35,27 @@ PG_FUNCTION_INFO_V1(pool_health_terminate_idle_in_transaction);
 PG_FUNCTION_INFO_V1(pool_health_terminate_idle);
 PG_FUNCTION_INFO_V1(pool_health_reclaim);
 PG_FUNCTION_INFO_V1(pool_health_get_recent_actions);
+PG_FUNCTION_INFO_V1(pool_health_get_my_recent_actions);
 
 /*
  * One row (pool_health.action) of what was done or, in a dry run, would
- * be done, with the details the caller may see.
+ * be done, with the details the caller may see.  The type has the
+ * attributes of the installed version of the extension: fewer than
+ * PH_AUDIT_COLS before its update (its first ones: only those are read),
+ * or more than this library knows (NULL).
  */
 static void
 put_action_row(ReturnSetInfo *rsinfo, const PhAuditEntry *e)
 {
-	Datum		values[PH_AUDIT_COLS];
-	bool		nulls[PH_AUDIT_COLS];
+	int			natts = Max(rsinfo->setDesc->natts, PH_AUDIT_COLS);
+	Datum	   *values = palloc0(sizeof(Datum) * natts);
+	bool	   *nulls = palloc(sizeof(bool) * natts);
 
+	memset(nulls, true, sizeof(bool) * natts);
 	ph_audit_datums(e, ph_role_visible(e->role_id), values, nulls);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	pfree(values);
+	pfree(nulls);
 }
 
 static bool
@@ -270,8 +279,8 @@ pool_health_reclaim(PG_FUNCTION_ARGS)
 	excess = eval.usage.used - (int) ((int64) eval.usage.usable * target / 100);
 	if (excess <= 0)
 		return (Datum) 0;
-	label = psprintf("reclaim to %d%% (%d used of %d usable)", target,
-					 eval.usage.used, eval.usage.usable);
+	label = psprintf("target_percent %d exceeded (%s)", target,
+					 ph_usage_words(eval.usage.used, eval.usage.usable));
 
 	idle = palloc(sizeof(PhBackend *) * Max(eval.snap.nbackends, 1));
 	for (int i = 0; i < eval.snap.nbackends; i++)
@@ -305,5 +314,37 @@ pool_health_get_recent_actions(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (int i = 0; i < n; i++)
 		put_action_row(rsinfo, &entries[i]);
+	return (Datum) 0;
+}
+
+/*
+ * get_my_recent_actions(): the entries of the in-memory audit lists for
+ * sessions of the session user (the role that logged in, whatever SET
+ * ROLE says), oldest first; the in-memory part of
+ * pool_health.my_terminations, open to every role.  Matched as the view
+ * matches table rows: by OID (a role dropped and created again with the
+ * same name sees nothing of its namesake's) and by name (an OID in a
+ * table restored into another cluster may be another role's there; a
+ * renamed role sees the records made since).  Without the preload,
+ * nothing (no error: the view also reads the table).
+ */
+Datum
+pool_health_get_my_recent_actions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			me = GetSessionUserId();
+	const char *my_name;
+	PhAuditEntry *entries;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	/* (a session user dropped while connected: nothing) */
+	my_name = GetUserNameFromId(me, true);
+	if (ph_shared == NULL || my_name == NULL)
+		return (Datum) 0;
+	entries = ph_audit_copy_role(me, &n);
+	for (int i = 0; i < n; i++)
+		if (strcmp(NameStr(entries[i].role), my_name) == 0)
+			put_action_row(rsinfo, &entries[i]);
 	return (Datum) 0;
 }

@@ -443,8 +443,8 @@ admit(Port *port, pg_atomic_uint64 *entry)
 					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 					 errmsg("connection refused by pool_health policy \"%s\": server connection health is %s",
 							NameStr(policy_name), ph_level_name(level)),
-					 errdetail("%d of %d usable connections are in use. The policy refuses new connections while the capacity level is %s or worse (refuse_at), to keep the remaining connections for other applications.",
-							   used, usable, ph_level_name((PhLevel) refuse_at)),
+					 errdetail("%s. The policy refuses new connections while the capacity level is %s or worse (refuse_at), to keep the remaining connections for other applications.",
+							   ph_usage_words(used, usable), ph_level_name((PhLevel) refuse_at)),
 					 errhint("Retry later, or change refuse_at of policy \"%s\" in pool_health.policies.",
 							 NameStr(policy_name))));
 		}

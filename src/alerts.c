@@ -62,8 +62,8 @@ ph_alert_level_change(PhLevel old_level, const PhUsage *usage, bool can_notify)
 	ereport(usage->level > old_level ? WARNING : LOG,
 			(errmsg("pool_health: connection health changed from %s to %s",
 					ph_level_name(old_level), ph_level_name(usage->level)),
-			 errdetail("%d of %d usable connections used (%.1f%%)%s%s.",
-					   usage->used, usage->usable, usage->usage_percent,
+			 errdetail("%s (%.1f%%)%s%s.",
+					   ph_usage_words(usage->used, usage->usable), usage->usage_percent,
 					   usage->nreasons > 0 ? ": " : "", reasons.data)));
 
 	if (can_notify && ph_notify_channel[0] != '\0')

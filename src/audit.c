@@ -15,7 +15,11 @@
  * The table row is inserted in the caller's transaction, with the table
  * owner's rights (the caller need not be able to write the audit table),
  * into the table that is a member of the extension with the expected
- * column types, in a subtransaction of its own; if it is not usable,
+ * column types, in a subtransaction of its own.  Each version of the
+ * extension appended its columns, so the table of an older version (the
+ * library is updated before ALTER EXTENSION UPDATE) gets the columns it
+ * has; the worker warns at its start when the installed version is not
+ * this library's (ph_audit_check_version).  If the table is not usable,
  * locked by another session, or refuses the row, the row is skipped with
  * a WARNING (the log and the list have the record) and the caller's other
  * actions are stored.
@@ -24,7 +28,9 @@
  *
  * Whoever reads an action back through a function (the rows the cleanup
  * functions return) sees the session's details (query, client address and
- * port, times, state) only under pg_stat_activity's rule.
+ * port, times, state) only under pg_stat_activity's rule.  Every role reads
+ * the in-memory records of its own sessions (pool_health.my_terminations,
+ * ph_audit_copy_role): each entry keeps the session's login role OID.
  *
  * Shared state: ph_shared->worker_actions and ph_shared->call_actions,
  * under ph_shared->lock (exclusive to append, shared to copy out).
@@ -33,15 +39,24 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/resowner.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
@@ -109,6 +124,69 @@ ph_audit_copy(PhAuditEntry *out, int max)
 	}
 	LWLockRelease(ph_shared->lock);
 	return n;
+}
+
+/*
+ * Copy, oldest first, the entries of both lists for sessions of one login
+ * role into out (room for max); returns how many there are, which may be
+ * more than max.  Caller holds ph_shared->lock (shared at least).
+ */
+static int
+copy_role_locked(Oid role_id, PhAuditEntry *out, int max)
+{
+	const PhAuditRing *w = &ph_shared->worker_actions;
+	const PhAuditRing *c = &ph_shared->call_actions;
+	int			n = 0;
+	int			i = 0;
+	int			j = 0;
+
+	while (i < w->count || j < c->count)
+	{
+		const PhAuditEntry *e;
+
+		if (j >= c->count ||
+			(i < w->count && ring_entry(w, i)->at <= ring_entry(c, j)->at))
+			e = ring_entry(w, i++);
+		else
+			e = ring_entry(c, j++);
+		if (e->role_id != role_id)
+			continue;
+		if (n < max)
+			out[n] = *e;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The entries of both lists for sessions of one login role, oldest first,
+ * palloc'd, their number in *count.  Only those are copied (the lists may
+ * hold a thousand entries of a few kB): counted first, then copied, again
+ * if more came in between.  Nothing that can fail runs under the lock.
+ */
+PhAuditEntry *
+ph_audit_copy_role(Oid role_id, int *count)
+{
+	PhAuditEntry *out = NULL;
+	int			room = 0;
+
+	for (;;)
+	{
+		int			n;
+
+		LWLockAcquire(ph_shared->lock, LW_SHARED);
+		n = copy_role_locked(role_id, out, room);
+		LWLockRelease(ph_shared->lock);
+		if (n <= room)
+		{
+			*count = n;
+			return out;
+		}
+		if (out != NULL)
+			pfree(out);
+		room = n;
+		out = palloc(sizeof(PhAuditEntry) * room);
+	}
 }
 
 static void
@@ -215,6 +293,9 @@ ph_audit_datums(const PhAuditEntry *e, bool visible, Datum *values, bool *isnull
 			isnull[20] = false;
 		}
 	}
+	values[21] = text_or_null(e->limit_name, &isnull[21]);
+	isnull[22] = !OidIsValid(e->role_id);
+	values[22] = ObjectIdGetDatum(e->role_id);
 	if (!visible)
 	{
 		isnull[5] = isnull[6] = isnull[7] = isnull[8] = isnull[9] = isnull[18] = true;
@@ -224,7 +305,14 @@ ph_audit_datums(const PhAuditEntry *e, bool visible, Datum *values, bool *isnull
 	}
 }
 
-/* The columns written, with their types (the table must have them). */
+/*
+ * The columns written, with their types, in the order of the table's
+ * columns: each version of the extension appended its own (1.1 the first
+ * AUDIT_COLS_1_1, 1.2 client_port, xact_first_query and xact_tags, 1.3
+ * limit_name and role_id), so that the columns of an older version's
+ * table are a prefix of this list (pool_health_upgrade checks the
+ * tables' side).
+ */
 static const PhColumn audit_columns[PH_AUDIT_COLS] = {
 	{"at", TIMESTAMPTZOID}, {"pid", INT4OID}, {"role", NAMEOID},
 	{"database", NAMEOID}, {"application_name", TEXTOID},
@@ -235,20 +323,66 @@ static const PhColumn audit_columns[PH_AUDIT_COLS] = {
 	{"dry_run", BOOLOID}, {"success", BOOLOID}, {"source", TEXTOID},
 	{"requested_by", NAMEOID}, {"client_port", INT4OID},
 	{"xact_first_query", TEXTOID}, {"xact_tags", JSONBOID},
+	{"limit_name", TEXTOID}, {"role_id", OIDOID},
 };
 
-#define AUDIT_INSERT \
-	"INSERT INTO pool_health.terminations (at, pid, role, database, " \
-	"application_name, client_addr, backend_start, xact_start, state, " \
-	"state_change, query, policy, reason, action, dry_run, success, source, " \
-	"requested_by, client_port, xact_first_query, xact_tags) VALUES ($1, $2, " \
-	"$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, " \
-	"$19, $20, $21)"
+/* The columns of the oldest table (extension version 1.1). */
+#define AUDIT_COLS_1_1 18
+
+/*
+ * How many of audit_columns the table relid has, as a prefix of the list:
+ * all of them, or fewer while the extension's update has not run (the
+ * library is newer than the installed extension).  A column after the
+ * prefix with another type makes the table unusable: -1, *why says why.
+ */
+static int
+audit_columns_present(Oid relid, char **why)
+{
+	int			n = AUDIT_COLS_1_1;
+
+	for (; n < PH_AUDIT_COLS; n++)
+	{
+		AttrNumber	attnum = get_attnum(relid, audit_columns[n].name);
+		Oid			type;
+
+		if (attnum == InvalidAttrNumber)
+			break;
+		type = get_atttype(relid, attnum);
+		if (type != audit_columns[n].type)
+		{
+			*why = psprintf("column \"%s\" of table pool_health.terminations has type %s, not %s: the table is ignored",
+							audit_columns[n].name, format_type_be(type),
+							format_type_be(audit_columns[n].type));
+			return -1;
+		}
+	}
+	return n;
+}
+
+/* INSERT of the first ncolumns of audit_columns, fully qualified. */
+static char *
+audit_insert(int ncolumns)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "INSERT INTO pool_health.terminations (");
+	for (int i = 0; i < ncolumns; i++)
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "",
+						 quote_identifier(audit_columns[i].name));
+	appendStringInfoString(&buf, ") VALUES (");
+	for (int i = 0; i < ncolumns; i++)
+		appendStringInfo(&buf, "%s$%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
 
 /*
  * Insert the row into pool_health.terminations of this database, if the
- * extension is created here, with the table owner's rights.  The statement
- * is fully qualified and resolves nothing through the search_path.
+ * extension is created here, with the table owner's rights: the columns
+ * the table has, which are those of an older version while the
+ * extension's update has not run.  The statement is fully qualified and
+ * resolves nothing through the search_path.
  */
 static void
 insert_row(const PhAuditEntry *e)
@@ -259,10 +393,13 @@ insert_row(const PhAuditEntry *e)
 	char		nulls[PH_AUDIT_COLS + 1];
 	char	   *why;
 	Oid			relid;
+	int			ncolumns = -1;
 	PhTableOwner saved;
 
-	relid = ph_extension_table("terminations", audit_columns, PH_AUDIT_COLS, &why);
-	if (!OidIsValid(relid))
+	relid = ph_extension_table("terminations", audit_columns, AUDIT_COLS_1_1, &why);
+	if (OidIsValid(relid))
+		ncolumns = audit_columns_present(relid, &why);
+	if (ncolumns < 0)
 	{
 		if (why != NULL)
 			ereport(WARNING,
@@ -280,16 +417,16 @@ insert_row(const PhAuditEntry *e)
 	}
 
 	ph_audit_datums(e, true, values, isnull);
-	for (int i = 0; i < PH_AUDIT_COLS; i++)
+	for (int i = 0; i < ncolumns; i++)
 	{
 		types[i] = audit_columns[i].type;
 		nulls[i] = isnull[i] ? 'n' : ' ';
 	}
-	nulls[PH_AUDIT_COLS] = '\0';
+	nulls[ncolumns] = '\0';
 
 	ph_table_owner_begin(relid, &saved);
-	if (SPI_execute_with_args(AUDIT_INSERT, PH_AUDIT_COLS, types, values, nulls,
-							  false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_with_args(audit_insert(ncolumns), ncolumns, types, values,
+							  nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into pool_health.terminations");
 	ph_table_owner_end(&saved);
 }
@@ -321,6 +458,7 @@ notify_payload(const PhAuditEntry *e, bool with_statement)
 	ph_json_str(&buf, "application_name", e->application_name);
 	ph_json_str(&buf, "policy", NameStr(e->policy)[0] ? NameStr(e->policy) : NULL);
 	ph_json_str(&buf, "limit", limit_of(e->reason));
+	ph_json_str(&buf, "limit_name", e->limit_name[0] ? e->limit_name : NULL);
 	ph_json_str(&buf, "source", e->source);
 	if (with_statement && e->xact_first_query[0] != '\0')
 	{
@@ -428,4 +566,62 @@ ph_audit_record(const PhAuditEntry *e)
 {
 	ph_audit_log(e);
 	ph_audit_store(e);
+}
+
+/*
+ * The installed version of the extension in this database, palloc'd, or
+ * NULL if it is not created here.  Needs a transaction.
+ */
+static char *
+installed_version(void)
+{
+	Oid			extension = get_extension_oid("pool_health", true);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	char	   *version = NULL;
+
+	if (!OidIsValid(extension))
+		return NULL;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extension));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
+ * A WARNING if the extension installed in this database is not the
+ * version of this library (PH_LIBRARY_VERSION): between a new library and
+ * ALTER EXTENSION UPDATE, the audit rows have only the columns of the
+ * installed version's table, and what the new version adds is missing.
+ * The worker calls it when it starts running in its database.  Needs a
+ * transaction.
+ */
+void
+ph_audit_check_version(void)
+{
+	char	   *version = installed_version();
+
+	if (version == NULL || strcmp(version, PH_LIBRARY_VERSION) == 0)
+		return;
+	ereport(WARNING,
+			(errmsg("pool_health: extension \"pool_health\" version %s is installed in database \"%s\", but the library is version %s",
+					version, get_database_name(MyDatabaseId), PH_LIBRARY_VERSION),
+			 errdetail("Until the extension is updated, audit rows in pool_health.terminations have only the columns of version %s, and what version %s adds is missing.",
+					   version, PH_LIBRARY_VERSION),
+			 errhint("Run ALTER EXTENSION pool_health UPDATE in that database.")));
 }

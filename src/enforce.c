@@ -4,8 +4,9 @@
  *		Acting on one session: the privilege rule of pg_terminate_backend(),
  *		the re-check right before signalling (same session, same state,
  *		still past its limit), the signal itself, and the audit entry of
- *		what was done (recorded by audit.c).  Used by the worker's
- *		continuous enforcement and by the functions of actions.c alike.
+ *		what was done, with the limit's name (recorded by audit.c).  Used
+ *		by the worker's continuous enforcement and by the functions of
+ *		actions.c alike.
  *
  * Which sessions may never be touched is decided by the evaluation
  * (evaluate.c, PhBackend.exemption): anything but client backends, the
@@ -131,8 +132,10 @@ explanation(const PhAuditEntry *e, const PhPolicy *policy)
  * snapshot), and still past limit_usec; if not, nothing is done and false
  * is returned (the next evaluation looks again).
  * policy is NULL for manual calls, whose source names the function; label
- * starts the audited reason (NULL: "<limit> <value> exceeded").  The
- * caller has checked exemptions and privileges.
+ * starts the audited reason (NULL: "<limit> <value> exceeded"), with the
+ * name of the limit it applies (the function's argument, as in
+ * "older_than 00:05:00 exceeded") as its first word: the entry's
+ * limit_name.  The caller has checked exemptions and privileges.
  */
 bool
 ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
@@ -203,8 +206,14 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	if (policy != NULL)
 		namestrcpy(&e->policy, NameStr(policy->name));
 	if (label == NULL)
-		label = psprintf("%s %s exceeded", ph_limit_name(limit),
+	{
+		strlcpy(e->limit_name, ph_limit_name(limit), sizeof(e->limit_name));
+		label = psprintf("%s %s exceeded", e->limit_name,
 						 ph_duration_text(limit_usec));
+	}
+	else
+		strlcpy(e->limit_name, label,
+				Min(strcspn(label, " ") + 1, sizeof(e->limit_name)));
 	snprintf(e->reason, sizeof(e->reason), "%s: %s for %s", label,
 			 limit_activity(limit, be->blocking), ph_duration_text(at - since));
 	strlcpy(e->action, terminate ? "terminate" : "log", sizeof(e->action));

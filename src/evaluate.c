@@ -156,6 +156,24 @@ ph_capacity_level(int used, int usable)
 	return PH_LEVEL_HEALTHY;
 }
 
+/*
+ * How many connections are in use, in the one wording of every message:
+ * "36 of 37 usable connections in use", and, when superusers hold some of
+ * the reserved slots beyond them, "37 of 37 usable connections in use, and
+ * 1 in the slots reserved for superusers" (used counts them both).
+ * palloc'd.
+ */
+char *
+ph_usage_words(int used, int usable)
+{
+	int			in_usable = Min(used, usable);
+
+	if (used > in_usable)
+		return psprintf("%d of %d usable connections in use, and %d in the slots reserved for superusers",
+						in_usable, usable, used - in_usable);
+	return psprintf("%d of %d usable connections in use", used, usable);
+}
+
 static void
 add_reason(PhUsage *usage, char *reason)
 {
@@ -291,8 +309,10 @@ compute_usage(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 	switch (usage->capacity_level)
 	{
 		case PH_LEVEL_EXHAUSTED:
-			add_reason(usage, psprintf("no usable connection slot is free (%d used of %d usable)",
-									   usage->used, usage->usable));
+			/* (the reserved slots in use are a reason of their own) */
+			add_reason(usage, psprintf("no usable connection slot is free (%s)",
+									   ph_usage_words(Min(usage->used, usage->usable),
+													  usage->usable)));
 			break;
 		case PH_LEVEL_CRITICAL:
 			add_reason(usage, psprintf("usage %.1f%% is at or above pool_health.critical_percent (%d%%)",

@@ -46,6 +46,14 @@
 #include "utils/backend_status.h"
 #include "utils/guc.h"
 
+/*
+ * The version of this library: the extension version whose SQL objects it
+ * expects, default_version in pool_health.control (005_enforcement checks
+ * that they agree: the worker warns when the installed extension
+ * differs).
+ */
+#define PH_LIBRARY_VERSION "1.3"
+
 /* Health levels, ordered: a higher value is worse. */
 typedef enum PhLevel
 {
@@ -503,7 +511,10 @@ typedef struct PhAuditEntry
 	int8		success;		/* 1, 0, or -1 when nothing was sent */
 	char		source[32];
 	NameData	requested_by;	/* empty: the worker */
-	Oid			role_id;		/* for the visibility rule; not stored */
+	char		limit_name[32]; /* the policy's limit, or the function's
+								 * argument (older_than, target_percent) */
+	Oid			role_id;		/* the session's login role: visibility
+								 * rule, and my_terminations' match */
 } PhAuditEntry;
 
 /*
@@ -777,6 +788,7 @@ extern void ph_evaluate(PhEvaluation *eval, int flags);
 extern void ph_evaluate_with(PhEvaluation *eval, const PhPolicies *policies,
 							 int flags);
 extern PhLevel ph_capacity_level(int used, int usable);
+extern char *ph_usage_words(int used, int usable);
 extern int	ph_evaluation_groups(const PhEvaluation *eval, PhGroupBy by,
 								 PhGroup **out);
 extern char *ph_group_key(const PhGroup *group, PhGroupBy by);
@@ -800,10 +812,12 @@ extern char *ph_audit_init(PhShared *shared, char *storage);
 extern void ph_audit_log(const PhAuditEntry *entry);
 extern void ph_audit_store(const PhAuditEntry *entry);
 extern void ph_audit_record(const PhAuditEntry *entry);
-#define PH_AUDIT_COLS 21
+#define PH_AUDIT_COLS 23
 extern void ph_audit_datums(const PhAuditEntry *entry, bool visible,
 							Datum *values, bool *isnull);
 extern int	ph_audit_copy(PhAuditEntry *out, int max);
+extern PhAuditEntry *ph_audit_copy_role(Oid role_id, int *count);
+extern void ph_audit_check_version(void);
 extern int	ph_audit_capacity(void);
 
 /* admission.c */

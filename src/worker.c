@@ -221,9 +221,13 @@ set_mode(PhWorkerMode mode, bool on_standby)
 				(errmsg("pool_health: extension \"pool_health\" is not created in database \"%s\"; sampling and waiting for it",
 						ph_database)));
 	else if (mode == PH_WORKER_RUNNING)
+	{
 		ereport(LOG,
 				(errmsg("pool_health: worker running in database \"%s\", sampling every %d ms",
 						ph_database, ph_sample_interval_ms)));
+		/* in the cycle's transaction: is the extension this library's? */
+		ph_audit_check_version();
+	}
 }
 
 /* Record one sample of an evaluation, and report a level change. */

@@ -325,7 +325,7 @@ ph_emit_log(ErrorData *edata)
 	pg_read_barrier();
 	ph_accounting_terminated();
 	edata->detail = pstrdup(note->detail);
-	edata->hint = pstrdup("The record of the action is in pool_health.terminations (or pool_health.recent_actions).");
+	edata->hint = pstrdup("The record of the action is in pool_health.my_terminations, which this session's role can read, and in pool_health.terminations.");
 	pg_atomic_write_u32(&note->state, NOTE_EMPTY);
 }
 

@@ -32,5 +32,19 @@ like($err, qr/ERROR:  55000: pool_health.forecast requires pool_health to be loa
 like($err, qr/HINT:  Add pool_health to shared_preload_libraries/, 'with a hint');
 is( $node->safe_psql('postgres', "SELECT status->'worker' FROM pool_health.status() status"),
 	'{"preloaded": false}', 'status() shows no worker');
+
+# a function's action is audited in the table, which my_terminations shows
+# its role (the in-memory records need the preload: none, and no error)
+$node->safe_psql('postgres', 'CREATE ROLE app LOGIN');
+my ($idle, $idle_pid) = ph_session($node, role => 'app');
+$node->poll_query_until('postgres',
+	"SELECT idle_for > '0.2s' FROM pool_health.sessions WHERE pid = $idle_pid");
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM pool_health.terminate_idle('0.1s', dry_run => true) WHERE pid = $idle_pid"),
+	'1', 'terminate_idle() works without the preload');
+is( $node->safe_psql('postgres', "SELECT limit_name FROM pool_health.my_terminations WHERE pid = $idle_pid",
+		extra_params => [ '-U', 'app' ]),
+	'older_than', 'my_terminations works without the preload');
+$idle->quit;
 $node->stop;
 done_testing();

@@ -50,7 +50,7 @@ like($notification,
 	qr/Asynchronous notification "pool_health" with payload "\{"event": "level_change", "old_level": "healthy", "level": "degraded", "reasons": \["usage [\d.]+% is at or above pool_health.degraded_percent \(5%\)"\], "used": \d+, "usable": 17/,
 	'a LISTENing session receives the level change as JSON');
 ok( $node->wait_for_log(
-		qr/WARNING:  pool_health: connection health changed from healthy to degraded\n.*DETAIL:  \d+ of 17 usable connections used/,
+		qr/WARNING:  pool_health: connection health changed from healthy to degraded\n.*DETAIL:  \d+ of 17 usable connections in use \(/,
 		$log_offset),
 	'the degradation is logged as a WARNING with the reasons');
 ok( $node->poll_query_until('postgres',

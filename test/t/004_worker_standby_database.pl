@@ -53,6 +53,10 @@ ok(ph_gone($standby, $leaker_pid), 'a leaked session on the standby is ended');
 is( $standby->safe_psql('postgres',
 		"SELECT policy || ':' || success FROM pool_health.recent_actions WHERE pid = $leaker_pid"),
 	'replica-web:true', 'and audited in pool_health.recent_actions');
+is( $standby->safe_psql('postgres',
+		"SELECT policy || ':' || limit_name || ':' || NOT dry_run FROM pool_health.my_terminations WHERE pid = $leaker_pid"),
+	'replica-web:idle_in_transaction_timeout:true',
+	'its role reads it on the standby in pool_health.my_terminations');
 like(slurp_file($standby->logfile), qr/LOG:  pool_health: terminated session $leaker_pid /,
 	'and in the server log');
 is($standby->safe_psql('postgres', 'SELECT count(*) FROM pool_health.terminations'),

@@ -1,7 +1,9 @@
 # Policies enforced by the worker with real sessions: timely termination
 # with an audit row, bystanders untouched, dry run, safety exclusions,
 # policy changes without restart, the re-check that spares a session that
-# moved on, blocking and transaction timeouts.
+# moved on, blocking and transaction timeouts; the upgrade window (this
+# library on an extension installed at 1.1 or 1.2: rows with that table's
+# columns, a WARNING at the worker's start).
 use strict;
 use warnings;
 
@@ -36,6 +38,9 @@ is( $node->safe_psql('postgres', qq{
 	FROM pool_health.terminations WHERE pid = $leaker_pid}),
 	"1:web:terminate:true:true:worker:web-1:true",
 	'exactly one audit row, with the policy, the action and the last query');
+is( $node->safe_psql('postgres',
+		"SELECT limit_name || ':' || (role_id = 'app'::regrole) FROM pool_health.terminations WHERE pid = $leaker_pid"),
+	'idle_in_transaction_timeout:true', 'the row names the limit and the role by OID');
 my $lateness = $node->safe_psql('postgres', qq{
 	SELECT extract(epoch FROM at - (state_change + interval '2s'))
 	FROM pool_health.terminations WHERE pid = $leaker_pid});
@@ -200,6 +205,52 @@ is( $node->safe_psql('postgres',
 		"SELECT count(*) FROM pool_health.leaks WHERE pid IN ($stale_pid, $long_pid)"),
 	'2', 'both are listed in pool_health.leaks');
 $node->safe_psql('postgres', "SELECT pg_cancel_backend($long_pid)");
-
+unlike(slurp_file($node->logfile), qr/pool_health: extension "pool_health" version/,
+	'the installed extension is the library\'s version: no WARNING');
 $node->stop;
+
+# --- the upgrade window: a new library on an older extension --------------------------
+# The library's audit columns are a prefix list: on an older table it
+# writes the columns that table has (the row is not lost), and the worker
+# says at its start that the extension is not the library's version.
+for my $version ('1.1', '1.2')
+{
+	my $old = ph_node("window_$version", create => 0,
+		conf => "pool_health.sample_interval = '100ms'");
+	$old->safe_psql('postgres', "CREATE ROLE app LOGIN; CREATE EXTENSION pool_health VERSION '$version'");
+	$old->safe_psql('postgres', q{
+		INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout)
+		VALUES ('web', 'web%', '1s')});
+	my ($s, $s_pid) = ph_app_session($old, 'web-old', role => 'app', on_error_stop => 0);
+	$s->query_safe('BEGIN; SELECT 1;');
+	ok(ph_gone($old, $s_pid), "$version: a leaked session is ended");
+	ok( $old->poll_query_until('postgres',
+			"SELECT count(*) = 1 FROM pool_health.terminations WHERE pid = $s_pid"),
+		"$version: and its audit row is written");
+	is( $old->safe_psql('postgres',
+			"SELECT policy || ':' || reason LIKE 'web:idle_in_transaction_timeout 00:00:01 exceeded: %' FROM pool_health.terminations WHERE pid = $s_pid"),
+		't', "$version: with the columns that table has");
+	my $columns = $old->safe_psql('postgres',
+		"SELECT count(*) FROM pg_attribute WHERE attrelid = 'pool_health.terminations'::regclass AND attnum > 0 AND NOT attisdropped");
+	is($columns, $version eq '1.1' ? 19 : 22, "$version: (the table has its version's columns)");
+	unlike(slurp_file($old->logfile), qr/not written to pool_health.terminations/,
+		"$version: no row was skipped");
+	# (the worker has run since it found the extension: its start is logged)
+	my @warnings = slurp_file($old->logfile) =~
+	  /WARNING:  pool_health: extension "pool_health" version $version is installed in database "postgres", but the library is version 1\.3\n.*DETAIL:  Until the extension is updated, audit rows/g;
+	is(scalar(@warnings), 1, "$version: the worker warned once that the extension is older than the library");
+
+	$old->safe_psql('postgres', 'ALTER EXTENSION pool_health UPDATE');
+	($s, $s_pid) = ph_app_session($old, 'web-new', role => 'app', on_error_stop => 0);
+	$s->query_safe('BEGIN; SELECT 1;');
+	ok(ph_gone($old, $s_pid), "$version: after ALTER EXTENSION UPDATE, a leak is ended");
+	ok( $old->poll_query_until('postgres',
+			"SELECT limit_name = 'idle_in_transaction_timeout' AND role_id = 'app'::regrole AND client_port IS NOT NULL FROM pool_health.terminations WHERE pid = $s_pid"),
+		"$version: its row has all the columns");
+	is( $old->safe_psql('postgres', "SELECT limit_name FROM pool_health.my_terminations WHERE pid = $s_pid",
+			extra_params => [ '-U', 'app' ]),
+		'idle_in_transaction_timeout', "$version: and is in the role's my_terminations");
+	$old->stop;
+}
+
 done_testing();

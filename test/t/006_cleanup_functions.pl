@@ -139,5 +139,32 @@ ok( $node->poll_query_until('postgres',
 		"SELECT used <= 6 FROM pool_health.usage"),
 	'usage is at the target afterwards');
 
+# every action names its limit: the policy's, or the function's argument
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(DISTINCT source || '=' || limit_name, ',') FROM pool_health.terminations"),
+	'cleanup=idle_in_transaction_timeout,reclaim=target_percent,terminate_idle=older_than,terminate_idle_in_transaction=older_than',
+	'limit_name of every function\'s action');
+
+# --- used and usable, in one wording ----------------------------------------------------
+# Sessions of bob until 20 are in use (the checking session counted), then
+# 2 superuser sessions: with a checking session, 22 used of 20 usable, the
+# last 2 in slots reserved for superusers.  usage_percent stays at 100, and
+# reclaim() says it as usage's reasons do.
+my @fill;
+while ($node->safe_psql('postgres', 'SELECT used FROM pool_health.usage') < 20)
+{
+	push @fill, [ ph_app_session($node, 'fill', role => 'bob') ];
+}
+push @fill, [ ph_app_session($node, 'fill-admin') ] for 1 .. 2;
+is( $node->safe_psql('postgres',
+		"SELECT used || ':' || usable || ':' || reserved_used || ':' || usage_percent || ':' || array_to_string(reasons, '; ') FROM pool_health.usage"),
+	'22:20:2:100.0:no usable connection slot is free (20 of 20 usable connections in use); 2 sessions are in slots reserved for superusers',
+	'usage: 22 used, 20 of them in usable slots, 2 in reserved ones');
+is( $node->safe_psql('postgres',
+		"SELECT DISTINCT limit_name || ': ' || split_part(reason, ': ', 1) FROM pool_health.reclaim(90, dry_run => true)"),
+	'target_percent: target_percent 90 exceeded (20 of 20 usable connections in use, and 2 in the slots reserved for superusers)',
+	'reclaim() counts the reserved slots apart, in the same words');
+$_->[0]->quit for @fill;
+
 $node->stop;
 done_testing();

@@ -3,7 +3,9 @@
 #   and raises the level to degraded;
 # - client_port in sessions, leaks and terminations is the client's own
 #   socket port, so a leak can be traced to one client process;
-# - leaks.leaked_for is set for every leak class, stale_idle included.
+# - leaks.leaked_for is set for every leak class, stale_idle included;
+# - a session past a policy limit shorter than leak_after is leaked from
+#   that limit on (and, with enforcement on, ended and audited then).
 use strict;
 use warnings;
 
@@ -65,5 +67,27 @@ ok( $node->poll_query_until('postgres',
 		"SELECT leak = 'stale_idle' AND leaked_for >= interval '1s' FROM pool_health.leaks WHERE pid = $stale_pid"),
 	'a stale_idle leak has leaked_for, its time idle');
 $stale->quit;
+
+# --- a policy's limit at or below leak_after ------------------------------------------------------
+# A session is leaked from its policy's limit on, if that comes before
+# leak_after: with enforcement off (or a dry run, or action log) it is
+# listed in leaks from then; with enforcement on, the policy ends it at
+# that moment, so it is in terminations, not in leaks.
+ph_set($node, 'pool_health.leak_after' => '1min');
+$node->safe_psql('postgres', q{
+	INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout)
+	VALUES ('short', 'short%', '1s')});
+my ($short, $short_pid) = ph_app_session($node, 'short-1', role => 'app', on_error_stop => 0);
+$short->query_safe('BEGIN; SELECT 1;');
+ok( $node->poll_query_until('postgres',
+		"SELECT leak = 'idle_in_transaction' AND leaked_for >= interval '1s' AND leaked_for < interval '1min' FROM pool_health.leaks WHERE pid = $short_pid"),
+	'past its policy\'s limit (1s), below leak_after (1min): in leaks');
+like( $node->safe_psql('postgres', "SELECT leaked || ': ' || array_to_string(reasons, '; ') FROM pool_health.usage"),
+	qr/^1: .*1 session past a policy limit/, 'counted as leaked, past a policy limit');
+ph_set($node, 'pool_health.enforce' => 'on');
+ok(ph_gone($node, $short_pid), 'with enforcement on, the policy ends it');
+is( $node->safe_psql('postgres',
+		"SELECT (SELECT count(*) FROM pool_health.leaks WHERE pid = $short_pid) || ':' || (SELECT limit_name FROM pool_health.terminations WHERE pid = $short_pid)"),
+	'0:idle_in_transaction_timeout', 'then it is in terminations, no longer in leaks');
 $node->stop;
 done_testing();

@@ -178,7 +178,7 @@ like($error, qr/FATAL:  terminating connection due to administrator command/,
 like($error,
 	qr{DETAIL:  pool_health ended this session \(policy "checkout-leaks", worker\): idle_in_transaction_timeout 00:00:01 exceeded: idle in transaction for 00:00:01[\d.]*\. The transaction began with: /\*route='/checkout'\*/ UPDATE orders SET status = 'paid' WHERE id = 1},
 	'with a DETAIL: pool_health, the policy, the limit, the age, the first statement');
-like($error, qr/HINT:  The record of the action is in pool_health.terminations/, 'and a HINT');
+like($error, qr/HINT:  The record of the action is in pool_health.my_terminations, which this session's role can read, and in pool_health.terminations\./, 'and a HINT naming my_terminations');
 note("what the client printed:\n$error");
 is( $node->safe_psql('postgres', "SELECT xact_first_query || ' | ' || xact_tags::text FROM pool_health.terminations WHERE pid = $leaker->{pid}"),
 	q{/*route='/checkout'*/ UPDATE orders SET status = 'paid' WHERE id = 1 | {"route": "/checkout"}},
@@ -193,6 +193,7 @@ for (1 .. 100)
 	last if $notification =~ /"event": "termination"/;
 }
 like($notification, qr/"event": "termination"/, 'a NOTIFY is sent');
+like($notification, qr/"limit_name": "idle_in_transaction_timeout"/, 'naming the limit');
 unlike($notification, qr/xact_first_query/,
 	'without the statement by default (any role that may connect may LISTEN)');
 ph_set($node, 'pool_health.notify_statements' => 'on');
