@@ -146,6 +146,37 @@ append_application_state(StringInfo buf)
 }
 
 /*
+ * Behind a pooler: while sessions that changed application_name between
+ * transactions are connected, the policies that act at login by name
+ * (their quota or refuse_at cannot apply to those sessions).
+ */
+static void
+append_pooler_warnings(StringInfo buf, const PhPolicies *policies)
+{
+	PhAppServerCopy server;
+	bool		accounting = ph_accounting_server(&server);
+
+	ph_json_int(buf, "renamed_sessions", accounting ? (int64) server.renamed : 0);
+	ph_json_open(buf, "warnings", '[');
+	for (int i = 0; i < policies->count && server.renamed > 0; i++)
+	{
+		const PhPolicy *p = &policies->items[i];
+
+		if (!ph_policy_by_login_name(p))
+			continue;
+		ph_json_open(buf, NULL, '{');
+		ph_json_str(buf, "policy", NameStr(p->name));
+		ph_json_str(buf, "warning",
+					psprintf("matches application_name at login, but %u session%s changed application_name between transactions (a connection pooler in transaction mode): its %s cannot apply to them; budget by role and with the pooler's own limits",
+							 server.renamed, server.renamed == 1 ? "" : "s",
+							 p->max_connections >= 0 && p->refuse_at >= 0 ? "quota and refuse_at" :
+							 p->max_connections >= 0 ? "quota" : "refuse_at"));
+		ph_json_close(buf, '}');
+	}
+	ph_json_close(buf, ']');
+}
+
+/*
  * The policies in effect (the evaluation's copy): how many, whether the
  * last change committed to pool_health.policies is in effect yet, the
  * rows left out, and the quotas with their counters.
@@ -205,6 +236,7 @@ append_policy_state(StringInfo buf, const PhPolicies *policies)
 		ph_json_close(buf, '}');
 	}
 	ph_json_close(buf, ']');
+	append_pooler_warnings(buf, policies);
 	ph_json_close(buf, '}');
 }
 

@@ -52,6 +52,7 @@ bool		ph_notify_statements = false;
 int			ph_max_groups = 256;
 int			ph_app_history_minutes = 24 * 60;
 int			ph_advice_window_minutes = 24 * 60;
+int			ph_client_pool_size = 0;
 
 static const struct config_enum_entry enforce_options[] = {
 	{"on", PH_ENFORCE_ON, false},
@@ -363,6 +364,16 @@ define_settings(void)
 							15 * 60, 10, 7 * 24 * 3600,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/* (at most MAX_BACKENDS, 2^18 - 1, whatever the server version) */
+	DefineCustomIntVariable("pool_health.client_pool_size",
+							"The most connections the client pool of this session may hold, as its application declares it; 0: not declared.",
+							"Set it in the startup options (options=-c pool_health.client_pool_size=20) or with SET; pool_health.pool_advice shows it as declared_pool_size, and calls a pool saturated only when it was at that size with every connection in a transaction.",
+							&ph_client_pool_size,
+							0, 0, 0x3FFFF,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 }
 
