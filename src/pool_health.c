@@ -219,7 +219,7 @@ define_postmaster_settings(void)
 
 	DefineCustomIntVariable("pool_health.application_history_retention",
 							"How long pool_health.application_history keeps its per-minute rows.",
-							"Shared memory holds up to 32 rows (192 bytes each) per minute of retention; with more groups active per minute, the history covers less time.",
+							"Shared memory holds up to 32 rows (208 bytes each) per minute of retention; with more groups active per minute, the history covers less time.",
 							&ph_app_history_minutes,
 							24 * 60, 10, 31 * 24 * 60,
 							PGC_POSTMASTER,
