@@ -27,7 +27,7 @@ SELECT pg_read_file('postgresql.auto.conf') LIKE '%pool_health%' AS written;
 
 -- the one a session sets: the size of its client pool, as declared
 SET pool_health.client_pool_size = -1;
-SET pool_health.client_pool_size = 262144;
+SET pool_health.client_pool_size = 2147483648;
 SET pool_health.client_pool_size = 'twenty';
 SHOW pool_health.client_pool_size;
 SET pool_health.client_pool_size = 20;

@@ -366,12 +366,16 @@ define_settings(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
-	/* (at most MAX_BACKENDS, 2^18 - 1, whatever the server version) */
+	/*
+	 * Any size a client may declare in its startup options is taken (a
+	 * value out of range would fail its login): what the accounting
+	 * compares it with is at most MAX_BACKENDS.
+	 */
 	DefineCustomIntVariable("pool_health.client_pool_size",
 							"The most connections the client pool of this session may hold, as its application declares it; 0: not declared.",
 							"Set it in the startup options (options=-c pool_health.client_pool_size=20) or with SET; pool_health.pool_advice shows it as declared_pool_size, and calls a pool saturated only when it was at that size with every connection in a transaction.",
 							&ph_client_pool_size,
-							0, 0, 0x3FFFF,
+							0, 0, INT_MAX,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);
