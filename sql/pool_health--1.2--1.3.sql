@@ -72,7 +72,7 @@ COMMENT ON COLUMN pool_health.pool_advice.xacts IS 'Transactions finished in the
 COMMENT ON COLUMN pool_health.pool_advice.idle_in_xact_share IS
 'Percent of the transaction time spent idle inside transactions';
 COMMENT ON COLUMN pool_health.pool_advice.demand_p99 IS
-'Connections its load needs at once 99 % of the time: the 99th percentile of a Poisson distribution whose mean is Little''s L (transaction time per unit of time) in its busiest minutes (null for all)';
+'Connections that leave 99 % of its requests one free (Erlang''s C formula), for requests arriving at random with the load of its busiest minutes (Little''s L: transaction time per unit of time), or, when saturated, the load that explains how often it was, if more (null for all)';
 COMMENT ON COLUMN pool_health.pool_advice.suggested_pool_size IS
 'Saturated (at its declared size, or at its peak connections for half the time, with every connection in a transaction): max(demand_p99, its size + 1); otherwise max(1, min(ceil(1.25 * in_xact_max), its size)). For all: the sum over the groups';
 COMMENT ON COLUMN pool_health.pool_advice.excess_connections IS

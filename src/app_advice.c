@@ -18,9 +18,10 @@
  *					 in a transaction (exact, app_accounting.c)
  *	declared_pool_size	the most pool_health.client_pool_size its sessions
  *					 declared
- *	demand_p99		 the 99th percentile of a Poisson distribution whose
- *					 mean is Little's L in its busiest minutes: what its
- *					 load needs at once, 99 % of the time
+ *	demand_p99		 the connections that leave 99 % of its requests one
+ *					 free (Erlang's C formula), for requests arriving at
+ *					 random with Little's L of its busiest minutes (or,
+ *					 saturated, the load its saturation shows if more)
  *	suggested_pool_size	saturated (at its declared size, or at its peak
  *					 connections, every connection in a transaction for
  *					 a sustained share): max(demand_p99, its size + 1);
@@ -211,9 +212,17 @@ pool_health_get_application_history(PG_FUNCTION_ARGS)
 
 /* ---- pool_advice ---- */
 
-/* A group's saturated share from which it is called saturated. */
-#define SATURATED_SHARE_DECLARED	0.10	/* at its declared size */
+/*
+ * A group's saturated share from which it is called saturated.  At its
+ * declared size, the share is about that of its requests that found no
+ * connection free; a pool sized to its demand_p99 has 1 to 3 % (Erlang's
+ * C formula for Poisson arrivals), so it is kept.
+ */
+#define SATURATED_SHARE_DECLARED	0.05	/* at its declared size */
 #define SATURATED_SHARE_UNDECLARED	0.50	/* at its peak connections */
+
+/* The share of requests a suggested pool may leave waiting (demand_p99). */
+#define DEMAND_WAIT_SHARE	0.01
 
 /* A minute shorter than this (a group's first or last, the current one) is
  * too short to be one of its "busiest minutes" on its own. */
@@ -260,7 +269,8 @@ typedef struct Advice
 	int			nloads;
 	/* derived */
 	int32		in_xact_p99;
-	double		load;			/* of its busiest minutes */
+	double		load;			/* Little's L of its busiest minutes, or what
+								 * its saturation says if more */
 	int32		demand;
 	bool		saturated;
 	int32		suggested;
@@ -299,30 +309,71 @@ p99(int32 *values, int n)
 }
 
 /*
- * The 99th percentile of a Poisson distribution of this mean: how many
- * transactions are in progress at once, 99 % of the time, when they
- * arrive independently and keep "mean" connections busy on average (the
- * number in progress of such arrivals is Poisson-distributed whatever the
- * durations' distribution).
+ * Erlang's C formula: the probability that a request finds all n
+ * connections busy, for requests arriving at random (Poisson) that keep
+ * "load" connections busy on average (Little's law: rate x mean
+ * duration); 1 when n cannot serve that load.  O(n).
+ */
+static double
+erlang_c(int32 n, double load)
+{
+	double		b = 1;			/* Erlang's B formula, by recurrence */
+
+	if (load <= 0)
+		return 0;
+	if (load >= n)
+		return 1;
+	for (int32 k = 1; k <= n; k++)
+		b = load * b / (k + load * b);
+	return Min(1.0, n * b / (n - load * (1 - b)));
+}
+
+/*
+ * The connections a load needs so that 99 % of its requests find one
+ * free (Erlang's C formula at most 1 %): the smallest such n.  O(n).
  */
 static int32
-poisson_p99(double mean)
+demand_for(double load)
 {
-	double		log_p;
-	double		cdf;
-	int32		k = 0;
+	double		b = 1;
+	int32		n = 0;
 
-	if (mean <= 0)
+	if (load <= 0)
 		return 0;
-	log_p = -mean;
-	cdf = exp(log_p);
-	while (cdf < 0.99 && k < 0x3FFFF)
+	while (n < 0x3FFFF)
 	{
-		k++;
-		log_p += log(mean) - log((double) k);
-		cdf += exp(log_p);
+		n++;
+		b = load * b / (n + load * b);
+		if (n > load && n * b / (n - load * (1 - b)) <= DEMAND_WAIT_SHARE)
+			break;
 	}
-	return k;
+	return n;
+}
+
+/*
+ * The load that makes n connections all busy this share of the time
+ * (Erlang's C formula, inverted by bisection): what a pool of n that was
+ * saturated that often served, when its arrivals come in bursts that its
+ * mean busy time does not show.  At most n.
+ */
+static double
+load_from_saturation(int32 n, double share)
+{
+	double		lo = 0;
+	double		hi = n;
+
+	if (n <= 0 || share <= 0)
+		return 0;
+	for (int i = 0; i < 40; i++)
+	{
+		double		mid = (lo + hi) / 2;
+
+		if (erlang_c(n, mid) < share)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return (lo + hi) / 2;
 }
 
 /*
@@ -398,10 +449,13 @@ add_minute(Advice *a, TimestampTz start, TimestampTz end, const PhAppMinute *m)
  * The suggestion for a group.  A pool is saturated when it was at its cap
  * (its declared size, else its peak connections, at least 2) with every
  * connection in a transaction for a sustained share of the time its group
- * existed: then it needs what its demand needs (Little's law in its
- * busiest minutes, at p99), at least one more.  Otherwise it never
- * waited: it needs its peak concurrency with 25 % headroom, and no more
- * than it had.
+ * existed: then it needs what its demand needs, at least one more: the
+ * connections that leave 99 % of its requests one free, for requests
+ * arriving at random with the load of its busiest minutes (Little's law:
+ * transaction time per unit of time), or the load that made it saturated
+ * as often as it was, if that is more (its arrivals came in bursts).
+ * Otherwise it never waited: it needs its peak concurrency with 25 %
+ * headroom, and no more than it had.
  */
 static void
 advise(Advice *a)
@@ -421,12 +475,14 @@ advise(Advice *a)
 	else
 		a->load = a->span_us > 0 ? (double) a->xact_time_us / a->span_us : 0;
 	a->load = Min(a->load, (double) a->in_xact_max);
-	a->demand = poisson_p99(a->load);
 	a->excess = Max(a->connections_max - a->in_xact_max, 0);
 	a->saturated = !a->key.other &&
 		(declared ? a->in_xact_max >= a->declared :
 		 a->connections_max >= 2 && a->in_xact_max >= a->connections_max) &&
 		share >= (declared ? SATURATED_SHARE_DECLARED : SATURATED_SHARE_UNDECLARED);
+	if (a->saturated)
+		a->load = Max(a->load, load_from_saturation(cap, share));
+	a->demand = demand_for(a->load);
 	if (a->xacts == 0 && a->in_xact_max == 0)
 		a->suggested = 1;
 	else if (a->saturated)
@@ -456,7 +512,7 @@ advice_text(const Advice *a)
 		return buf.data;
 	}
 	if (a->saturated)
-		appendStringInfo(&buf, "pool saturated: all %d connections %s were in a transaction %.0f%% of the time, so about as many of its requests waited for one: raise the pool to %d (its busiest minutes kept %.1f connections busy on average, and transactions arriving at that rate need %d at once 99%% of the time), or shorten its transactions",
+		appendStringInfo(&buf, "pool saturated: all %d connections %s were in a transaction %.0f%% of the time, so about as many of its requests waited for one: raise the pool to %d (its load, from its busiest minutes and how often it was saturated, keeps %.1f connections busy on average; for requests arriving at random, %d leave 99%% of them one free), or shorten its transactions",
 						 cap, declared ? "of its declared pool" : "it held",
 						 share, a->suggested, a->load, a->demand);
 	else if (cap > a->suggested)

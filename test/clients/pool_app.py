@@ -9,8 +9,8 @@ Each request checks a connection out of the pool, runs one transaction
 
 Load, either
   --rate R       open loop: requests arrive at random (Poisson, R a second,
-                 fixed seed), each served by a thread of its own (a web
-                 server's handlers), whatever the pool can take;
+                 fixed seed), each served by one of --threads handler
+                 threads (a web server's), whatever the pool can take;
   --workers W    closed loop: W threads, each thinking --think-ms between
                  its requests (a worker pool).
 --warm opens all pool_size connections first (a pool with a minimum size).
@@ -20,10 +20,12 @@ Load, either
 Prints one line of JSON: requests served, errors, the most connections
 checked out at once, connections the pool opened, the requests that
 arrived while every connection of the pool was checked out (they waited
-for one), and the time each request waited to check a connection out
-(from its arrival), in ms.
+for one), the time each request waited to check a connection out (from
+its arrival), in ms, and the time its transactions took in all (from
+BEGIN to the end of COMMIT), in ms.
 """
 import argparse
+import concurrent.futures
 import json
 import random
 import threading
@@ -42,6 +44,7 @@ def main():
     ap.add_argument("--warm", action="store_true")
     ap.add_argument("--rate", type=float)
     ap.add_argument("--workers", type=int)
+    ap.add_argument("--threads", type=int, default=100)
     ap.add_argument("--think-ms", type=float, default=0)
     ap.add_argument("--duration-ms", type=float, required=True)
     ap.add_argument("--seconds", type=float, required=True)
@@ -56,7 +59,7 @@ def main():
         connect_args=connect_args)
 
     lock = threading.Lock()
-    state = {"out": 0, "peak": 0, "opened": 0, "exhausted": 0}
+    state = {"out": 0, "peak": 0, "opened": 0, "exhausted": 0, "xact_ms": 0.0}
     waits = []
     errors = []
 
@@ -85,8 +88,10 @@ def main():
                 checked_out = time.monotonic()
                 with conn.begin():
                     conn.execute(text("SELECT pg_sleep(:d)"), {"d": args.duration_ms / 1000.0})
+                committed = time.monotonic()
             with lock:
                 waits.append((checked_out - arrival) * 1000.0)
+                state["xact_ms"] += (committed - checked_out) * 1000.0
         except Exception as e:  # counted, and the first few shown
             with lock:
                 errors.append(repr(e))
@@ -104,16 +109,15 @@ def main():
     if args.rate:
         rng = random.Random(args.seed)
         at = start
-        while True:
-            at += rng.expovariate(args.rate)
-            if at >= end:
-                break
-            delay = at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            t = threading.Thread(target=request, args=(at,))
-            t.start()
-            threads.append(t)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.threads) as handlers:
+            while True:
+                at += rng.expovariate(args.rate)
+                if at >= end:
+                    break
+                delay = at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                handlers.submit(request, at)
     else:
         def worker():
             while time.monotonic() < end:
@@ -138,7 +142,7 @@ def main():
         "app": args.app, "pool_size": args.pool_size, "requests": len(waits),
         "errors": len(errors), "first_errors": errors[:3],
         "peak_checkouts": state["peak"], "opened": state["opened"],
-        "exhausted": state["exhausted"],
+        "exhausted": state["exhausted"], "xact_ms": round(state["xact_ms"], 3),
         "wait_p50_ms": pct(0.50), "wait_p95_ms": pct(0.95), "wait_p99_ms": pct(0.99),
         "wait_max_ms": round(waits[-1], 3) if waits else None,
         "wait_mean_ms": round(sum(waits) / len(waits), 3) if waits else None,

@@ -4,15 +4,15 @@
 # for a connection), and applied: each application is run again with the
 # suggested pool_size, and must be served as well or better.
 #
-#   oversized	pool 20, opened up front, 50 requests/s of 30 ms
-#   starved		pool 3, 110 requests/s of 30 ms (more than 3 connections serve)
+#   oversized	pool 20, opened up front, 20 requests/s of 60 ms
+#   starved		pool 3, 55 requests/s of 60 ms (more than 3 connections serve)
 #   lazy		pool 5 declared, 2 worker threads (SQLAlchemy opens 2)
 #   lazyu		pool 5 not declared, 2 worker threads busy half the time
 #
 # A request's arrivals come from a fixed seed: each round replays the
 # same load.  The server's figures are checked against the client's:
 # in_xact_mean (Little's law over the time the group existed) against
-# requests/s x transaction time.  Before the rounds: one connection that
+# the client's own transaction time per second.  Before the rounds: one connection that
 # cycles through 300 application_names counts once in the (all) row, and
 # an application named "(all)" is an application.
 use strict;
@@ -77,10 +77,10 @@ is( $node->safe_psql('postgres',
 # --- the applications ---------------------------------------------------------------------
 my $url = 'postgresql+psycopg2://' . getpwuid($<) . '@/postgres?host=' . $node->host . '&port=' . $node->port;
 my %load = (
-	oversized => [ '--warm', '--declare', '--rate', 50, '--duration-ms', 30 ],
-	starved => [ '--declare', '--rate', 110, '--duration-ms', 30 ],
-	lazy => [ '--declare', '--workers', 2, '--think-ms', 5, '--duration-ms', 40 ],
-	lazyu => [ '--workers', 2, '--think-ms', 20, '--duration-ms', 20 ]);
+	oversized => [ '--warm', '--declare', '--rate', 20, '--duration-ms', 60 ],
+	starved => [ '--declare', '--rate', 55, '--duration-ms', 60 ],
+	lazy => [ '--declare', '--workers', 2, '--think-ms', 10, '--duration-ms', 60 ],
+	lazyu => [ '--workers', 2, '--think-ms', 40, '--duration-ms', 40 ]);
 my $seconds = 15;
 
 # run(round, app => pool_size, ...): the applications at once; returns
@@ -164,10 +164,11 @@ my %r2 = run_round(2, %pool2);
 for my $app (qw(oversized starved))
 {
 	my $c = $r2{$app};
-	my $client_mean = $c->{requests} * $load{$app}[-1] / 1000 / $c->{seconds};
+	my $client_mean = $c->{xact_ms} / 1000 / $c->{seconds};
 	my $mean = $c->{advice}{in_xact_mean};
-	ok($mean >= 0.85 * $client_mean && $mean <= 1.35 * $client_mean,
-		"$app: in_xact_mean $mean, the client's requests/s x 30 ms = " . sprintf('%.2f', $client_mean));
+	ok($mean >= 0.8 * $client_mean && $mean <= 1.25 * $client_mean,
+		"$app: in_xact_mean $mean, the client's transaction time per second " . sprintf('%.2f', $client_mean)
+		  . " ($c->{requests} requests in $c->{seconds} s)");
 }
 
 my $o2 = $r2{oversized};
@@ -175,7 +176,8 @@ ok($o2->{exhausted} <= 0.01 * $o2->{requests},
 	"oversized, shrunk to $o2->{pool_size}: $o2->{exhausted} of $o2->{requests} requests found it exhausted (client peak $o2->{peak_checkouts} checkouts)");
 ok($o2->{wait_p50_ms} <= 2 * $o1->{wait_p50_ms} + 1,
 	"oversized: its requests were served as fast (wait p50 $o1->{wait_p50_ms} -> $o2->{wait_p50_ms} ms)");
-is($o2->{advice}{suggested_pool_size}, $o2->{pool_size}, 'oversized: the advice keeps it');
+ok($o2->{advice}{suggested_pool_size} <= $o2->{pool_size} && $o2->{advice}{advice} !~ /saturated/,
+	"oversized at $o2->{pool_size}: kept or shrunk further (suggested $o2->{advice}{suggested_pool_size})");
 
 for my $app (qw(lazy lazyu))
 {
@@ -199,8 +201,8 @@ ok($steps <= 2, "starved: the advice applied $steps time(s) keeps the pool ("
 	  . join(' -> ', map { $starved{$_}{pool_size} } sort keys %starved) . ')');
 ok($last->{advice}{suggested_pool_size} <= $last->{pool_size},
 	"starved at $last->{pool_size}: not told to grow (suggested $last->{advice}{suggested_pool_size})");
-ok($last->{exhausted} <= 0.05 * $last->{requests},
-	"starved at $last->{pool_size}: $last->{exhausted} of $last->{requests} requests found the pool exhausted (were $s1->{exhausted})");
+ok($last->{exhausted} / $last->{requests} < $s1->{exhausted} / $s1->{requests} / 4,
+	"starved at $last->{pool_size}: $last->{exhausted} of $last->{requests} requests found the pool exhausted (were $s1->{exhausted} of $s1->{requests})");
 ok($last->{wait_p50_ms} < $s1->{wait_p50_ms} / 20,
 	"starved: wait p50 $s1->{wait_p50_ms} -> $last->{wait_p50_ms} ms");
 ok($last->{wait_p99_ms} < $s1->{wait_p99_ms} / 5,
