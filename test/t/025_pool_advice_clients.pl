@@ -74,6 +74,21 @@ is( $node->safe_psql('postgres',
 		"SELECT kind || ' ' || coalesce(application_name, '-') FROM pool_health.pool_advice WHERE kind = 'other'"),
 	'other -', 'the groups evicted are the row of kind other');
 
+# a reconnect loop under many names: the server-wide counters come back
+# to what is connected (this session, in this transaction)
+my ($pout, $perr) = ('', '');
+my $script = "$PostgreSQL::Test::Utils::tmp_check/rename.sql";
+append_to_file($script, "SET application_name = 'loop-:client_id';\nSELECT 1;\nSET application_name = 'loop-x';\nSELECT 1;\n");
+IPC::Run::run([ 'pgbench', '-n', '-C', '-c', 4, '-j', 2, '-t', 50, '-f', $script,
+				'-h', $node->host, '-p', $node->port, 'postgres' ], '>', \$pout, '2>', \$perr)
+  or die "pgbench: $perr";
+like($pout, qr/processed: 200\b/, 'a reconnect loop: 200 connections, each changing its name twice');
+ok( $node->poll_query_until('postgres', q{
+		SELECT (a->>'connections')::int = (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
+		   AND (a->>'in_xact')::int = 1 AND (a->>'renames')::int >= 400
+		FROM pool_health.status() s, LATERAL (SELECT s->'applications') x(a)}),
+	'status(): the server-wide counts are back to what is connected, 1 in a transaction; 400 renames');
+
 # --- the applications ---------------------------------------------------------------------
 my $url = 'postgresql+psycopg2://' . getpwuid($<) . '@/postgres?host=' . $node->host . '&port=' . $node->port;
 my %load = (
