@@ -1404,7 +1404,7 @@ ph_accounting_warn_pooled(const PhPolicies *policies)
 		ereport(WARNING,
 				(errmsg("pool_health: policy \"%s\" matches application_name at login, but %u session%s changed application_name between transactions",
 						NameStr(p->name), renamed, renamed == 1 ? "" : "s"),
-				 errdetail("Behind a connection pooler in transaction mode (pgbouncer) a server connection logs in with the pooler's name and then serves many clients: a quota or refuse_at by application_name does not apply to their sessions."),
+				 errdetail("Behind a connection pooler in transaction mode (pgbouncer) a server connection logs in without its clients' application_name and then serves many clients: a quota or refuse_at by application_name does not apply to their sessions."),
 				 errhint("Budget by role (a policy matching the pooler's role) and with the pooler's own limits (pgbouncer: pool_size, max_db_connections, max_user_connections).")));
 	}
 }

@@ -9,6 +9,8 @@
 #   - the accounting follows the name pgbouncer forwards (each client's
 #     transactions in its group), and the (all) row counts the server's
 #     connections, not one per name;
+#   - a timeout by name applies to the transaction of the client named,
+#     with its first statement and tags;
 #   - a quota by role applies: pgbouncer's pool for that role gets the
 #     connections the quota allows and serves every client with them.
 use strict;
@@ -154,12 +156,41 @@ my $log = slurp_file($node->logfile);
 my $times = () = $log =~ /$warning/g;
 is($times, 1, 'the WARNING is logged once for the policy');
 
+# --- a timeout by name applies to the transaction of the client named ---------------------------
+$node->safe_psql('postgres', q{
+	INSERT INTO pool_health.policies (name, priority, application_name, idle_in_transaction_timeout)
+	VALUES ('leaky', 10, 'report-leak%', '1s');
+});
+ok($node->poll_query_until('postgres',
+		"SELECT (s->'policies'->>'enabled')::int = 2 AND (s->'policies'->>'in_effect')::bool FROM pool_health.status() s"),
+	'a policy by name with an idle-in-transaction timeout of 1 s');
+{
+	my ($in, $o, $e) = ('', '', '');
+	my $leaker = IPC::Run::start(
+		[ 'psql', '-XAtq', '-d', "$through user=report application_name=report-leak-1", '-f', '-' ],
+		'<', \$in, '>', \$o, '2>', \$e);
+	$in .= "BEGIN;\n/*route='/export',controller='reports'*/ SELECT 'leaking';\n";
+	IPC::Run::pump($leaker) until $o =~ /leaking/ || !$leaker->pumpable;
+	ok($node->poll_query_until('postgres', q{
+			SELECT count(*) = 1 FROM pool_health.terminations
+			WHERE policy = 'leaky' AND application_name = 'report-leak-1'
+			  AND xact_first_query LIKE '%SELECT ''leaking''%'
+			  AND xact_tags->>'route' = '/export'}),
+		'through pgbouncer, the server connection idle in the transaction of report-leak-1 is ended, with its first statement and tags');
+	$in .= "SELECT 'after';\n\\q\n";
+	$leaker->finish;
+	like($e, qr/FATAL:  terminating connection due to administrator command/,
+		'and its client is told, through pgbouncer: ' . (split /\n/, $e)[0]);
+}
+unlike(slurp_file($node->logfile), qr/policy "leaky" matches application_name/,
+	'no warning for a policy by name whose limits are timeouts');
+
 # --- a quota by role does apply ---------------------------------------------------------------
 $node->safe_psql('postgres', q{
 	INSERT INTO pool_health.policies (name, role, max_connections) VALUES ('batch-role', 'batch', 2);
 });
 ok($node->poll_query_until('postgres',
-		"SELECT (s->'policies'->>'enabled')::int = 2 AND (s->'policies'->>'in_effect')::bool FROM pool_health.status() s"),
+		"SELECT (s->'policies'->>'enabled')::int = 3 AND (s->'policies'->>'in_effect')::bool FROM pool_health.status() s"),
 	'a quota of 2 on role batch');
 is(clients('batch', 9, 'batch'), 9, 'through pgbouncer: 9 clients of role batch served');
 my ($batch_refused, $batch_max) = split /\|/, $node->safe_psql('postgres', q{
