@@ -24,3 +24,12 @@ SET pool_health.database = 'other';
 ALTER SYSTEM SET pool_health.no_such_setting = 1;
 -- nothing was written
 SELECT pg_read_file('postgresql.auto.conf') LIKE '%pool_health%' AS written;
+
+-- the one a session sets: the size of its client pool, as declared
+SET pool_health.client_pool_size = -1;
+SET pool_health.client_pool_size = 2147483648;
+SET pool_health.client_pool_size = 'twenty';
+SHOW pool_health.client_pool_size;
+SET pool_health.client_pool_size = 20;
+SHOW pool_health.client_pool_size;
+RESET pool_health.client_pool_size;

@@ -42,6 +42,25 @@
  * the middle of its bucket, within 1/16 (6.25 %) of the true value
  * (never above the exact maximum).
  *
+ * Saturation: a group is saturated while every connection it holds is in a
+ * transaction (a request needing one more would wait, or a lazily filled
+ * pool open another).  Each change of a group's connections or sessions
+ * in a transaction is also made, by compare-and-swap, to one word holding
+ * both counts and when the current saturated period began (in ms, modulo
+ * 2^28: 74 hours; the worker moves an open period into saturated_ms at
+ * each minute's close), so whichever backend begins or ends a period
+ * knows it exactly; the one that ends it adds its length to saturated_ms.
+ * A reader adds the open period, if any; it may miss a period that is
+ * just ending (never counts one twice), which the next reading has.
+ *
+ * Server-wide counters (a struct of their own, app_server): client
+ * backends accounted and those in a transaction, their exact peaks and
+ * per-minute maxima, each session counted once whatever application_name
+ * it has or changes to; and sessions that changed application_name
+ * between transactions (a pooler such as pgbouncer in transaction mode
+ * forwards each client's name to the server connection it lends it), for
+ * the warning on policies that match by name at login.
+ *
  * Groups: at most pool_health.max_groups, plus "(other)" in slot 0.  A new
  * group takes a free slot, or the least recently seen group no session is
  * attached to, whose figures are added to (other); when every slot is
@@ -55,7 +74,8 @@
  *	  worker to read the histograms when it closes a minute.
  * Counters are atomics; a backend updates its own group's without the
  * lock.  The minute baselines (base_*) are written by the worker under
- * the exclusive lock and read under the shared one.
+ * the exclusive lock and read under the shared one.  app_server's counters
+ * are atomics too; its minute ring, under app_acct->lock as the groups'.
  *
  *-------------------------------------------------------------------------
  */
@@ -80,6 +100,52 @@
 #include "pool_health.h"
 
 static PhAccounting *app_acct = NULL;
+
+/*
+ * The server-wide counters (see the header comment), after the minute
+ * ring in the accounting's shared memory, on cache lines of their own:
+ * the first is changed at every transaction's start and end.
+ */
+typedef struct PhAppServer
+{
+	/* atomics, changed by every backend without a lock */
+	pg_atomic_uint32 connections PH_CACHE_ALIGNED;
+	pg_atomic_uint32 in_xact;
+	pg_atomic_uint32 connections_peak;
+	pg_atomic_uint32 in_xact_peak;
+	pg_atomic_uint32 minute_connections_max;
+	pg_atomic_uint32 minute_in_xact_max;
+	pg_atomic_uint32 renamed;	/* connected sessions that changed their name */
+	pg_atomic_uint32 minute_renamed_max;
+	pg_atomic_uint64 renames;	/* changes of name between transactions */
+	/* under app_acct->lock: exclusive for the worker to write, else shared */
+	TimestampTz started PH_CACHE_ALIGNED;	/* the first minute began */
+	int			minute_capacity;	/* one row a minute of retention */
+	int			minute_count;
+	int			minute_next;
+	PhAppServerMinute minutes[FLEXIBLE_ARRAY_MEMBER];
+} PhAppServer;
+
+static PhAppServer *app_server = NULL;
+
+/*
+ * The saturation word of a group (PhAppGroup.saturation): connections
+ * (18 bits, MAX_BACKENDS fits), sessions in a transaction (18 bits), and
+ * the start of the open saturated period in ms modulo 2^28 (meaningful
+ * only while saturated: in_xact == connections > 0).
+ */
+#define SAT_COUNT_BITS	18
+#define SAT_COUNT_MASK	((UINT64CONST(1) << SAT_COUNT_BITS) - 1)
+#define SAT_TIME_SHIFT	(2 * SAT_COUNT_BITS)
+#define SAT_TIME_MASK	((UINT64CONST(1) << (64 - SAT_TIME_SHIFT)) - 1)
+#define SAT_CONNECTIONS(w)	((uint32) ((w) & SAT_COUNT_MASK))
+#define SAT_IN_XACT(w)	((uint32) (((w) >> SAT_COUNT_BITS) & SAT_COUNT_MASK))
+#define SAT_SINCE(w)	((w) >> SAT_TIME_SHIFT)
+#define SAT_SATURATED(w) (SAT_CONNECTIONS(w) > 0 && SAT_IN_XACT(w) >= SAT_CONNECTIONS(w))
+
+/* This backend's side of the server-wide counters. */
+static bool server_counted = false;	/* in app_server->connections */
+static bool my_renamed = false;	/* in app_server->renamed */
 
 /* This backend. */
 static PhAppGroup *my_group = NULL;		/* attached to (connections + 1) */
@@ -173,7 +239,10 @@ ph_accounting_shmem_size(void)
 	/* room to align the groups on a cache line */
 	size = add_size(PH_CACHE_LINE + offsetof(PhAccounting, groups),
 					mul_size(ph_max_groups + 1, sizeof(PhAppGroup)));
-	return add_size(MAXALIGN(size), mul_size(minute_capacity(), sizeof(PhAppMinute)));
+	size = add_size(MAXALIGN(size), mul_size(minute_capacity(), sizeof(PhAppMinute)));
+	/* the server-wide counters, aligned on a cache line, and their minutes */
+	size = add_size(size, PH_CACHE_LINE + offsetof(PhAppServer, minutes));
+	return add_size(size, mul_size(ph_app_history_minutes, sizeof(PhAppServerMinute)));
 }
 
 static void
@@ -192,11 +261,15 @@ clear_counters(PhAppGroup *g)
 	pg_atomic_init_u64(&g->terminated, 0);
 	pg_atomic_init_u64(&g->refused, 0);
 	pg_atomic_init_u64(&g->last_seen, 0);
+	pg_atomic_init_u64(&g->saturation, 0);
+	pg_atomic_init_u64(&g->saturated_ms, 0);
+	pg_atomic_init_u32(&g->minute_declared, 0);
 	for (int i = 0; i < PH_HIST_BUCKETS; i++)
 		pg_atomic_init_u64(&g->histogram[i], 0);
 	g->base_xacts = 0;
 	g->base_xact_time_us = 0;
 	g->base_idle_in_xact_us = 0;
+	g->base_saturated_ms = 0;
 }
 
 /* In the postmaster, or in a process attaching (found): set app_acct. */
@@ -230,6 +303,23 @@ ph_accounting_init(char *storage, LWLock *lock, bool found)
 		app_acct->groups[0].generation = ++app_acct->generations;
 		app_acct->groups[0].other = true;
 		strlcpy(app_acct->groups[0].application_name, "(other)", NAMEDATALEN);
+	}
+	app_server = (PhAppServer *) TYPEALIGN(PH_CACHE_LINE,
+										   (char *) app_acct->minutes +
+										   sizeof(PhAppMinute) * app_acct->minute_capacity);
+	if (!found)
+	{
+		memset(app_server, 0, offsetof(PhAppServer, minutes));
+		pg_atomic_init_u32(&app_server->connections, 0);
+		pg_atomic_init_u32(&app_server->in_xact, 0);
+		pg_atomic_init_u32(&app_server->connections_peak, 0);
+		pg_atomic_init_u32(&app_server->in_xact_peak, 0);
+		pg_atomic_init_u32(&app_server->minute_connections_max, 0);
+		pg_atomic_init_u32(&app_server->minute_in_xact_max, 0);
+		pg_atomic_init_u32(&app_server->renamed, 0);
+		pg_atomic_init_u32(&app_server->minute_renamed_max, 0);
+		pg_atomic_init_u64(&app_server->renames, 0);
+		app_server->minute_capacity = ph_app_history_minutes;
 	}
 	return storage + ph_accounting_shmem_size();
 }
@@ -289,6 +379,143 @@ atomic_max_u64(pg_atomic_uint64 *p, uint64 v)
 
 	while (old < v && !pg_atomic_compare_exchange_u64(p, &old, v))
 		;
+}
+
+/* ---- saturation ---- */
+
+/* A time in ms, as the saturation word keeps it (modulo 2^28). */
+static inline uint64
+sat_ms(TimestampTz at)
+{
+	return (uint64) (at / 1000) & SAT_TIME_MASK;
+}
+
+/*
+ * The length of a period from since to now (both sat_ms); 0 if now seems
+ * to come before since (two backends' clocks read a few microseconds
+ * apart, in the other order than their changes).
+ */
+static inline uint64
+sat_period(uint64 since, uint64 now)
+{
+	uint64		d = (now - since) & SAT_TIME_MASK;
+
+	return d > SAT_TIME_MASK / 2 ? 0 : d;
+}
+
+/*
+ * Change g's connections and sessions in a transaction in its saturation
+ * word by dc and dx, at time at; if that ends a saturated period, add its
+ * length to saturated_ms.  A few atomic operations, no lock.
+ */
+static void
+saturation_change(PhAppGroup *g, int dc, int dx, TimestampTz at)
+{
+	uint64		old = pg_atomic_read_u64(&g->saturation);
+	uint64		now = sat_ms(at);
+	uint64		new;
+
+	for (;;)
+	{
+		int64		c = (int64) SAT_CONNECTIONS(old) + dc;
+		int64		x = (int64) SAT_IN_XACT(old) + dx;
+		uint64		since;
+
+		/*
+		 * Each session's changes come in order (attach, begin, end,
+		 * detach): never below 0, never more in a transaction than held.
+		 * (Clamped all the same: a count out of step must not spill over.)
+		 */
+		Assert(c >= 0 && x >= 0 && x <= c);
+		c = Max(c, 0);
+		x = Max(x, 0);
+		new = (uint64) c | ((uint64) x << SAT_COUNT_BITS);
+		if (SAT_SATURATED(new))
+		{
+			since = SAT_SATURATED(old) ? SAT_SINCE(old) : now;
+			new |= since << SAT_TIME_SHIFT;
+		}
+		if (pg_atomic_compare_exchange_u64(&g->saturation, &old, new))
+			break;
+	}
+	if (SAT_SATURATED(old) && !SAT_SATURATED(new))
+		pg_atomic_fetch_add_u64(&g->saturated_ms, sat_period(SAT_SINCE(old), now));
+}
+
+/*
+ * g's saturated time up to now, in ms: the periods ended and the open one.
+ * Never raises, takes no lock; see the header comment for its error.
+ */
+static uint64
+saturated_ms_now(PhAppGroup *g, TimestampTz now)
+{
+	uint64		ended = pg_atomic_read_u64(&g->saturated_ms);
+	uint64		w;
+
+	pg_memory_barrier();
+	w = pg_atomic_read_u64(&g->saturation);
+	return ended + (SAT_SATURATED(w) ? sat_period(SAT_SINCE(w), sat_ms(now)) : 0);
+}
+
+/*
+ * Worker, at a minute's close: an open saturated period restarts now, its
+ * length so far moved into saturated_ms, so that no period outlives the
+ * word's 74 hours.  (If a backend changes the word meanwhile, the period
+ * stays open: the next close moves it.)
+ */
+static void
+saturation_rebase(PhAppGroup *g, TimestampTz now)
+{
+	uint64		w = pg_atomic_read_u64(&g->saturation);
+	uint64		moved;
+
+	if (!SAT_SATURATED(w))
+		return;
+	moved = sat_period(SAT_SINCE(w), sat_ms(now));
+	if (pg_atomic_compare_exchange_u64(&g->saturation, &w,
+									   (w & ~(SAT_TIME_MASK << SAT_TIME_SHIFT)) |
+									   (sat_ms(now) << SAT_TIME_SHIFT)))
+		pg_atomic_fetch_add_u64(&g->saturated_ms, moved);
+}
+
+/* ---- the server-wide counters ---- */
+
+/* This session logs in (first attach), or exits (last detach). */
+static void
+server_connection(bool login)
+{
+	if (login && !server_counted)
+	{
+		uint32		n = pg_atomic_add_fetch_u32(&app_server->connections, 1);
+
+		server_counted = true;
+		atomic_max_u32(&app_server->connections_peak, n);
+		atomic_max_u32(&app_server->minute_connections_max, n);
+	}
+	else if (!login && server_counted)
+	{
+		server_counted = false;
+		if (my_renamed)
+		{
+			my_renamed = false;
+			pg_atomic_fetch_sub_u32(&app_server->renamed, 1);
+		}
+		pg_atomic_fetch_sub_u32(&app_server->connections, 1);
+	}
+}
+
+/* This session changed its application_name between transactions. */
+static void
+server_renamed(void)
+{
+	pg_atomic_fetch_add_u64(&app_server->renames, 1);
+	if (!my_renamed && server_counted)
+	{
+		uint32		n = pg_atomic_add_fetch_u32(&app_server->renamed, 1);
+
+		my_renamed = true;
+		atomic_max_u32(&app_server->minute_renamed_max, n);
+	}
 }
 
 /* Add the figures of g to (other), under the exclusive lock. */
@@ -388,6 +615,7 @@ attach(Oid database_id, const char *database, Oid role_id, const char *role,
 			strlcpy(g->role, role, NAMEDATALEN);
 			strlcpy(g->application_name, application, NAMEDATALEN);
 			g->since = GetCurrentTimestamp();
+			g->created = g->since;
 		}
 		if (g == NULL)
 			g = &app_acct->groups[0];
@@ -396,13 +624,19 @@ attach(Oid database_id, const char *database, Oid role_id, const char *role,
 	}
 	atomic_max_u32(&g->connections_peak, n);
 	atomic_max_u32(&g->minute_connections_max, n);
+	/* (attached: the slot stays the group's) */
+	saturation_change(g, 1, 0, GetCurrentTimestamp());
 	return g;
 }
 
+/* (the saturation word first: once connections is 0, the slot may go) */
 static void
 detach(PhAppGroup *g)
 {
-	pg_atomic_write_u64(&g->last_seen, (uint64) GetCurrentTimestamp());
+	TimestampTz now = GetCurrentTimestamp();
+
+	saturation_change(g, -1, 0, now);
+	pg_atomic_write_u64(&g->last_seen, (uint64) now);
 	pg_atomic_fetch_sub_u32(&g->connections, 1);
 }
 
@@ -430,6 +664,7 @@ accounting_exit(int code, Datum arg)
 		detach(my_group);
 		my_group = NULL;
 	}
+	server_connection(false);
 }
 
 static const char *
@@ -470,7 +705,12 @@ attach_session(void)
 	my_group = attach(MyDatabaseId, MyProcPort->database_name ? MyProcPort->database_name : "",
 					  GetAuthenticatedUserId(), role, my_application);
 	if (old != NULL)
+	{
 		detach(old);
+		server_renamed();
+	}
+	else
+		server_connection(true);
 }
 
 /* Is this process a client backend of a database, past its login? */
@@ -519,6 +759,12 @@ begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit)
 
 	atomic_max_u32(&g->in_xact_peak, n);
 	atomic_max_u32(&g->minute_in_xact_max, n);
+	saturation_change(g, 0, 1, started);
+	if (ph_client_pool_size > 0)
+		atomic_max_u32(&g->minute_declared, (uint32) ph_client_pool_size);
+	n = pg_atomic_add_fetch_u32(&app_server->in_xact, 1);
+	atomic_max_u32(&app_server->in_xact_peak, n);
+	atomic_max_u32(&app_server->minute_in_xact_max, n);
 	xact_group = g;
 	xact_started = started;
 	xact_idle_base = pgStatTransactionIdleTime;
@@ -596,7 +842,9 @@ end_counted_xact(void)
 		pg_atomic_fetch_add_u64(&g->idle_in_xact_us, (uint64) idle);
 	pg_atomic_fetch_add_u64(&g->histogram[ph_hist_bucket(duration)], 1);
 	atomic_max_u64(&g->xact_max_us, (uint64) duration);
+	saturation_change(g, 0, -1, now);
 	pg_atomic_fetch_sub_u32(&g->in_xact, 1);
+	pg_atomic_fetch_sub_u32(&app_server->in_xact, 1);
 }
 
 static void
@@ -676,6 +924,7 @@ int
 ph_accounting_copy(PhAppGroupCopy *out, bool with_histogram)
 {
 	int			n = 0;
+	TimestampTz now = GetCurrentTimestamp();
 
 	if (app_acct == NULL)
 		return 0;
@@ -717,6 +966,15 @@ ph_accounting_copy(PhAppGroupCopy *out, bool with_histogram)
 		c->minute_xacts = c->xacts - g->base_xacts;
 		c->minute_xact_time_us = c->xact_time_us - g->base_xact_time_us;
 		c->minute_idle_in_xact_us = c->idle_in_xact_us - g->base_idle_in_xact_us;
+		c->created = g->created;
+		c->last_seen = (TimestampTz) pg_atomic_read_u64(&g->last_seen);
+		c->minute_declared = pg_atomic_read_u32(&g->minute_declared);
+		{
+			uint64		total = saturated_ms_now(g, now);
+
+			c->minute_saturated_us = total > g->base_saturated_ms ?
+				(total - g->base_saturated_ms) * 1000 : 0;
+		}
 		n++;
 	}
 	LWLockRelease(app_acct->lock);
@@ -771,6 +1029,61 @@ static uint32 *minute_base_generation = NULL;
 static uint64 minute_base_resets;
 static bool minute_bases_taken = false;	/* by this worker, at a close */
 static int64 *minute_p99 = NULL;
+
+/*
+ * At a minute's close, under the exclusive lock: g's saturated time in
+ * the minute (its open period moved into saturated_ms first; at most the
+ * minute's length), its baseline moved on, and the largest pool size its
+ * sessions declared in it (taken out: the next minute starts from 0).
+ */
+static void
+minute_saturation(PhAppGroup *g, TimestampTz now, int64 *saturated_us,
+				  int32 *declared)
+{
+	uint64		total;
+
+	saturation_rebase(g, now);
+	total = saturated_ms_now(g, now);
+	*saturated_us = total > g->base_saturated_ms ?
+		Min((int64) (total - g->base_saturated_ms) * 1000,
+			Max(now - app_acct->minute_start, 0)) : 0;
+	g->base_saturated_ms = Max(g->base_saturated_ms, total);
+	*declared = (int32) Min(pg_atomic_exchange_u32(&g->minute_declared, 0), PG_INT32_MAX);
+}
+
+/*
+ * At a minute's close, under the exclusive lock: the server-wide maxima
+ * of the minute into app_server's ring (the next minute's start from what
+ * is current); the first call only marks when the accounting began.
+ */
+static void
+server_minute_close(bool first, TimestampTz now)
+{
+	uint32		connections_max = pg_atomic_exchange_u32(&app_server->minute_connections_max, 0);
+	uint32		in_xact_max = pg_atomic_exchange_u32(&app_server->minute_in_xact_max, 0);
+	uint32		renamed_max = pg_atomic_exchange_u32(&app_server->minute_renamed_max, 0);
+	uint32		connections = pg_atomic_read_u32(&app_server->connections);
+	uint32		in_xact = pg_atomic_read_u32(&app_server->in_xact);
+	uint32		renamed = pg_atomic_read_u32(&app_server->renamed);
+	PhAppServerMinute *row;
+
+	atomic_max_u32(&app_server->minute_connections_max, connections);
+	atomic_max_u32(&app_server->minute_in_xact_max, in_xact);
+	atomic_max_u32(&app_server->minute_renamed_max, renamed);
+	if (first)
+	{
+		app_server->started = now;
+		return;
+	}
+	row = &app_server->minutes[app_server->minute_next];
+	row->at = app_acct->minute_start;
+	row->connections_max = (int32) Max(connections_max, connections);
+	row->in_xact_max = (int32) Max(in_xact_max, in_xact);
+	row->renamed_max = (int32) Max(renamed_max, renamed);
+	app_server->minute_next = (app_server->minute_next + 1) % app_server->minute_capacity;
+	if (app_server->minute_count < app_server->minute_capacity)
+		app_server->minute_count++;
+}
 
 static void
 append_minute(const PhAppMinute *row)
@@ -873,9 +1186,12 @@ ph_accounting_sample(TimestampTz now)
 		uint64		xacts;
 		uint64		xact_time;
 		uint64		idle;
+		int64		saturated_us;
+		int32		declared;
 
 		if (!g->in_use)
 			continue;
+		minute_saturation(g, now, &saturated_us, &declared);
 		/*
 		 * The maxima of the next minute start from what is current: taken
 		 * out first, so that a session arriving meanwhile raises the new
@@ -910,6 +1226,8 @@ ph_accounting_sample(TimestampTz now)
 			row.xacts = (int64) (xacts - g->base_xacts);
 			row.xact_time_us = (int64) (xact_time - g->base_xact_time_us);
 			row.idle_in_xact_us = (int64) (idle - g->base_idle_in_xact_us);
+			row.saturated_us = saturated_us;
+			row.declared_pool_size = declared;
 			/* not if the slot changed hands, or was reset, meanwhile */
 			row.xact_p99_us = minute_base_generation[i] == g->generation &&
 				resets == app_acct->resets ? minute_p99[i] : -1;
@@ -919,6 +1237,7 @@ ph_accounting_sample(TimestampTz now)
 		g->base_xact_time_us = xact_time;
 		g->base_idle_in_xact_us = idle;
 	}
+	server_minute_close(first, now);
 	app_acct->minute_start = minute;
 	LWLockRelease(app_acct->lock);
 }
@@ -974,6 +1293,120 @@ ph_accounting_state(int *groups, uint64 *evictions, TimestampTz *minute_start)
 	*evictions = app_acct->evictions;
 	*minute_start = app_acct->minute_start;
 	LWLockRelease(app_acct->lock);
+}
+
+/*
+ * The server-wide counters, with when the worker began the first minute;
+ * false if the accounting is off.
+ */
+bool
+ph_accounting_server(PhAppServerCopy *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (app_acct == NULL)
+		return false;
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	out->started = app_server->started;
+	LWLockRelease(app_acct->lock);
+	out->connections = pg_atomic_read_u32(&app_server->connections);
+	out->connections_peak = pg_atomic_read_u32(&app_server->connections_peak);
+	out->in_xact = pg_atomic_read_u32(&app_server->in_xact);
+	out->in_xact_peak = pg_atomic_read_u32(&app_server->in_xact_peak);
+	out->minute_connections_max = Max(pg_atomic_read_u32(&app_server->minute_connections_max),
+									  out->connections);
+	out->minute_in_xact_max = Max(pg_atomic_read_u32(&app_server->minute_in_xact_max),
+								  out->in_xact);
+	out->renamed = pg_atomic_read_u32(&app_server->renamed);
+	out->renames = pg_atomic_read_u64(&app_server->renames);
+	return true;
+}
+
+/*
+ * Copy the server-wide minute rows at or after since, oldest first, into a
+ * palloc'd array; *count says how many.
+ */
+PhAppServerMinute *
+ph_accounting_copy_server_minutes(TimestampTz since, int *count)
+{
+	PhAppServerMinute *out;
+	int			n = 0;
+
+	*count = 0;
+	if (app_acct == NULL)
+		return NULL;
+	out = palloc(sizeof(PhAppServerMinute) * Max(app_server->minute_capacity, 1));
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	for (int k = 0; k < app_server->minute_count; k++)
+	{
+		int			i = (app_server->minute_next - app_server->minute_count + k +
+						 app_server->minute_capacity) % app_server->minute_capacity;
+
+		if (app_server->minutes[i].at >= since)
+			out[n++] = app_server->minutes[i];
+	}
+	LWLockRelease(app_acct->lock);
+	*count = n;
+	return out;
+}
+
+/* ---- behind a connection pooler ---- */
+
+/*
+ * Does a policy act at login on the application_name (a quota or
+ * refuse_at, matched by name)?  Behind a pooler in transaction mode the
+ * name at login is the pooler's, not that of the clients it serves.
+ */
+bool
+ph_policy_by_login_name(const PhPolicy *policy)
+{
+	return policy->match_application &&
+		(policy->max_connections >= 0 || policy->refuse_at >= 0);
+}
+
+/*
+ * Worker, at each sample: while sessions that changed application_name
+ * between transactions are connected, a WARNING once (per worker) for
+ * each policy in effect that acts at login by name.  Never raises but as
+ * ereport(WARNING) does.
+ */
+void
+ph_accounting_warn_pooled(const PhPolicies *policies)
+{
+	static char (*warned)[NAMEDATALEN] = NULL;
+	static int	nwarned = 0;
+	static int	room = 0;
+	uint32		renamed;
+
+	if (app_acct == NULL || policies->count == 0)
+		return;
+	renamed = pg_atomic_read_u32(&app_server->renamed);
+	if (renamed == 0)
+		return;
+	for (int i = 0; i < policies->count; i++)
+	{
+		const PhPolicy *p = &policies->items[i];
+		bool		done = false;
+
+		if (!ph_policy_by_login_name(p))
+			continue;
+		for (int k = 0; k < nwarned && !done; k++)
+			done = strcmp(warned[k], NameStr(p->name)) == 0;
+		if (done)
+			continue;
+		if (nwarned == room)
+		{
+			room = Max(16, room * 2);
+			warned = warned == NULL ?
+				MemoryContextAlloc(TopMemoryContext, sizeof(*warned) * room) :
+				repalloc(warned, sizeof(*warned) * room);
+		}
+		strlcpy(warned[nwarned++], NameStr(p->name), NAMEDATALEN);
+		ereport(WARNING,
+				(errmsg("pool_health: policy \"%s\" matches application_name at login, but %u session%s changed application_name between transactions",
+						NameStr(p->name), renamed, renamed == 1 ? "" : "s"),
+				 errdetail("Behind a connection pooler in transaction mode (pgbouncer) a server connection logs in without its clients' application_name and then serves many clients: a quota or refuse_at by application_name does not apply to their sessions."),
+				 errhint("Budget by role (a policy matching the pooler's role) and with the pooler's own limits (pgbouncer: pool_size, max_db_connections, max_user_connections).")));
+	}
 }
 
 /* When the minute being accumulated began (0: the worker has not started it). */

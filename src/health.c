@@ -108,7 +108,8 @@ append_worker_state(StringInfo buf)
 
 /*
  * The per-application accounting: whether it is on, its groups, the
- * minute being accumulated, and the applications holding the most
+ * minute being accumulated, the server-wide counters, and the
+ * applications holding the most
  * connections beyond what their transactions used at once (peaks since
  * the last reset; pool_health.pool_advice says more).
  */
@@ -121,6 +122,8 @@ append_application_state(StringInfo buf)
 	uint64		evictions;
 	TimestampTz minute_start;
 
+	PhAppServerCopy server;
+
 	ph_accounting_state(&groups, &evictions, &minute_start);
 	ph_json_open(buf, "applications", '{');
 	ph_json_bool(buf, "accounting", totals != NULL);
@@ -130,6 +133,15 @@ append_application_state(StringInfo buf)
 		ph_json_int(buf, "max_groups", ph_max_groups);
 		ph_json_int(buf, "evictions", (int64) evictions);
 		ph_json_time(buf, "minute_start", minute_start);
+	}
+	/* the server-wide counters: each session once, whatever its name */
+	if (ph_accounting_server(&server))
+	{
+		ph_json_int(buf, "connections", server.connections);
+		ph_json_int(buf, "in_xact", server.in_xact);
+		ph_json_int(buf, "connections_peak", server.connections_peak);
+		ph_json_int(buf, "in_xact_peak", server.in_xact_peak);
+		ph_json_int(buf, "renames", (int64) server.renames);
 	}
 	ph_json_open(buf, "most_excess_connections", '[');
 	for (int i = 0; i < Min(n, 3) && totals[i].excess > 0; i++)
@@ -143,6 +155,37 @@ append_application_state(StringInfo buf)
 	}
 	ph_json_close(buf, ']');
 	ph_json_close(buf, '}');
+}
+
+/*
+ * Behind a pooler: while sessions that changed application_name between
+ * transactions are connected, the policies that act at login by name
+ * (their quota or refuse_at cannot apply to those sessions).
+ */
+static void
+append_pooler_warnings(StringInfo buf, const PhPolicies *policies)
+{
+	PhAppServerCopy server;
+	bool		accounting = ph_accounting_server(&server);
+
+	ph_json_int(buf, "renamed_sessions", accounting ? (int64) server.renamed : 0);
+	ph_json_open(buf, "warnings", '[');
+	for (int i = 0; i < policies->count && server.renamed > 0; i++)
+	{
+		const PhPolicy *p = &policies->items[i];
+
+		if (!ph_policy_by_login_name(p))
+			continue;
+		ph_json_open(buf, NULL, '{');
+		ph_json_str(buf, "policy", NameStr(p->name));
+		ph_json_str(buf, "warning",
+					psprintf("matches application_name at login, but %u session%s changed application_name between transactions (a connection pooler in transaction mode): its %s cannot apply to them; budget by role and with the pooler's own limits",
+							 server.renamed, server.renamed == 1 ? "" : "s",
+							 p->max_connections >= 0 && p->refuse_at >= 0 ? "quota and refuse_at" :
+							 p->max_connections >= 0 ? "quota" : "refuse_at"));
+		ph_json_close(buf, '}');
+	}
+	ph_json_close(buf, ']');
 }
 
 /*
@@ -205,6 +248,7 @@ append_policy_state(StringInfo buf, const PhPolicies *policies)
 		ph_json_close(buf, '}');
 	}
 	ph_json_close(buf, ']');
+	append_pooler_warnings(buf, policies);
 	ph_json_close(buf, '}');
 }
 

@@ -52,6 +52,7 @@ bool		ph_notify_statements = false;
 int			ph_max_groups = 256;
 int			ph_app_history_minutes = 24 * 60;
 int			ph_advice_window_minutes = 24 * 60;
+int			ph_client_pool_size = 0;
 
 static const struct config_enum_entry enforce_options[] = {
 	{"on", PH_ENFORCE_ON, false},
@@ -218,7 +219,7 @@ define_postmaster_settings(void)
 
 	DefineCustomIntVariable("pool_health.application_history_retention",
 							"How long pool_health.application_history keeps its per-minute rows.",
-							"Shared memory holds up to 32 rows (192 bytes each) per minute of retention; with more groups active per minute, the history covers less time.",
+							"Shared memory holds up to 32 rows (208 bytes each) per minute of retention; with more groups active per minute, the history covers less time.",
 							&ph_app_history_minutes,
 							24 * 60, 10, 31 * 24 * 60,
 							PGC_POSTMASTER,
@@ -363,6 +364,20 @@ define_settings(void)
 							15 * 60, 10, 7 * 24 * 3600,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/*
+	 * Any size a client may declare in its startup options is taken (a
+	 * value out of range would fail its login): what the accounting
+	 * compares it with is at most MAX_BACKENDS.
+	 */
+	DefineCustomIntVariable("pool_health.client_pool_size",
+							"The most connections the client pool of this session may hold, as its application declares it; 0: not declared.",
+							"Set it in the startup options (options=-c pool_health.client_pool_size=20) or with SET; pool_health.pool_advice shows it as declared_pool_size, and calls a pool saturated only when it was at that size with every connection in a transaction.",
+							&ph_client_pool_size,
+							0, 0, INT_MAX,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 }
 

@@ -567,6 +567,7 @@ typedef struct PhAppGroup
 	char		role[NAMEDATALEN];
 	char		application_name[NAMEDATALEN];
 	TimestampTz since;			/* created or last reset */
+	TimestampTz created;		/* when its slot was claimed for it */
 	/*
 	 * The minute being accumulated began with these (worker, under the
 	 * lock; a reset lowers them by what it clears, modulo 2^64, so the
@@ -575,7 +576,8 @@ typedef struct PhAppGroup
 	uint64		base_xacts;
 	uint64		base_xact_time_us;
 	uint64		base_idle_in_xact_us;
-	/* counters: from here on, cleared together; the first 56 bytes hot */
+	uint64		base_saturated_ms;	/* of the saturated time, see below */
+	/* counters: from here on, cleared together; the first 64 bytes hot */
 	pg_atomic_uint32 connections PH_CACHE_ALIGNED;
 	pg_atomic_uint32 connections_peak;
 	pg_atomic_uint32 in_xact;
@@ -586,9 +588,20 @@ typedef struct PhAppGroup
 	pg_atomic_uint64 xact_time_us;
 	pg_atomic_uint64 idle_in_xact_us;
 	pg_atomic_uint64 xact_max_us;
+	/*
+	 * Connections and sessions in a transaction again, with when the
+	 * group last became saturated (all its connections in a transaction),
+	 * in one word changed by compare-and-swap (app_accounting.c), so that
+	 * each change says exactly whether it began or ended a saturated
+	 * period; saturated_ms sums the periods that ended.
+	 */
+	pg_atomic_uint64 saturation;
 	pg_atomic_uint64 terminated;
 	pg_atomic_uint64 refused;
 	pg_atomic_uint64 last_seen;	/* when a session last detached */
+	pg_atomic_uint64 saturated_ms;	/* saturated periods ended, in ms */
+	pg_atomic_uint32 minute_declared;	/* most pool_health.client_pool_size
+										 * declared in the minute */
 	pg_atomic_uint64 histogram[PH_HIST_BUCKETS];
 } PhAppGroup;
 
@@ -607,7 +620,38 @@ typedef struct PhAppMinute
 	int64		xact_time_us;
 	int64		xact_p99_us;	/* -1: no transaction */
 	int64		idle_in_xact_us;
+	int64		saturated_us;	/* time all its connections were in a
+								 * transaction */
+	int32		declared_pool_size; /* most its sessions declared, or 0 */
 } PhAppMinute;
+
+/*
+ * One minute of the whole server (pool_advice's (all) row): exact maxima
+ * of the client backends accounted and of those in a transaction, each
+ * counted once whatever application_name it has or changes to.
+ */
+typedef struct PhAppServerMinute
+{
+	TimestampTz at;				/* start of the minute */
+	int32		connections_max;
+	int32		in_xact_max;
+	int32		renamed_max;	/* sessions that had changed application_name */
+} PhAppServerMinute;
+
+/* The server-wide counters copied out (app_accounting.c). */
+typedef struct PhAppServerCopy
+{
+	TimestampTz started;		/* the first minute began (0: not yet) */
+	uint32		connections;
+	uint32		connections_peak;
+	uint32		in_xact;
+	uint32		in_xact_peak;
+	uint32		minute_connections_max;
+	uint32		minute_in_xact_max;
+	uint32		renamed;		/* connected sessions that changed
+								 * application_name between transactions */
+	uint64		renames;		/* such changes since the server started */
+} PhAppServerCopy;
 
 /* The groups of one application_name summed (metrics(), status()). */
 typedef struct PhAppTotal
@@ -666,6 +710,10 @@ typedef struct PhAppGroupCopy
 	uint64		minute_xacts;
 	uint64		minute_xact_time_us;
 	uint64		minute_idle_in_xact_us;
+	TimestampTz created;
+	TimestampTz last_seen;
+	uint32		minute_declared;
+	uint64		minute_saturated_us;
 	uint64		histogram[PH_HIST_BUCKETS];
 } PhAppGroupCopy;
 
@@ -711,6 +759,7 @@ extern bool ph_notify_statements;
 extern int	ph_max_groups;
 extern int	ph_app_history_minutes;
 extern int	ph_advice_window_minutes;
+extern int	ph_client_pool_size;
 extern bool ph_preloaded;
 extern bool ph_role_name_protected(const char *name);
 extern Oid *ph_protected_role_oids(int *n);
@@ -864,6 +913,11 @@ extern PhAppTotal *ph_accounting_by_application(bool by_excess, int *count);
 extern int	ph_hist_bucket(int64 usec);
 extern int64 ph_hist_value(int bucket);
 extern int64 ph_hist_quantile(const uint64 *hist, double p, int64 max);
+extern bool ph_accounting_server(PhAppServerCopy *out);
+extern PhAppServerMinute *ph_accounting_copy_server_minutes(TimestampTz since,
+															int *count);
+extern bool ph_policy_by_login_name(const PhPolicy *policy);
+extern void ph_accounting_warn_pooled(const PhPolicies *policies);
 
 /* json_writer.c: one writer for status(), audit and alert payloads */
 extern void ph_json_open(StringInfo buf, const char *key, char bracket);

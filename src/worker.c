@@ -450,6 +450,7 @@ observe_and_enforce(bool record, bool connected, bool standby)
 	{
 		record_sample(&eval, connected && !standby);
 		ph_accounting_sample(eval.snap.taken_at);
+		ph_accounting_warn_pooled(&policies);
 	}
 	if (record || rehome_due)
 	{

@@ -4,7 +4,10 @@
 # counts, the median within the histogram's error; a burst shorter than
 # the sample interval is caught; an application holding 20 connections
 # but never more than 3 in a transaction shows 17 excess connections and
-# a smaller suggested pool; time idle inside transactions; an
+# a smaller suggested pool; three connections all in a transaction for
+# an instant are not a saturated pool, three declared
+# (pool_health.client_pool_size) and all busy for a second are; time idle
+# inside transactions; an
 # application_name changed by SET moves the session; terminations and
 # refusals counted per group; metrics(), status(); reset; privileges;
 # the per-minute history; eviction into (other) at max_groups; a standby
@@ -119,7 +122,8 @@ my ($six_suggested) = split /\|/, $node->safe_psql('postgres',
 	"SELECT suggested_pool_size, advice FROM pool_health.pool_advice WHERE application_name = 'app-six'");
 ok($six_suggested >= 6 && $six_suggested < 20,
 	"app-six: suggested $six_suggested covers its concurrency, well below app-idle's 20");
-# a pool of 3 connections, all 3 in a transaction at once: saturated
+# 3 connections, all 3 in a transaction at once for an instant: not
+# saturated (a pool that opens connections as it needs them looks the same)
 my @sat;
 for (1 .. 3)
 {
@@ -132,11 +136,30 @@ $_->query_safe('BEGIN; SELECT 1') for @sat;
 $_->query_safe('COMMIT') for @sat;
 my ($sat_suggested, $sat_advice) = split /\|/, $node->safe_psql('postgres',
 	"SELECT suggested_pool_size, advice FROM pool_health.pool_advice WHERE application_name = 'app-sat'");
-is($sat_suggested, '4', 'app-sat: 3 of 3 in a transaction at once, suggested ceil(1.25 x 3) = 4');
-like($sat_advice, qr/^pool saturated: all 3 connections it held were in a transaction at once.*raise the pool to 4/,
-	"advice: $sat_advice");
+is($sat_suggested, '3', 'app-sat: 3 of 3 in a transaction at once for an instant: kept at 3');
+unlike($sat_advice, qr/saturated/, "not saturated: $sat_advice");
 $_->quit for @sat;
-like( $node->safe_psql('postgres', "SELECT advice FROM pool_health.pool_advice WHERE application_name = '(all)'"),
+# a pool declared at 3, at its size with all 3 in a transaction for a second: saturated
+my @cap;
+for (1 .. 3)
+{
+	my ($s) = ph_session($node, role => 'app');
+	$s->query_safe("SET pool_health.client_pool_size = 3; SET application_name = 'app-cap'");
+	$s->query_safe('SELECT 1');
+	push @cap, $s;
+}
+$_->query_safe('BEGIN; SELECT 1') for @cap;
+sleep 1;
+$_->query_safe('COMMIT') for @cap;
+my ($cap_declared, $cap_share, $cap_suggested, $cap_advice) = split /\|/, $node->safe_psql('postgres',
+	"SELECT declared_pool_size, saturated_share, suggested_pool_size, advice FROM pool_health.pool_advice WHERE application_name = 'app-cap'");
+is($cap_declared, '3', 'app-cap: its declared pool size');
+ok($cap_share >= 10 && $cap_share <= 100, "app-cap: saturated $cap_share % of the time it existed");
+ok($cap_suggested > 3, "app-cap: raised to $cap_suggested");
+like($cap_advice, qr/^pool saturated: all 3 connections of its declared pool were in a transaction \d+% of the time.*raise the pool to $cap_suggested/,
+	"advice: $cap_advice");
+$_->quit for @cap;
+like( $node->safe_psql('postgres', "SELECT advice FROM pool_health.pool_advice WHERE kind = 'all'"),
 	qr/^the suggested pools sum to \d+ connections, \d+% of the 57 usable/, 'the (all) row: the connection budget');
 like( $node->safe_psql('postgres',
 		"SELECT pool_health.status()->'applications'->'most_excess_connections'->0->>'application_name'"),
