@@ -304,7 +304,7 @@ PostgreSQL::Test::Utils::append_to_file($trickle_file, <<'PERL');
 # trickle.pl PORT FIRST ADDRESSES CONNECTIONS TICK SECONDS: from ADDRESSES
 # source addresses 127.0.0.FIRST..., CONNECTIONS connections each, each
 # sending one byte of an endless header every TICK seconds and opening
-# again when the server closes it, for SECONDS seconds.  Prints "ready"
+# again when the server closes it, for SECONDS seconds or until SIGTERM.  Prints "ready"
 # once all are open; at the end how many it opened, how many the server
 # closed, and the first closing's age.
 use strict;
@@ -318,6 +318,7 @@ my (@socks, @opened_at);
 my ($opened, $closed, $first_age) = (0, 0, -1);
 my $end = time + $seconds;
 my $ready = 0;
+$SIG{TERM} = sub { $end = 0; };
 while (time < $end)
 {
 	for my $i (0 .. $addresses * $conns - 1)
@@ -360,14 +361,14 @@ sub trickle
 	return $out;
 }
 
-# attack(seconds): 40 addresses x 10 connections trickle while /health is
-# checked from 127.0.0.1 every 250 ms, once they are open; returns the
-# checks' statuses, their slowest time and the attacker's closing line
+# attack(): 40 addresses x 10 connections trickle while /health is
+# checked 16 times from 127.0.0.1, 250 ms apart, once they are open;
+# returns the checks' statuses, their slowest time and the attacker's
+# closing line
 sub attack
 {
-	my ($seconds) = @_;
 	my ($out, $err) = ('', '');
-	my $attacker = IPC::Run::start([ 'perl', $trickle_file, $http_port, 10, 40, 10, 0.25, $seconds ],
+	my $attacker = IPC::Run::start([ 'perl', $trickle_file, $http_port, 10, 40, 10, 0.25, 60 ],
 		'>', \$out, '2>', \$err);
 	IPC::Run::pump($attacker) until $out =~ /ready/ || !$attacker->pumpable;
 	sleep 1;
@@ -380,6 +381,7 @@ sub attack
 		$slowest = $took if $took > $slowest;
 		usleep(250_000);
 	}
+	$attacker->signal('TERM');
 	$attacker->finish;
 	return (join(' ', @codes), $slowest, $out);
 }
@@ -388,7 +390,7 @@ my $trickled = trickle(1, 1, 0.25, 6);
 my ($age) = $trickled =~ /first ([\d.]+)/;
 ok($age > 1.5 && $age < 3.5,
 	"a connection trickling a byte every 250 ms is closed at pool_health.http_request_timeout, 2 s ($age s)");
-my ($codes, $slowest, $attacker) = attack(7);
+my ($codes, $slowest, $attacker) = attack();
 is($codes, join(' ', ('200') x 16),
 	'while 40 addresses x 10 connections trickle bytes, every /health check is answered');
 ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
@@ -397,7 +399,7 @@ ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', 
 ph_set($node, 'pool_health.http_request_timeout' => '1min');
 $trickled = trickle(1, 1, 0.25, 4);
 like($trickled, qr/closed 0 /, 'with http_request_timeout = 1min (reloaded), a trickling connection is kept 4 s');
-($codes, $slowest, $attacker) = attack(7);
+($codes, $slowest, $attacker) = attack();
 is($codes, join(' ', ('200') x 16),
 	'with 1min, while 40 x 10 connections trickle bytes, every /health check is answered (the oldest gives way)');
 ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
