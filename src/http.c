@@ -45,7 +45,6 @@
 #include "postgres.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -78,6 +77,9 @@ char	   *ph_http_allowed_hosts = NULL;
 
 /* The longest host name a Host header or the allowed list may hold. */
 #define HTTP_HOST_MAX			255
+/* The bytes of a host name in pool_health.http_allowed_hosts */
+#define HOST_NAME_CHARS \
+	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_"
 
 /*
  * pool_health.http_allowed_hosts, parsed (the setting's "extra"): each
@@ -167,14 +169,8 @@ ph_http_allowed_hosts_check(char **newval, void **extra, GucSource source)
 			else if (memchr(start, ':', len) != NULL)
 				ok = canonical_host(start, len, true, next);
 			else
-			{
-				ok = true;
-				for (size_t i = 0; i < len; i++)
-					if (!isalnum((unsigned char) start[i]) &&
-						start[i] != '.' && start[i] != '-' && start[i] != '_')
-						ok = false;
-				ok = ok && canonical_host(start, len, false, next);
-			}
+				ok = strspn(start, HOST_NAME_CHARS) >= len &&
+					canonical_host(start, len, false, next);
 			if (!ok)
 			{
 				GUC_check_errdetail("\"%.*s\" is not a host name or address.",
@@ -512,6 +508,8 @@ request_completed(void *cls, struct MHD_Connection *connection, void **request,
  * here with its length, and compared byte for byte with each endpoint.
  * Returns NULL: *request starts NULL in answer().
  */
+#define HEX_DIGITS "0123456789abcdefABCDEF"
+
 static void *
 request_target(void *cls, const char *uri, struct MHD_Connection *connection)
 {
@@ -532,7 +530,8 @@ request_target(void *cls, const char *uri, struct MHD_Connection *connection)
 
 		if (len == sizeof(path))
 			return NULL;		/* longer than every endpoint */
-		if (c == '%' && isxdigit((unsigned char) p[1]) && isxdigit((unsigned char) p[2]))
+		if (c == '%' && p[1] != '\0' && p[2] != '\0' &&
+			strchr(HEX_DIGITS, p[1]) != NULL && strchr(HEX_DIGITS, p[2]) != NULL)
 		{
 			char		hex[3] = {p[1], p[2], '\0'};
 
