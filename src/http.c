@@ -291,17 +291,17 @@ ph_http_register(void)
  * memory (HTTP_CONNECTION_MEMORY each) and 272 descriptors, well within a
  * process's usual 1024.
  *
- * HTTP_PER_IP_CONNECTIONS: a checker, a scraper or a proxy needs a few at
- * once (a check takes well under a millisecond); one address may not hold
- * more than 8, so that it takes 32 addresses to reach the limit and one
- * address alone never makes another's connection give way.
+ * HTTP_PER_IP_CONNECTIONS: unchanged at 16, so that checkers behind one
+ * address (a proxy, a NAT, a burst of 10 checks at once) are served; it
+ * takes 16 addresses to reach HTTP_MAX_CONNECTIONS, and one address alone
+ * never makes another's connection give way.
  *
  * HTTP_HEADROOM: MHD accepts up to this many over HTTP_MAX_CONNECTIONS
  * (up to 10 in one round), each one making an older one give way; the
  * table of connections has a slot for each.
  */
 #define HTTP_MAX_CONNECTIONS	256
-#define HTTP_PER_IP_CONNECTIONS	8
+#define HTTP_PER_IP_CONNECTIONS	16
 #define HTTP_HEADROOM			16
 #define HTTP_SLOTS				(HTTP_MAX_CONNECTIONS + HTTP_HEADROOM)
 /* MHD's own timeout: this long without a byte moving closes a connection */

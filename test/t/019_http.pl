@@ -3,7 +3,7 @@
 # a new ordinary connection is refused while /health answers 503 within a
 # second; /status and /metrics (promtool check metrics; a real Prometheus
 # scrapes it, up == 1); 404, 405, 400 for a body; malformed and oversized
-# requests, a client sending one byte a second, 8 idle connections from
+# requests, a client sending one byte a second, 16 idle connections from
 # one address (the next from it is closed, another address is answered)
 # and 200 requests leave it answering, without a line in the log.
 # Hostile clients: the Host header (loopback names and addresses in any
@@ -157,21 +157,21 @@ print $slow 'G';
 is($status, '200', 'while a client sends one byte a second, /health answers');
 ok($seconds < 1, sprintf('at once (%.3f s)', $seconds));
 print $slow 'E';
-# 8 connections that send nothing, from one address: the next from it is
+# 16 connections that send nothing, from one address: the next from it is
 # closed, another address is answered (within the 2 s they have)
 my @idle;
-for (1 .. 8)
+for (1 .. 16)
 {
 	push @idle, IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
 }
-# (until the worker has accepted all 8)
+# (until the worker has accepted all 16)
 for (1 .. 15)
 {
 	($status) = get('/health', 2);
 	last if $status eq '000';
 	usleep(100_000);
 }
-is($status, '000', 'over 8 connections from one address: closed');
+is($status, '000', 'over 16 connections from one address: closed');
 IPC::Run::run([ 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1',
 		'--interface', '127.0.0.2', "$base/health" ], '>', \$out);
 is($out, '200', 'while another address is answered');
