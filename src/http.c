@@ -11,7 +11,10 @@
  *							need the catalog)
  *			GET /metrics	the Prometheus text of metrics() (without the
  *							per-database and per-role families)
- *		and 404 for anything else, 405 for methods other than GET and HEAD.
+ *		and 404 for anything else (paths compared byte for byte, after
+ *		percent-decoding: /health%00x is 404), 405 for methods other than
+ *		GET and HEAD, 421 when the Host header names a host this server is
+ *		not (DNS rebinding: see host_allowed()).
  *
  * It uses GNU libmicrohttpd in its external mode: no thread of its own;
  * MHD's epoll descriptor is waited on together with the worker's latch,
@@ -22,9 +25,17 @@
  * to this process).  It keeps answering when every connection slot is
  * taken, without pool_health.database, on a hot standby, and while the
  * main worker restarts; /health is 503 while the postmaster refuses
- * connections for recovery.  Requests are bounded in size (MHD's
- * per-connection memory), number (128, 16 per client address) and time
- * (5 s without progress).
+ * connections for recovery.
+ *
+ * Hostile clients: requests are bounded in size (MHD's per-connection
+ * memory) and number (HTTP_MAX_CONNECTIONS, HTTP_PER_IP_CONNECTIONS from
+ * one address), and each connection in time: it must complete a request
+ * within pool_health.http_request_timeout of its accept (or of the end of
+ * its previous answer), however slowly it trickles bytes, or it is shut
+ * down (MHD's own timeout only counts time without a byte).  At the limit,
+ * the oldest connection without a complete request gives way to the new
+ * one, so that a health check always gets in.  The table of connections
+ * (slots[]) is local to this process, like everything MHD calls back.
  *
  * Shared state: reads as evaluate.c and health.c do; http_pid and
  * http_requests in PhShared are atomics, written only here.
@@ -33,7 +44,9 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "access/xlog.h"
@@ -59,6 +72,136 @@
 #include "pool_health.h"
 
 char	   *ph_http_listen = NULL;
+int			ph_http_request_timeout_ms = 2000;
+char	   *ph_http_allowed_hosts = NULL;
+
+/* The longest host name a Host header or the allowed list may hold. */
+#define HTTP_HOST_MAX			255
+/* The bytes of a host name in pool_health.http_allowed_hosts */
+#define HOST_NAME_CHARS \
+	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_"
+
+/*
+ * pool_health.http_allowed_hosts, parsed (the setting's "extra"): each
+ * name in its canonical form (canonical_host()), one after the other.
+ */
+typedef struct AllowedHosts
+{
+	bool		any;			/* "*" is listed: every Host is answered */
+	int			count;
+	char		names[FLEXIBLE_ARRAY_MEMBER];	/* count NUL-terminated names */
+} AllowedHosts;
+
+static AllowedHosts *allowed_hosts = NULL;
+
+/*
+ * The canonical form of a host (len bytes at text, no port, no brackets)
+ * into out (HTTP_HOST_MAX + 1 bytes): an IPv4 address as inet_ntop writes
+ * it, also when written as an IPv4-mapped IPv6 address; an IPv6 address as
+ * inet_ntop writes it; a name in lower case (ASCII), without one trailing
+ * dot.  False if it is empty, too long, or must be an IPv6 address
+ * (ipv6_only) and is not.
+ */
+static bool
+canonical_host(const char *text, size_t len, bool ipv6_only, char *out)
+{
+	char		copy[HTTP_HOST_MAX + 1];
+	unsigned char addr[sizeof(struct in6_addr)];
+
+	if (len == 0 || len > HTTP_HOST_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		copy[i] = pg_ascii_tolower((unsigned char) text[i]);
+	copy[len] = '\0';
+	if (!ipv6_only && inet_pton(AF_INET, copy, addr) == 1)
+		return inet_ntop(AF_INET, addr, out, HTTP_HOST_MAX + 1) != NULL;
+	if (inet_pton(AF_INET6, copy, addr) == 1)
+	{
+		if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *) addr))
+			return inet_ntop(AF_INET, addr + 12, out, HTTP_HOST_MAX + 1) != NULL;
+		return inet_ntop(AF_INET6, addr, out, HTTP_HOST_MAX + 1) != NULL;
+	}
+	if (ipv6_only)
+		return false;
+	if (len > 1 && copy[len - 1] == '.')
+		copy[--len] = '\0';
+	memcpy(out, copy, len + 1);
+	return true;
+}
+
+/*
+ * Check hook of pool_health.http_allowed_hosts: a comma-separated list of
+ * host names and addresses (IPv6 with or without brackets), without a
+ * port; "*" alone answers every Host.
+ */
+bool
+ph_http_allowed_hosts_check(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+	AllowedHosts *parsed;
+	char	   *names = palloc(strlen(p) + 1);
+	char	   *next = names;
+	int			count = 0;
+	bool		any = false;
+
+	for (;;)
+	{
+		const char *start;
+		size_t		len;
+		bool		ok;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		start = p;
+		while (*p != '\0' && *p != ',')
+			p++;
+		len = p - start;
+		while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+			len--;
+		if (len == 0 && *p == '\0' && start == *newval + strspn(*newval, " \t"))
+			break;				/* an empty or blank list */
+		if (len == 1 && start[0] == '*')
+			any = true;
+		else
+		{
+			if (len >= 2 && start[0] == '[' && start[len - 1] == ']')
+				ok = canonical_host(start + 1, len - 2, true, next);
+			else if (memchr(start, ':', len) != NULL)
+				ok = canonical_host(start, len, true, next);
+			else
+				ok = strspn(start, HOST_NAME_CHARS) >= len &&
+					canonical_host(start, len, false, next);
+			if (!ok)
+			{
+				GUC_check_errdetail("\"%.*s\" is not a host name or address.",
+									(int) Min(len, HTTP_HOST_MAX), start);
+				GUC_check_errhint("List host names or addresses, without a port (the port of a Host header is not compared), separated by commas; * alone allows every host.");
+				pfree(names);
+				return false;
+			}
+			next += strlen(next) + 1;
+			count++;
+		}
+		if (*p == '\0')
+			break;
+		p++;					/* the comma */
+	}
+	parsed = ph_guc_malloc(offsetof(AllowedHosts, names) + (next - names));
+	if (parsed == NULL)
+		return false;
+	parsed->any = any;
+	parsed->count = count;
+	memcpy(parsed->names, names, next - names);
+	pfree(names);
+	*extra = parsed;
+	return true;
+}
+
+void
+ph_http_allowed_hosts_assign(const char *newval, void *extra)
+{
+	allowed_hosts = (AllowedHosts *) extra;
+}
 
 #ifdef PH_HAVE_MICROHTTPD
 /*
@@ -136,13 +279,35 @@ ph_http_register(void)
 
 #ifdef PH_HAVE_MICROHTTPD
 
-/* Limits of the server (bounded memory, connections and time). */
-#define HTTP_MAX_CONNECTIONS	128
-#define HTTP_TIMEOUT_S			5
+/*
+ * Limits of the server (bounded memory, connections and time).
+ *
+ * HTTP_MAX_CONNECTIONS: with the deadline, a client that wants to hold
+ * every connection must open HTTP_MAX_CONNECTIONS per
+ * pool_health.http_request_timeout (128 a second at the defaults), and
+ * even then each new connection makes the oldest unfinished one give way:
+ * to keep a health check out it would have to open this many between the
+ * check's accept and its request (microseconds).  At most 8 MB of MHD
+ * memory (HTTP_CONNECTION_MEMORY each) and 272 descriptors, well within a
+ * process's usual 1024.
+ *
+ * HTTP_PER_IP_CONNECTIONS: unchanged at 16, so that checkers behind one
+ * address (a proxy, a NAT, a burst of 10 checks at once) are served; it
+ * takes 16 addresses to reach HTTP_MAX_CONNECTIONS, and one address alone
+ * never makes another's connection give way.
+ *
+ * HTTP_HEADROOM: MHD accepts up to this many over HTTP_MAX_CONNECTIONS
+ * (up to 10 in one round), each one making an older one give way; the
+ * table of connections has a slot for each.
+ */
+#define HTTP_MAX_CONNECTIONS	256
+#define HTTP_PER_IP_CONNECTIONS	16
+#define HTTP_HEADROOM			16
+#define HTTP_SLOTS				(HTTP_MAX_CONNECTIONS + HTTP_HEADROOM)
+/* MHD's own timeout: this long without a byte moving closes a connection */
+#define HTTP_IDLE_TIMEOUT_S		5
 #define HTTP_CONNECTION_MEMORY	(32 * 1024)
 
-/* A client address may hold this many of them (slow clients). */
-#define HTTP_PER_IP_CONNECTIONS	16
 /* An answer is reused for this long at most (floods of health checks). */
 #define HTTP_CACHE_MS			100
 
@@ -150,13 +315,17 @@ static MemoryContext request_context = NULL;
 static struct MHD_Daemon *daemon_handle = NULL;
 static bool daemon_started = false;
 
+/* pool_health.http_listen's host in canonical form, "" for every address */
+static char listen_host[HTTP_HOST_MAX + 1];
+
 /* The endpoints, and the last answer of each (TopMemoryContext). */
 typedef enum HttpEndpoint
 {
 	HTTP_HEALTH,
 	HTTP_STATUS,
 	HTTP_METRICS,
-	HTTP_ENDPOINTS
+	HTTP_NOT_FOUND,
+	HTTP_ENDPOINTS = HTTP_NOT_FOUND
 } HttpEndpoint;
 
 typedef struct HttpAnswer
@@ -169,9 +338,327 @@ typedef struct HttpAnswer
 
 static HttpAnswer answers[HTTP_ENDPOINTS];
 
+/*
+ * A connection MHD has accepted and not yet closed (its socket_context).
+ * A connection is "unfinished" while it has no complete request: from its
+ * accept, or from the end of its previous answer, until a response is
+ * queued; only unfinished connections have a deadline and give way.
+ */
+typedef struct HttpSlot
+{
+	struct MHD_Connection *connection;	/* NULL: the slot is free */
+	int			fd;				/* its socket (MHD's, open until CLOSED) */
+	TimestampTz request_start;	/* accept, or the end of the last answer */
+	bool		answering;		/* a response is queued: finished */
+	bool		closing;		/* shut down here, MHD has yet to close it */
+	size_t		target_length;	/* bytes of the request target as received */
+	HttpEndpoint endpoint;		/* from the target's path, byte for byte */
+} HttpSlot;
+
+static HttpSlot slots[HTTP_SLOTS];
+static int	slots_used = 0;		/* slots with a connection */
+
 /* Markers of a request in progress (MHD's *request). */
 static int	request_without_body;
 static int	request_with_body;
+
+/* The slot of a connection (NULL if MHD did not tell us of it). */
+static HttpSlot *
+slot_of(struct MHD_Connection *connection)
+{
+	const union MHD_ConnectionInfo *info;
+
+	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return info == NULL ? NULL : (HttpSlot *) info->socket_context;
+}
+
+/*
+ * Close a connection from outside MHD: shut its socket down, so that MHD
+ * reads the end of it in its next round and closes it (there is no call
+ * to close a connection MHD is reading a request from).
+ */
+static void
+close_slot(HttpSlot *slot, const char *why)
+{
+	(void) shutdown(slot->fd, SHUT_RDWR);
+	slot->closing = true;
+	ereport(DEBUG1,
+			(errmsg_internal("pool_health http: closed a connection: %s", why)));
+}
+
+/*
+ * Close the connections past their deadline; the milliseconds until the
+ * next deadline, -1 if none.
+ */
+static long
+close_late_connections(void)
+{
+	TimestampTz now;
+	long		next = -1;
+	int			seen = 0;
+
+	if (slots_used == 0)
+		return -1;
+	now = GetCurrentTimestamp();
+	for (int i = 0; i < HTTP_SLOTS && seen < slots_used; i++)
+	{
+		HttpSlot   *slot = &slots[i];
+		TimestampTz deadline;
+
+		if (slot->connection == NULL)
+			continue;
+		seen++;
+		if (slot->answering || slot->closing)
+			continue;
+		deadline = slot->request_start + (TimestampTz) ph_http_request_timeout_ms * 1000;
+		if (now >= deadline)
+			close_slot(slot, "no complete request within pool_health.http_request_timeout");
+		else
+		{
+			long		ms = (long) ((deadline - now + 999) / 1000);
+
+			if (next < 0 || ms < next)
+				next = ms;
+		}
+	}
+	return next;
+}
+
+/*
+ * MHD_OPTION_NOTIFY_CONNECTION: a connection is accepted (after MHD's
+ * per-address limit) or closed.  Over HTTP_MAX_CONNECTIONS, the oldest
+ * unfinished connection gives way to the new one.
+ */
+static void
+notify_connection(void *cls, struct MHD_Connection *connection,
+				  void **socket_context, enum MHD_ConnectionNotificationCode toe)
+{
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *info;
+		HttpSlot   *slot = NULL;
+		HttpSlot   *oldest = NULL;
+		int			open = 0;
+
+		info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+		for (int i = 0; i < HTTP_SLOTS; i++)
+		{
+			HttpSlot   *other = &slots[i];
+
+			if (other->connection == NULL)
+			{
+				if (slot == NULL)
+					slot = other;
+				continue;
+			}
+			if (other->closing)
+				continue;
+			open++;
+			if (!other->answering &&
+				(oldest == NULL || other->request_start < oldest->request_start))
+				oldest = other;
+		}
+		/* MHD accepts at most HTTP_SLOTS: there is a free slot */
+		if (slot == NULL || info == NULL)
+			return;
+		slot->connection = connection;
+		slot->fd = info->connect_fd;
+		slot->request_start = GetCurrentTimestamp();
+		slot->answering = false;
+		slot->closing = false;
+		slot->target_length = 0;
+		slot->endpoint = HTTP_NOT_FOUND;
+		*socket_context = slot;
+		slots_used++;
+		if (open >= HTTP_MAX_CONNECTIONS && oldest != NULL)
+			close_slot(oldest, "the oldest without a complete request, at the connection limit");
+	}
+	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != NULL)
+	{
+		HttpSlot   *slot = (HttpSlot *) *socket_context;
+
+		slot->connection = NULL;
+		*socket_context = NULL;
+		slots_used--;
+	}
+}
+
+/*
+ * MHD_OPTION_NOTIFY_COMPLETED: the answer is sent (or the request ended
+ * otherwise); the connection waits for its next request, with a new
+ * deadline.
+ */
+static void
+request_completed(void *cls, struct MHD_Connection *connection, void **request,
+				  enum MHD_RequestTerminationCode toe)
+{
+	HttpSlot   *slot = slot_of(connection);
+
+	if (slot != NULL)
+	{
+		slot->answering = false;
+		slot->request_start = GetCurrentTimestamp();
+	}
+}
+
+/*
+ * MHD_OPTION_URI_LOG_CALLBACK: the request target as received, before MHD
+ * splits off the query and decodes it in place (which would turn
+ * /health%00x into a "/health" C string).  Its path is percent-decoded
+ * here with its length, and compared byte for byte with each endpoint.
+ * Returns NULL: *request starts NULL in answer().
+ */
+#define HEX_DIGITS "0123456789abcdefABCDEF"
+
+static void *
+request_target(void *cls, const char *uri, struct MHD_Connection *connection)
+{
+	static const char *const paths[HTTP_ENDPOINTS] = {"/health", "/status", "/metrics"};
+	HttpSlot   *slot = slot_of(connection);
+	char		path[16];
+	size_t		len = 0;
+
+	if (slot == NULL)
+		return NULL;
+	slot->endpoint = HTTP_NOT_FOUND;
+	slot->target_length = uri == NULL ? 0 : strlen(uri);
+	if (uri == NULL)
+		return NULL;
+	for (const char *p = uri; *p != '\0' && *p != '?'; p++)
+	{
+		char		c = *p;
+
+		if (len == sizeof(path))
+			return NULL;		/* longer than every endpoint */
+		if (c == '%' && p[1] != '\0' && p[2] != '\0' &&
+			strchr(HEX_DIGITS, p[1]) != NULL && strchr(HEX_DIGITS, p[2]) != NULL)
+		{
+			char		hex[3] = {p[1], p[2], '\0'};
+
+			c = (char) strtol(hex, NULL, 16);
+			p += 2;
+		}
+		path[len++] = c;
+	}
+	for (int i = 0; i < HTTP_ENDPOINTS; i++)
+		if (len == strlen(paths[i]) && memcmp(path, paths[i], len) == 0)
+			slot->endpoint = (HttpEndpoint) i;
+	return NULL;
+}
+
+/*
+ * Whether the request's target held a NUL byte, which the target MHD
+ * passed to request_target() ended at.  Before 1.0 (which refuses such a
+ * request itself), MHD ends the target in the request line it read, at
+ * the space before the version, where url and version point.
+ */
+static bool
+target_had_nul(const HttpSlot *slot, const char *url, const char *version)
+{
+#if MHD_VERSION < 0x00097800
+	if (version[0] != '\0' && version > url)
+		return slot->target_length != (size_t) (version - 1 - url);
+#endif
+	return false;
+}
+
+/* MHD_get_connection_values_n: count the Host headers. */
+static enum MHD_Result
+count_host(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+		   const char *value, size_t value_size)
+{
+	if (key_size == 4 && pg_strncasecmp(key, "host", 4) == 0)
+		(*(int *) cls)++;
+	return MHD_YES;
+}
+
+/*
+ * Whether a request's Host names this server, against DNS rebinding: a
+ * web page whose name an attacker has pointed at this address sends its
+ * own name as Host.  Answered: no Host (HTTP/1.0 checkers; a browser
+ * always sends one), the listen address, the address the connection
+ * reached (the listen address when it is every address), localhost or a
+ * loopback address (127/8, ::1), or a name in pool_health.http_allowed_hosts; any port.
+ * *status is the answer otherwise: 421, or 400 for a malformed Host or
+ * more than one.
+ */
+static bool
+host_allowed(struct MHD_Connection *connection, const HttpSlot *slot,
+			 unsigned int *status)
+{
+	const char *value;
+	const char *end;
+	const char *port;
+	char		host[HTTP_HOST_MAX + 1];
+	unsigned char addr[sizeof(struct in6_addr)];
+	int			hosts = 0;
+	bool		bracketed = false;
+
+	*status = MHD_HTTP_BAD_REQUEST;
+	(void) MHD_get_connection_values_n(connection, MHD_HEADER_KIND, count_host, &hosts);
+	if (hosts > 1)
+		return false;
+	value = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+	if (value == NULL || value[0] == '\0')
+		return true;
+	/* host [":" port], the host an IPv6 address in brackets */
+	if (value[0] == '[')
+	{
+		value++;
+		end = strchr(value, ']');
+		if (end == NULL)
+			return false;
+		port = end + 1;
+		bracketed = true;
+	}
+	else
+	{
+		end = value + strcspn(value, ":");
+		port = end;
+	}
+	if (*port == ':')
+		port++;
+	else if (*port != '\0')
+		return false;
+	if (strspn(port, "0123456789") != strlen(port) ||
+		!canonical_host(value, end - value, bracketed, host))
+		return false;
+
+	*status = MHD_HTTP_MISDIRECTED_REQUEST;
+	if (allowed_hosts != NULL && allowed_hosts->any)
+		return true;
+	if (strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 ||
+		(inet_pton(AF_INET, host, addr) == 1 && addr[0] == 127))
+		return true;
+	if (listen_host[0] != '\0' && strcmp(host, listen_host) == 0)
+		return true;
+	if (allowed_hosts != NULL)
+	{
+		const char *name = allowed_hosts->names;
+
+		for (int i = 0; i < allowed_hosts->count; i++, name += strlen(name) + 1)
+			if (strcmp(host, name) == 0)
+				return true;
+	}
+	/* an address: the one the connection reached? */
+	if (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1)
+	{
+		struct sockaddr_storage local;
+		socklen_t	local_len = sizeof(local);
+		char		text[HTTP_HOST_MAX + 1];
+		char		address[HTTP_HOST_MAX + 1];
+
+		if (getsockname(slot->fd, (struct sockaddr *) &local, &local_len) == 0 &&
+			((local.ss_family == AF_INET &&
+			  inet_ntop(AF_INET, &((struct sockaddr_in *) &local)->sin_addr, text, sizeof(text)) != NULL) ||
+			 (local.ss_family == AF_INET6 &&
+			  inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &local)->sin6_addr, text, sizeof(text)) != NULL)) &&
+			canonical_host(text, strlen(text), false, address) &&
+			strcmp(host, address) == 0)
+			return true;
+	}
+	return false;
+}
 
 /*
  * Whether the postmaster refuses connections because the server is in
@@ -208,7 +695,11 @@ respond(struct MHD_Connection *connection, unsigned int status,
 {
 	struct MHD_Response *response;
 	enum MHD_Result ret;
+	HttpSlot   *slot = slot_of(connection);
 
+	/* finished: no deadline until its next request */
+	if (slot != NULL)
+		slot->answering = true;
 	response = MHD_create_response_from_buffer(strlen(text), (void *) text,
 											   MHD_RESPMEM_MUST_COPY);
 	if (response == NULL)
@@ -301,16 +792,27 @@ answer(void *cls, struct MHD_Connection *connection, const char *url,
 	   const char *method, const char *version, const char *upload_data,
 	   size_t *upload_data_size, void **request)
 {
+	HttpSlot   *slot = slot_of(connection);
 	HttpEndpoint endpoint;
 	HttpAnswer *result;
 	int			reuse_ms = Min(HTTP_CACHE_MS, ph_sample_interval_ms);
 
-	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-		return respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
-					   "only GET and HEAD\n");
+	if (slot == NULL)
+		return MHD_NO;			/* cannot happen: close the connection */
 	if (*request == NULL)
 	{
-		/* the headers: wait for the end of the request */
+		unsigned int status;
+
+		/* the headers: whom and what is it for? */
+		if (!host_allowed(connection, slot, &status))
+			return respond(connection, status, "text/plain",
+						   status == MHD_HTTP_MISDIRECTED_REQUEST ?
+						   "misdirected request: the Host header names no address of this server (see pool_health.http_allowed_hosts)\n" :
+						   "bad request: malformed or repeated Host header\n");
+		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+			return respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
+						   "only GET and HEAD\n");
+		/* wait for the end of the request */
 		*request = &request_without_body;
 		return MHD_YES;
 	}
@@ -324,13 +826,8 @@ answer(void *cls, struct MHD_Connection *connection, const char *url,
 	if (*request == &request_with_body)
 		return respond(connection, MHD_HTTP_BAD_REQUEST, "text/plain",
 					   "no request body expected\n");
-	if (strcmp(url, "/health") == 0)
-		endpoint = HTTP_HEALTH;
-	else if (strcmp(url, "/status") == 0)
-		endpoint = HTTP_STATUS;
-	else if (strcmp(url, "/metrics") == 0)
-		endpoint = HTTP_METRICS;
-	else
+	endpoint = slot->endpoint;
+	if (endpoint == HTTP_NOT_FOUND || target_had_nul(slot, url, version))
 		return respond(connection, MHD_HTTP_NOT_FOUND, "text/plain",
 					   "not found: /health, /status or /metrics\n");
 
@@ -393,6 +890,8 @@ pool_health_http_main(Datum arg)
 
 	if (!split_listen(ph_http_listen, &host, &port))
 		elog(ERROR, "invalid pool_health.http_listen \"%s\"", ph_http_listen);
+	if (host == NULL || !canonical_host(host, strlen(host), false, listen_host))
+		listen_host[0] = '\0';
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -409,9 +908,12 @@ pool_health_http_main(Datum arg)
 									 (uint16) atoi(port), NULL, NULL, &answer, NULL,
 									 MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
 									 MHD_OPTION_SOCK_ADDR, addr->ai_addr,
-									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_MAX_CONNECTIONS,
+									 MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
+									 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+									 MHD_OPTION_URI_LOG_CALLBACK, request_target, NULL,
+									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_SLOTS,
 									 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) HTTP_PER_IP_CONNECTIONS,
-									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HTTP_TIMEOUT_S,
+									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HTTP_IDLE_TIMEOUT_S,
 									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
 									 MHD_OPTION_END);
 	freeaddrinfo(addr);
@@ -434,6 +936,7 @@ pool_health_http_main(Datum arg)
 	{
 		MHD_UNSIGNED_LONG_LONG mhd_timeout;
 		long		timeout = 1000;
+		long		deadline;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -441,8 +944,11 @@ pool_health_http_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		deadline = close_late_connections();
 		if (MHD_get_timeout(daemon_handle, &mhd_timeout) == MHD_YES)
 			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) 1000);
+		if (deadline >= 0)
+			timeout = Min(timeout, deadline);
 		(void) WaitLatchOrSocket(MyLatch,
 								 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT |
 								 WL_EXIT_ON_PM_DEATH,

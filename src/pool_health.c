@@ -157,8 +157,8 @@ check_notify_channel(char **newval, void **extra, GucSource source)
 }
 
 /*
- * Settings that size shared memory or pick the worker's database: they can
- * only exist when the library is preloaded.
+ * Settings that size shared memory or pick the worker's database, and those
+ * of the HTTP worker: they can only exist when the library is preloaded.
  */
 static void
 define_postmaster_settings(void)
@@ -180,6 +180,24 @@ define_postmaster_settings(void)
 							   PGC_POSTMASTER,
 							   0,
 							   ph_http_listen_check, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.http_request_timeout",
+							"How long an HTTP connection has, from its accept or its previous answer, to send a complete request.",
+							"It is closed then, however slowly it sends bytes, so that slow clients cannot hold the connections /health needs.",
+							&ph_http_request_timeout_ms,
+							2000, 100, 60 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pool_health.http_allowed_hosts",
+							   "Host names and addresses, besides the listen address and loopback ones, that HTTP requests may name in their Host header (comma-separated; * for any).",
+							   "Other Host headers are answered 421, so that a web page whose name an attacker points at this server (DNS rebinding) reads nothing.",
+							   &ph_http_allowed_hosts,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   ph_http_allowed_hosts_check, ph_http_allowed_hosts_assign, NULL);
 
 	DefineCustomIntVariable("pool_health.max_policies",
 							"How many enabled policies the worker can publish to shared memory.",

@@ -5,11 +5,20 @@
 # scrapes it, up == 1); 404, 405, 400 for a body; malformed and oversized
 # requests, a client sending one byte a second, 16 idle connections from
 # one address (the next from it is closed, another address is answered)
-# and 200 requests leave it answering, without a line in the log; killed,
-# it comes back and serves again; it serves while the main worker
-# restarts; a hot standby whose pool_health.database does not exist
-# answers too; a standby in recovery without hot_standby (connections
-# refused) is 503.  Malformed addresses are rejected.
+# and 200 requests leave it answering, without a line in the log.
+# Hostile clients: the Host header (loopback names and addresses in any
+# form, none at all: answered; another name: 421, also at /status;
+# allowed by pool_health.http_allowed_hosts after a reload, or by *;
+# malformed or repeated: 400); /health%00x and a NUL byte in the target
+# are 404; a connection trickling a byte every 250 ms is closed at
+# pool_health.http_request_timeout (2 s), not with a 1 min timeout set by
+# a reload; while 40 source addresses (127.0.0.10-49) hold 10 trickling
+# connections each, every /health check from 127.0.0.1 is answered
+# within a second, with the deadline and with only the oldest connection
+# giving way (1 min).  Killed, it comes back and serves again; it serves
+# while the main worker restarts; a hot standby whose pool_health.database
+# does not exist answers too; a standby in recovery without hot_standby
+# (connections refused) is 503.  Malformed addresses are rejected.
 use strict;
 use warnings;
 
@@ -19,6 +28,9 @@ use Test::More;
 use IO::Socket::INET;
 use Time::HiRes qw(time usleep);
 use PoolHealthTest;
+
+# a server that closes a trickling connection must not kill the test
+$SIG{PIPE} = 'IGNORE';
 
 my $http_port = PostgreSQL::Test::Cluster::get_free_port();
 my $node = ph_node('http',
@@ -146,14 +158,14 @@ is($status, '200', 'while a client sends one byte a second, /health answers');
 ok($seconds < 1, sprintf('at once (%.3f s)', $seconds));
 print $slow 'E';
 # 16 connections that send nothing, from one address: the next from it is
-# closed, another address is answered
+# closed, another address is answered (within the 2 s they have)
 my @idle;
 for (1 .. 16)
 {
 	push @idle, IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
 }
 # (until the worker has accepted all 16)
-for (1 .. 50)
+for (1 .. 15)
 {
 	($status) = get('/health', 2);
 	last if $status eq '000';
@@ -176,6 +188,225 @@ is($status, '200', 'then /status still answers');
 my $log = slurp_file($node->logfile, $log_before);
 unlike($log, qr/pool_health http/, 'bad clients leave no line in the log');
 close $slow;
+
+# --- the Host header (DNS rebinding) and paths byte for byte ----------------------------------
+
+# curl_status(path, curl arguments...): (status, body, seconds)
+sub curl_status
+{
+	my ($path, @args) = @_;
+	my ($out, $err) = ('', '');
+	my $started = time;
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-w', '\n%{http_code}', @args, "$base$path" ],
+		'>', \$out, '2>', \$err);
+	my ($body, $code) = $out =~ /^(.*)\n(\d+)$/s;
+	return ($code // '000', $body // '', time - $started);
+}
+
+# raw(request bytes): the status line of the answer
+sub raw
+{
+	my ($request) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
+	print $sock $request;
+	my $reply = '';
+	$sock->recv($reply, 4096);
+	close $sock;
+	return $reply =~ /^(HTTP\/1\.[01] \d\d\d)/ ? $1 : "closed: $reply";
+}
+
+$log_before = -s $node->logfile;
+my ($web2) = ph_app_session($node, 'billing-secret', role => 'app');
+for (1 .. 100)
+{
+	($status, $body) = curl_status('/status');
+	last if $body =~ /billing-secret/;
+	usleep(100_000);
+}
+like($body, qr/"top_consumers": \[\{"application_name": "billing-secret"/, '/status names the applications');
+foreach my $host ('localhost', 'LOCALHOST:80', 'localhost.', "127.0.0.1:$http_port", '127.0.0.5',
+	'[::1]:9188', '[0:0:0:0:0:0:0:1]', '[::FFFF:127.0.0.1]:1')
+{
+	($status, $body) = curl_status('/status', '-H', "Host: $host");
+	is($status, '200', "Host: $host: 200");
+}
+($status, $body) = curl_status('/status', '-H', 'Host:');
+is($status, '200', 'no Host header (HTTP/1.1): 200');
+($status, $body) = curl_status('/health', '--http1.0', '-H', 'Host:');
+is($status, '200', 'no Host header, HTTP/1.0 as some health checkers send: 200');
+foreach my $host ('attacker.example', "attacker.example:$http_port", 'localhost.attacker.example',
+	'127.0.0.1.attacker.example', '127.attacker.example', '[2001:db8::1]')
+{
+	($status, $body) = curl_status('/status', '-H', "Host: $host");
+	is($status, '421', "Host: $host: 421");
+}
+unlike($body, qr/billing-secret|top_consumers/, 'the 421 discloses nothing of /status');
+like($body, qr/^misdirected request: .*pool_health.http_allowed_hosts/, 'and names the setting');
+is((curl_status('/health', '-H', 'Host: attacker.example'))[0], '421', '/health too');
+is((curl_status('/metrics', '-H', 'Host: attacker.example'))[0], '421', '/metrics too');
+is(raw("GET /status HTTP/1.1\r\nHost: localhost\r\nHost: attacker.example\r\n\r\n"), 'HTTP/1.1 400',
+	'two Host headers: 400');
+is(raw("GET /status HTTP/1.1\r\nHost: [::1\r\n\r\n"), 'HTTP/1.1 400', 'a malformed Host: 400');
+is(raw("GET /status HTTP/1.1\r\nHost: ::1\r\n\r\n"), 'HTTP/1.1 400', 'an IPv6 address without brackets: 400');
+is(raw("GET /status HTTP/1.1\r\nHost: localhost:http\r\n\r\n"), 'HTTP/1.1 400', 'a port that is no number: 400');
+
+# allowed by the setting, after a reload
+foreach my $bad ('a.example:9188', 'a b', '*.example', 'a,,b', 'a,', '[a.example]', 'a/b')
+{
+	my ($r, $o2, $e2) = $node->psql('postgres', "ALTER SYSTEM SET pool_health.http_allowed_hosts = '$bad'");
+	like($e2, qr/invalid value for parameter "pool_health.http_allowed_hosts".*\n.*DETAIL:  ".*" is not a host name or address/,
+		"http_allowed_hosts rejects \"$bad\"");
+}
+ph_set($node, 'pool_health.http_allowed_hosts' => 'Attacker.Example., [2001:DB8:0::1], 192.0.2.7');
+for (1 .. 100)
+{
+	($status) = curl_status('/status', '-H', 'Host: attacker.example');
+	last if $status eq '200';
+	usleep(100_000);
+}
+is($status, '200', 'Host: attacker.example, once listed in pool_health.http_allowed_hosts: 200');
+is((curl_status('/status', '-H', "Host: ATTACKER.example.:$http_port"))[0], '200', 'in any case and port form');
+is((curl_status('/status', '-H', 'Host: [2001:db8::1]'))[0], '200', 'an IPv6 address, compared as an address');
+is((curl_status('/status', '-H', 'Host: 192.0.2.7:80'))[0], '200', 'an IPv4 address');
+is((curl_status('/status', '-H', 'Host: other.example'))[0], '421', 'another name: still 421');
+ph_set($node, 'pool_health.http_allowed_hosts' => '*');
+for (1 .. 100)
+{
+	($status) = curl_status('/status', '-H', 'Host: other.example');
+	last if $status eq '200';
+	usleep(100_000);
+}
+is($status, '200', 'pool_health.http_allowed_hosts = *: any Host is answered');
+ph_set($node, 'pool_health.http_allowed_hosts' => '');
+for (1 .. 100)
+{
+	($status) = curl_status('/status', '-H', 'Host: attacker.example');
+	last if $status eq '421';
+	usleep(100_000);
+}
+is($status, '421', 'reset: 421 again');
+$web2->quit;
+
+is((curl_status('/health%00x'))[0], '404', '/health%00x: 404');
+is((curl_status('/health%00'))[0], '404', '/health%00: 404');
+is(raw("GET /health\0x HTTP/1.1\r\nHost: localhost\r\n\r\n"), 'HTTP/1.1 404', 'a NUL byte in the target: 404');
+is(raw("GET /health\0 HTTP/1.0\r\n\r\n"), 'HTTP/1.1 404', 'a NUL byte ending the target: 404');
+is((curl_status('/%68ealth'))[0], '200', '/%68ealth is /health, byte for byte once decoded: 200');
+is((curl_status('/health?x=%00'))[0], '200', 'a query string is not part of the path: 200');
+is((curl_status('/healthx'))[0], '404', '/healthx: 404');
+
+# --- slow clients: the deadline, and the oldest gives way -----------------------------------------
+
+# A client that trickles bytes: (seconds until the server closed the
+# connection, or the seconds it gave up after)
+my $trickle_file = "$PostgreSQL::Test::Utils::tmp_check/trickle.pl";
+PostgreSQL::Test::Utils::append_to_file($trickle_file, <<'PERL');
+# trickle.pl PORT FIRST ADDRESSES CONNECTIONS TICK SECONDS: from ADDRESSES
+# source addresses 127.0.0.FIRST..., CONNECTIONS connections each, each
+# sending one byte of an endless header every TICK seconds and opening
+# again when the server closes it, for SECONDS seconds or until SIGTERM.  Prints "ready"
+# once all are open; at the end how many it opened, how many the server
+# closed, and the first closing's age.
+use strict;
+use warnings;
+use IO::Socket::INET;
+use Time::HiRes qw(time sleep);
+my ($port, $first, $addresses, $conns, $tick, $seconds) = @ARGV;
+$SIG{PIPE} = 'IGNORE';
+$| = 1;
+my (@socks, @opened_at);
+my ($opened, $closed, $first_age) = (0, 0, -1);
+my $end = time + $seconds;
+my $ready = 0;
+$SIG{TERM} = sub { $end = 0; };
+while (time < $end)
+{
+	for my $i (0 .. $addresses * $conns - 1)
+	{
+		my $s = $socks[$i];
+		if ($s)
+		{
+			my $buf;
+			my $n = sysread($s, $buf, 4096);
+			if (defined $n || !$!{EAGAIN} || !defined syswrite($s, 'a'))
+			{
+				$first_age = time - $opened_at[$i] if $first_age < 0;
+				close $s;
+				$s = $socks[$i] = undef;
+				$closed++;
+			}
+		}
+		if (!$s)
+		{
+			$s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+				LocalAddr => '127.0.0.' . ($first + int($i / $conns)), Timeout => 2) or next;
+			$s->blocking(0);
+			syswrite($s, "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ");
+			$socks[$i] = $s;
+			$opened_at[$i] = time;
+			$opened++;
+		}
+	}
+	print "ready\n" unless $ready++;
+	sleep $tick;
+}
+printf "opened %d closed %d first %.2f\n", $opened, $closed, $first_age;
+PERL
+
+# trickle(addresses, connections, tick, seconds): its closing line, once done
+sub trickle
+{
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'perl', $trickle_file, $http_port, 10, @_ ], '>', \$out, '2>', \$err);
+	return $out;
+}
+
+# attack(): 40 addresses x 10 connections trickle while /health is
+# checked 16 times from 127.0.0.1, 250 ms apart, once they are open;
+# returns the checks' statuses, their slowest time and the attacker's
+# closing line
+sub attack
+{
+	my ($out, $err) = ('', '');
+	my $attacker = IPC::Run::start([ 'perl', $trickle_file, $http_port, 10, 40, 10, 0.25, 60 ],
+		'>', \$out, '2>', \$err);
+	IPC::Run::pump($attacker) until $out =~ /ready/ || !$attacker->pumpable;
+	sleep 1;
+	my (@codes, $slowest);
+	$slowest = 0;
+	for (1 .. 16)
+	{
+		my ($code, $b, $took) = curl_status('/health', '--max-time', '3');
+		push @codes, $code;
+		$slowest = $took if $took > $slowest;
+		usleep(250_000);
+	}
+	$attacker->signal('TERM');
+	$attacker->finish;
+	return (join(' ', @codes), $slowest, $out);
+}
+
+my $trickled = trickle(1, 1, 0.25, 6);
+my ($age) = $trickled =~ /first ([\d.]+)/;
+ok($age > 1.5 && $age < 3.5,
+	"a connection trickling a byte every 250 ms is closed at pool_health.http_request_timeout, 2 s ($age s)");
+my ($codes, $slowest, $attacker) = attack();
+is($codes, join(' ', ('200') x 16),
+	'while 40 addresses x 10 connections trickle bytes, every /health check is answered');
+ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
+
+# with a long deadline, the oldest unfinished connection gives way
+ph_set($node, 'pool_health.http_request_timeout' => '1min');
+$trickled = trickle(1, 1, 0.25, 4);
+like($trickled, qr/closed 0 /, 'with http_request_timeout = 1min (reloaded), a trickling connection is kept 4 s');
+($codes, $slowest, $attacker) = attack();
+is($codes, join(' ', ('200') x 16),
+	'with 1min, while 40 x 10 connections trickle bytes, every /health check is answered (the oldest gives way)');
+ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET pool_health.http_request_timeout');
+$node->reload;
+is((get('/health', 2))[0], '200', 'after the attacks, /health answers');
+unlike(slurp_file($node->logfile, $log_before), qr/pool_health http/, 'hostile clients leave no line in the log');
 
 # --- killed, it comes back -----------------------------------------------------------------
 my $http_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
