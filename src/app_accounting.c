@@ -1041,6 +1041,7 @@ minute_saturation(PhAppGroup *g, TimestampTz now, int64 *saturated_us,
 				  int32 *declared)
 {
 	uint64		total;
+	uint32		declared_max;
 
 	saturation_rebase(g, now);
 	total = saturated_ms_now(g, now);
@@ -1048,7 +1049,8 @@ minute_saturation(PhAppGroup *g, TimestampTz now, int64 *saturated_us,
 		Min((int64) (total - g->base_saturated_ms) * 1000,
 			Max(now - app_acct->minute_start, 0)) : 0;
 	g->base_saturated_ms = Max(g->base_saturated_ms, total);
-	*declared = (int32) Min(pg_atomic_exchange_u32(&g->minute_declared, 0), PG_INT32_MAX);
+	declared_max = pg_atomic_exchange_u32(&g->minute_declared, 0);
+	*declared = (int32) Min(declared_max, PG_INT32_MAX);	/* Min reads twice */
 }
 
 /*

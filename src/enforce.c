@@ -187,7 +187,6 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	e->at = at;
 	e->pid = be->pid;
 	e->role_id = be->role_id;
-	/* names already shown valid: ph_name_copy() only cuts them safely */
 	ph_name_copy(&e->role, ph_role_name(be->role_id));
 	ph_name_copy(&e->database, ph_database_name(be->database_id));
 	strlcpy(e->application_name, now.application_name, sizeof(e->application_name));
@@ -221,7 +220,7 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	e->success = -1;
 	strlcpy(e->source, source, sizeof(e->source));
 	if (strcmp(source, "worker") != 0)
-		ph_name_copy(&e->requested_by, GetUserNameFromId(GetUserId(), false));
+		ph_name_copy(&e->requested_by, ph_name_text(GetUserNameFromId(GetUserId(), false)));
 
 	if (terminate && !dry_run)
 	{

@@ -139,11 +139,13 @@ ph_http_allowed_hosts_check(char **newval, void **extra, GucSource source)
 {
 	const char *p = *newval;
 	AllowedHosts *parsed;
-	char	   *names = palloc(strlen(p) + 1);
-	char	   *next = names;
+	StringInfoData names;		/* the canonical names, NUL after each */
+	char		host[HTTP_HOST_MAX + 1];
 	int			count = 0;
 	bool		any = false;
 
+	/* a canonical form can be longer than the text (an IPv6 address) */
+	initStringInfo(&names);
 	for (;;)
 	{
 		const char *start;
@@ -165,34 +167,34 @@ ph_http_allowed_hosts_check(char **newval, void **extra, GucSource source)
 		else
 		{
 			if (len >= 2 && start[0] == '[' && start[len - 1] == ']')
-				ok = canonical_host(start + 1, len - 2, true, next);
+				ok = canonical_host(start + 1, len - 2, true, host);
 			else if (memchr(start, ':', len) != NULL)
-				ok = canonical_host(start, len, true, next);
+				ok = canonical_host(start, len, true, host);
 			else
 				ok = strspn(start, HOST_NAME_CHARS) >= len &&
-					canonical_host(start, len, false, next);
+					canonical_host(start, len, false, host);
 			if (!ok)
 			{
 				GUC_check_errdetail("\"%.*s\" is not a host name or address.",
 									(int) Min(len, HTTP_HOST_MAX), start);
 				GUC_check_errhint("List host names or addresses, without a port (the port of a Host header is not compared), separated by commas; * alone allows every host.");
-				pfree(names);
+				pfree(names.data);
 				return false;
 			}
-			next += strlen(next) + 1;
+			appendBinaryStringInfo(&names, host, strlen(host) + 1);
 			count++;
 		}
 		if (*p == '\0')
 			break;
 		p++;					/* the comma */
 	}
-	parsed = ph_guc_malloc(offsetof(AllowedHosts, names) + (next - names));
+	parsed = ph_guc_malloc(offsetof(AllowedHosts, names) + names.len);
 	if (parsed == NULL)
 		return false;
 	parsed->any = any;
 	parsed->count = count;
-	memcpy(parsed->names, names, next - names);
-	pfree(names);
+	memcpy(parsed->names, names.data, names.len);
+	pfree(names.data);
 	*extra = parsed;
 	return true;
 }

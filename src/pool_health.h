@@ -789,7 +789,7 @@ extern const char *ph_backend_type_name(const PhBackend *be);
 extern Oid	ph_database_lookup(const char *name, bool *usable);
 extern int	ph_role_settings_read(PhRoleSetting *out, int max, bool *overflow);
 extern char *ph_name_text(const char *name);
-extern void ph_name_copy(NameData *dst, const char *name);
+extern void ph_name_copy(NameData *dst, const char *shown);
 extern char *ph_database_name(Oid database_id);
 extern char *ph_role_name(Oid role_id);
 

@@ -143,11 +143,9 @@ ph_role_settings_read(PhRoleSetting *out, int max, bool *overflow)
 }
 
 /*
- * A name from a shared catalog, made valid text for this process: as it is
- * when it is valid in the database's encoding (UTF-8 where that is
- * SQL_ASCII or there is no database: the HTTP worker, JSON and Prometheus
- * text need UTF-8), else with each byte that is not part of a valid
- * character written as \xHH (palloc'd; never raises but out of memory).
+ * The encoding names are shown in: the database's, UTF-8 where that is
+ * SQL_ASCII or there is no database (the HTTP worker; JSON and Prometheus
+ * text need UTF-8).
  */
 static int
 name_encoding(void)
@@ -157,6 +155,14 @@ name_encoding(void)
 	return encoding == PG_SQL_ASCII ? PG_UTF8 : encoding;
 }
 
+/*
+ * A name from a shared catalog, made valid text for this process: as it is
+ * when it is valid in name_encoding() and has no backslash; else with each
+ * byte that is not part of a valid character written as \xHH and each
+ * backslash as \\, so that two names never show alike (a role named
+ * "r\xe9" in ASCII shows as "r\\xe9").  palloc'd; never raises but out
+ * of memory.
+ */
 char *
 ph_name_text(const char *name)
 {
@@ -164,7 +170,7 @@ ph_name_text(const char *name)
 	int			len = strlen(name);
 	StringInfoData buf;
 
-	if (pg_verify_mbstr(encoding, name, len, true))
+	if (strchr(name, '\\') == NULL && pg_verify_mbstr(encoding, name, len, true))
 		return pstrdup(name);
 	initStringInfo(&buf);
 	for (int i = 0; i < len;)
@@ -172,7 +178,12 @@ ph_name_text(const char *name)
 		int			l = IS_HIGHBIT_SET(name[i]) ?
 			pg_encoding_verifymbchar(encoding, name + i, len - i) : 1;
 
-		if (l > 0)
+		if (name[i] == '\\')
+		{
+			appendStringInfoString(&buf, "\\\\");
+			i++;
+		}
+		else if (l > 0)
 		{
 			appendBinaryStringInfo(&buf, name + i, l);
 			i += l;
@@ -184,19 +195,17 @@ ph_name_text(const char *name)
 }
 
 /*
- * ph_name_text() of a name into a NameData, cut at a character boundary
- * (the escapes can make it longer than NAMEDATALEN - 1 bytes).
+ * A name as shown (ph_name_text()) into a NameData, cut at a character
+ * boundary (the escapes can make it longer than NAMEDATALEN - 1 bytes).
  */
 void
-ph_name_copy(NameData *dst, const char *name)
+ph_name_copy(NameData *dst, const char *shown)
 {
-	char	   *text = ph_name_text(name);
-	int			len = pg_encoding_mbcliplen(name_encoding(), text, strlen(text),
+	int			len = pg_encoding_mbcliplen(name_encoding(), shown, strlen(shown),
 											NAMEDATALEN - 1);
 
 	memset(dst, 0, sizeof(NameData));
-	memcpy(NameStr(*dst), text, len);
-	pfree(text);
+	memcpy(NameStr(*dst), shown, len);
 }
 
 /* The name of a database to show (ph_name_text), or "" if it is gone. */

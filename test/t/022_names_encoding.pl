@@ -68,6 +68,19 @@ is(length(read_both("SELECT role FROM pool_health.sessions WHERE application_nam
 	63, 'a long escaped name is cut to 63 bytes, as a name');
 like(read_both('SELECT role FROM pool_health.usage_by_role', 'usage_by_role'),
 	qr/^r\\xe9$/m, 'usage_by_role');
+
+# a role named in ASCII as the other is shown does not show alike: its
+# backslash is doubled
+$node->safe_psql('postgres', q{CREATE ROLE "r\xe9" LOGIN});
+my $ascii = $node->background_psql('postgres', extra_params => [ '-U', 'r\xe9' ]);
+$ascii->query_safe("SET application_name = 'ascii'; SELECT 1");
+is(read_both("SELECT string_agg(role::text, ' ' ORDER BY role) FROM pool_health.usage_by_role WHERE role::text LIKE 'r%'", 'usage_by_role, two roles'),
+	'r\\\\xe9 r\\xe9', 'usage_by_role: the ASCII name with its backslash doubled, apart from the escaped one');
+my $metrics = read_both('SELECT pool_health.metrics()', 'metrics(), two roles');
+ok($metrics =~ /^pool_health_role_connections\{role="r\\\\xe9"\} 1$/m
+	  && $metrics =~ /^pool_health_role_connections\{role="r\\\\\\\\xe9"\} 1$/m,
+	'metrics(): two series for the two roles');
+$ascii->quit;
 like(read_both('SELECT database FROM pool_health.usage_by_database', 'usage_by_database'),
 	qr/^d\\xe9$/m, 'usage_by_database');
 like(read_both('SELECT pool_health.status()::text', 'status()'),

@@ -223,6 +223,16 @@ ok($last->{wait_p50_ms} < $s1->{wait_p50_ms} / 20,
 ok($last->{wait_p99_ms} < $s1->{wait_p99_ms} / 5,
 	"starved: wait p99 $s1->{wait_p99_ms} -> $last->{wait_p99_ms} ms");
 
+# the declared size outlives the minute it was declared in
+ok( $node->poll_query_until('postgres', q{
+		SELECT count(*) > 0 FROM pool_health.application_history
+		WHERE application_name = 'lazy-1'
+		  AND at < (pool_health.status()->'applications'->>'minute_start')::timestamptz}),
+	"lazy-1's minute has closed");
+is($node->safe_psql('postgres',
+		"SELECT declared_pool_size FROM pool_health.pool_advice WHERE application_name = 'lazy-1'"),
+	'5', 'lazy-1: its declared pool size is kept once its minute has closed');
+
 unlike(slurp_file($node->logfile), qr/TRAP:|terminated by signal|PANIC/, 'nothing crashed');
 $node->stop;
 done_testing();
