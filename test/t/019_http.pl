@@ -257,6 +257,14 @@ foreach my $bad ('a.example:9188', 'a b', '*.example', 'a,,b', 'a,', '[a.example
 	like($e2, qr/invalid value for parameter "pool_health.http_allowed_hosts".*\n.*DETAIL:  ".*" is not a host name or address/,
 		"http_allowed_hosts rejects \"$bad\"");
 }
+# addresses whose canonical form is longer than their text (1::2:3:4:5:6:7
+# is written 1:0:2:3:4:5:6:7): accepted, and nothing written past the
+# parsed list (an assertion-enabled server warns of such a write)
+{
+	my ($r, $o2, $e2) = $node->psql('postgres',
+		"SET client_min_messages = warning; ALTER SYSTEM SET pool_health.http_allowed_hosts = '1::2:3:4:5:6:7, 1::2:3:4:5:1.1.1.1'");
+	is($r . $e2, '0', 'http_allowed_hosts: IPv6 addresses longer once written canonically, without a warning');
+}
 ph_set($node, 'pool_health.http_allowed_hosts' => 'Attacker.Example., [2001:DB8:0::1], 192.0.2.7');
 for (1 .. 100)
 {
