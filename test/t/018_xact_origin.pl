@@ -4,6 +4,15 @@
 #   query the SELECT; SAVEPOINT is not a first statement; a function's
 #   inner statements are not; autocommit statements are their own first;
 #   a new transaction resets it; other roles see it only as they see query.
+# - tags found as the server's lexer reads the text: literals ('', E'',
+#   U&'', dollar quotes, with standard_conforming_strings on and off),
+#   quoted identifiers, nested and line comments; a pair that decodes to a
+#   NUL or invalid text is dropped; prose is not tags; hostile texts (a
+#   1 MB nested comment, 2001 transactions in one message, a literal the
+#   scan reads unterminated).
+# - pings and housekeeping (SELECT 1, SET, SHOW, RESET) are not the first
+#   statement; tags come from the first statement that has them; a
+#   transaction of pings shows its first ping.
 # - the extended protocol, a prepared statement executed again without
 #   parsing (pgbench -M prepared): recorded too.
 # - a session ended by a policy: its client reads, on its next request,

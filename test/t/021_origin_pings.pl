@@ -143,7 +143,7 @@ for my $app (sort keys %apps)
 {
 	my %h = (in => '', out => '', err => '');
 	$h{run} = IPC::Run::start([ $python, @{ $apps{$app} } ],
-		'<', \$h{in}, '>', \$h{out}, '2>', \$h{err}, IPC::Run::timeout(120));
+		'<', \$h{in}, '>', \$h{out}, '2>', \$h{err}, IPC::Run::timeout(900));
 	IPC::Run::pump($h{run}) until $h{out} =~ /leaked/ || !$h{run}->pumpable;
 	ok($h{out} =~ /leaked/, "$app: the route leaked its transaction") or note("$app: $h{err}");
 	$run{$app} = \%h;
