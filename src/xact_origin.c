@@ -235,40 +235,51 @@ is_ping(const PlannedStmt *ps)
 }
 
 /*
- * A client statement (source at location/len, as the parser gave them)
- * runs: record it as the first of the current transaction unless one that
+ * Where the comments before the client's statement at location (of len
+ * bytes) begin: on PostgreSQL 18, which starts a statement at its first
+ * token, at the end of the client's statement before it in the same
+ * message (told by its text and start time; every client statement,
+ * transaction control included, passes here in order), or at 0 for the
+ * first; before, at location itself.
+ */
+static int
+comments_from(const char *source, int location, int len)
+{
+	TimestampTz stamp;
+	int			from;
+
+	if (!PH_STMT_STARTS_AT_FIRST_TOKEN || location < 0)
+		return location;
+	stamp = GetCurrentStatementStartTimestamp();
+	if (source != seen_source || stamp != seen_stamp)
+	{
+		seen_source = source;
+		seen_stamp = stamp;
+		seen_end = 0;
+	}
+	from = seen_end <= location ? seen_end : location;
+	seen_end = Max(seen_end, len > 0 ? location + len : location);
+	return from;
+}
+
+/*
+ * A client statement (source at location/len, as the parser gave them;
+ * its comments before it from from) runs: record it as the first of the current transaction unless one that
  * is not a ping is recorded already, and its tags unless the transaction's
  * are.  Nothing here raises an error or allocates memory.
  */
 static void
-record_statement(const char *source, int location, int len,
+record_statement(const char *source, int from, int location, int len,
 				 const PlannedStmt *ps)
 {
 	LocalTransactionId lxid = ph_my_lxid();
 	volatile PhOriginSlot *slot;
-	int			from = location;
 	bool		ping = false;
 	bool		new_xact;
 	bool		write_text;
 	PhSqlText	st;
 	int			n = 0;
 	int			tags_len = 0;
-
-	if (PH_STMT_STARTS_AT_FIRST_TOKEN)
-	{
-		/* the comments before it begin after the client's last statement */
-		TimestampTz stamp = GetCurrentStatementStartTimestamp();
-		int			stmt_end = location >= 0 && len > 0 ? location + len : location;
-
-		if (source != seen_source || stamp != seen_stamp)
-		{
-			seen_source = source;
-			seen_stamp = stamp;
-			seen_end = 0;
-		}
-		from = seen_end <= location ? seen_end : location;
-		seen_end = Max(seen_end, stmt_end);
-	}
 
 	if (lxid == InvalidLocalTransactionId)
 		return;
@@ -387,10 +398,14 @@ ph_executor_start(QueryDesc *queryDesc, int eflags)
 {
 	ph_accounting_statement();
 	if (ph_first_query_size > 0 && client_statement(queryDesc->sourceText))
+	{
+		PlannedStmt *ps = queryDesc->plannedstmt;
+
 		record_statement(queryDesc->sourceText,
-						 queryDesc->plannedstmt->stmt_location,
-						 queryDesc->plannedstmt->stmt_len,
-						 queryDesc->plannedstmt);
+						 comments_from(queryDesc->sourceText, ps->stmt_location,
+									   ps->stmt_len),
+						 ps->stmt_location, ps->stmt_len, ps);
+	}
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);
 	else
@@ -413,9 +428,12 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (ph_first_query_size > 0 && context == PROCESS_UTILITY_TOPLEVEL &&
 		client_statement(queryString))
 	{
+		int			from = comments_from(queryString, pstmt->stmt_location,
+										 pstmt->stmt_len);
+
 		if (!transaction_stmt)
-			record_statement(queryString, pstmt->stmt_location, pstmt->stmt_len,
-							 pstmt);
+			record_statement(queryString, from, pstmt->stmt_location,
+							 pstmt->stmt_len, pstmt);
 		else if (kind == TRANS_STMT_BEGIN || kind == TRANS_STMT_START)
 			record_block_begins();
 	}
