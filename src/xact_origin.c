@@ -79,7 +79,6 @@ typedef struct PhOriginSlot
 	int			pid;			/* its backend */
 	LocalTransactionId lxid;	/* the transaction it is of */
 	bool		in_block;		/* of a transaction block (BEGIN) */
-	bool		ping;			/* text is a ping or housekeeping */
 	TimestampTz at;				/* when the statement started */
 	int			tags_len;		/* 0: no tags (yet) */
 	char		tags[PH_XACT_TAGS_SIZE];	/* the tags' comment body */
@@ -264,9 +263,10 @@ comments_from(const char *source, int location, int len)
 
 /*
  * A client statement (source at location/len, as the parser gave them;
- * its comments before it from from) runs: record it as the first of the current transaction unless one that
- * is not a ping is recorded already, and its tags unless the transaction's
- * are.  Nothing here raises an error or allocates memory.
+ * the comments before it from from) runs: record it as the first of the
+ * current transaction unless one that is not a ping is recorded already,
+ * and its tags unless the transaction's are.  Nothing here raises an
+ * error or allocates memory.
  */
 static void
 record_statement(const char *source, int from, int location, int len,
@@ -275,16 +275,16 @@ record_statement(const char *source, int from, int location, int len,
 	LocalTransactionId lxid = ph_my_lxid();
 	volatile PhOriginSlot *slot;
 	bool		ping = false;
-	bool		new_xact;
 	bool		write_text;
+	bool		in_block;
+	TimestampTz at;
 	PhSqlText	st;
 	int			n = 0;
 	int			tags_len = 0;
 
 	if (lxid == InvalidLocalTransactionId)
 		return;
-	new_xact = lxid != recorded_lxid;
-	if (new_xact)
+	if (lxid != recorded_lxid)
 	{
 		recorded_lxid = lxid;
 		recorded_any = recorded_real = recorded_tags = false;
@@ -298,6 +298,8 @@ record_statement(const char *source, int from, int location, int len,
 	if (!recorded_real)
 		ping = is_ping(ps);
 	write_text = !recorded_real && (!ping || !recorded_any);
+	if (!write_text && recorded_tags)
+		return;
 	ph_sql_statement(source, from, location, len,
 					 ph_standard_conforming_strings(), !recorded_tags, &st);
 	if (st.tags >= 0)
@@ -310,6 +312,8 @@ record_statement(const char *source, int from, int location, int len,
 		if (n < st.end - st.start)
 			n = pg_mbcliplen(source + st.start, st.end - st.start, n);
 	}
+	in_block = IsTransactionBlock();
+	at = GetCurrentStatementStartTimestamp();
 
 	PH_BEGIN_WRITE(slot);
 	if (!recorded_any)
@@ -321,9 +325,8 @@ record_statement(const char *source, int from, int location, int len,
 	}
 	if (write_text)
 	{
-		slot->in_block = IsTransactionBlock();
-		slot->ping = ping;
-		slot->at = GetCurrentStatementStartTimestamp();
+		slot->in_block = in_block;
+		slot->at = at;
 		memcpy((char *) slot->text, source + st.start, n);
 		slot->text[n] = '\0';
 		slot->len = n;
@@ -386,7 +389,6 @@ record_block_begins(void)
 	slot->pid = MyProcPid;
 	slot->lxid = lxid;
 	slot->in_block = true;
-	slot->ping = false;
 	slot->len = 0;
 	slot->text[0] = '\0';
 	slot->tags_len = 0;
