@@ -7,8 +7,9 @@
 #   in transaction mode with server_check_query (server_check_delay = 0:
 #   before every transaction) and its SET client_encoding;
 # - SQLAlchemy 1.4 with psycopg2 and pool_pre_ping, through that pgbouncer;
-# - a JDBC-style isValid(): empty queries (psycopg 3, by the extended and
-#   the simple protocol) in the transaction before the route's statement.
+# - a JDBC-style isValid(): empty queries (psycopg 3, by the simple and the
+#   extended protocol, the latter as pgjdbc sends it) in the transaction
+#   before the route's statement.
 # Each shows the route's statement and tags in pool_health.sessions and
 # pool_health.leaks, and, once a policy ends it, in pool_health.terminations.
 use strict;
@@ -111,15 +112,17 @@ sys.stdin.readline()
 os._exit(0)
 PY
 PostgreSQL::Test::Utils::append_to_file("$tmp/isvalid_app.py", <<'PY');
-# A JDBC-style isValid() (an empty query) in the transaction, with psycopg 3:
-# by the extended protocol (as pgjdbc sends it) and as a simple Query.
+# A JDBC-style isValid() in the transaction, with psycopg 3: an empty query
+# as a simple Query message (psycopg begins the transaction before it), and
+# by Parse/Bind/Execute, as pgjdbc's isValid() sends it
+# (prepareStatement("").executeUpdate()).
 import os, sys
 import psycopg
 
 conn = psycopg.connect(sys.argv[1], application_name=sys.argv[2])
 cur = conn.cursor()
 cur.execute("")
-conn.pgconn.exec_(b"")
+assert conn.pgconn.exec_params(b"", []).status == psycopg.pq.ExecStatus.EMPTY_QUERY
 cur.execute("UPDATE orders SET status = 'valid' WHERE id = 5 /*route='isvalid'*/")
 print("leaked", flush=True)
 sys.stdin.readline()
