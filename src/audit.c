@@ -285,7 +285,7 @@ ph_audit_datums(const PhAuditEntry *e, bool visible, Datum *values, bool *isnull
 	isnull[20] = true;
 	if (!isnull[19])
 	{
-		char	   *tags = ph_xact_tags_json(e->xact_first_query);
+		char	   *tags = ph_sql_tags_json(e->xact_tags);
 
 		if (tags != NULL)
 		{
@@ -462,7 +462,7 @@ notify_payload(const PhAuditEntry *e, bool with_statement)
 	ph_json_str(&buf, "source", e->source);
 	if (with_statement && e->xact_first_query[0] != '\0')
 	{
-		char	   *tags = ph_xact_tags_json(e->xact_first_query);
+		char	   *tags = ph_sql_tags_json(e->xact_tags);
 
 		ph_json_str(&buf, "xact_first_query", e->xact_first_query);
 		ph_json_key(&buf, "xact_tags");

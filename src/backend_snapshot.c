@@ -759,10 +759,12 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 
 		be->xact_first_query = NULL;
 		be->xact_first_query_at = 0;
+		be->xact_tags = NULL;
 		if (query_buf != NULL && be->backend_type == B_BACKEND)
 			be->xact_first_query = ph_xact_origin_read(be->procno, be->pid,
 													   be->state == STATE_IDLEINTRANSACTION_ABORTED,
-													   &be->xact_first_query_at);
+													   &be->xact_first_query_at,
+													   &be->xact_tags);
 
 		be->is_client = be->backend_type == B_BACKEND;
 		be->waiting = (be->wait_event_info & 0xFF000000) == PG_WAIT_LOCK;
@@ -807,7 +809,8 @@ ph_snapshot_reread(const PhBackend *be, PhBackend *now)
 	now->procno = be->procno;
 	now->xact_first_query = ph_xact_origin_read(be->procno, now->pid,
 												now->state == STATE_IDLEINTRANSACTION_ABORTED,
-												&now->xact_first_query_at);
+												&now->xact_first_query_at,
+												&now->xact_tags);
 	return true;
 }
 

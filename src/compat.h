@@ -22,10 +22,8 @@
 #include "storage/proc.h"
 #include "utils/backend_status.h"
 #include "utils/wait_event.h"
-#if PG_VERSION_NUM >= 160000
-#include "nodes/queryjumble.h"	/* CleanQuerytext */
-#else
-#include "utils/queryjumble.h"
+#if PG_VERSION_NUM < 190000
+#include "parser/parser.h"		/* standard_conforming_strings */
 #endif
 #if PG_VERSION_NUM >= 160000
 #include "varatt.h"				/* VARATT_IS_EXTERNAL, moved out of postgres.h */
@@ -328,6 +326,29 @@ ph_lock_queue_next(LOCK *lock, PGPROC *proc)
 											&proc->PH_WAIT_QUEUE_LINK));
 #else
 	return (PGPROC *) proc->links.next;
+#endif
+}
+
+/*
+ * Does the parser start a top-level statement at its first token, so that
+ * the comments before it (after the semicolon before it) are outside its
+ * location?  PostgreSQL 18 does; before, a statement starts right after
+ * the semicolon before it.  Either way it ends at the semicolon after it.
+ */
+#if PG_VERSION_NUM >= 180000
+#define PH_STMT_STARTS_AT_FIRST_TOKEN true
+#else
+#define PH_STMT_STARTS_AT_FIRST_TOKEN false
+#endif
+
+/* standard_conforming_strings (always on from PostgreSQL 19) */
+static inline bool
+ph_standard_conforming_strings(void)
+{
+#if PG_VERSION_NUM >= 190000
+	return true;
+#else
+	return standard_conforming_strings;
 #endif
 }
 

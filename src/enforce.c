@@ -202,6 +202,8 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	copy_text(e->query, query, sizeof(e->query));
 	if (now.xact_first_query != NULL)
 		copy_text(e->xact_first_query, now.xact_first_query, sizeof(e->xact_first_query));
+	if (now.xact_tags != NULL)
+		copy_text(e->xact_tags, now.xact_tags, sizeof(e->xact_tags));
 	if (policy != NULL)
 		namestrcpy(&e->policy, NameStr(policy->name));
 	if (label == NULL)

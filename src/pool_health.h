@@ -196,6 +196,12 @@ ph_idle_in_transaction(BackendState state)
 }
 
 /*
+ * The bytes of a sqlcommenter comment's body kept with the first statement
+ * of a transaction (xact_origin.c) and in the audit (whole pairs only).
+ */
+#define PH_XACT_TAGS_SIZE 512
+
+/*
  * One backend as seen by one pass over backend status: a consistent copy
  * of the fields pool_health uses, and what evaluate.c derives from them.
  */
@@ -217,6 +223,7 @@ typedef struct PhBackend
 	char	   *query;			/* NULL unless PH_SNAPSHOT_QUERY */
 	char	   *xact_first_query;	/* likewise (xact_origin.c), or NULL */
 	TimestampTz xact_first_query_at;
+	char	   *xact_tags;		/* its first tags' comment body, or NULL */
 	/* read from its PGPROC (0 / invalid / -1 if it has none) */
 	int			procno;
 	TransactionId xid;
@@ -504,6 +511,7 @@ typedef struct PhAuditEntry
 	TimestampTz state_change;
 	char		query[1024];
 	char		xact_first_query[1024]; /* empty: not recorded */
+	char		xact_tags[PH_XACT_TAGS_SIZE];	/* comment body; empty: none */
 	NameData	policy;			/* empty: a manual call */
 	char		reason[256];
 	char		action[16];		/* terminate, log */
@@ -887,10 +895,23 @@ extern Size ph_xact_origin_shmem_size(void);
 extern char *ph_xact_origin_init(char *storage, bool found);
 extern void ph_xact_origin_install_hooks(void);
 extern char *ph_xact_origin_read(int procno, int pid, bool aborted,
-								 TimestampTz *at);
+								 TimestampTz *at, char **tags);
 extern void ph_xact_origin_note(int procno, int pid, TimestampTz backend_start,
 								const char *detail);
-extern char *ph_xact_tags_json(const char *query);
+
+/* sql_comments.c */
+typedef struct PhSqlText
+{
+	int			start;			/* the statement's text: [start, end) */
+	int			end;
+	int			tags;			/* its sqlcommenter comment's body, or -1 */
+	int			tags_len;		/* the bytes of it that hold whole pairs */
+} PhSqlText;
+extern void ph_sql_statement(const char *source, int from, int location,
+							 int len, bool std_strings, bool want_tags,
+							 PhSqlText *out);
+extern int	ph_sql_tags_fit(const char *body, int len, int limit);
+extern char *ph_sql_tags_json(const char *body);
 
 /* app_accounting.c */
 extern Size ph_accounting_shmem_size(void);

@@ -225,7 +225,7 @@ pool_health_get_sessions(PG_FUNCTION_ARGS)
 		}
 		if (be->xact_first_query != NULL)
 		{
-			char	   *tags = ph_xact_tags_json(be->xact_first_query);
+			char	   *tags = ph_sql_tags_json(be->xact_tags);
 
 			values[27] = CStringGetTextDatum(be->xact_first_query);
 			values[28] = TimestampTzGetDatum(be->xact_first_query_at);

@@ -4,25 +4,35 @@
  *		Where a transaction came from, and why a session was ended.
  *
  * Each backend records, in its own slot of shared memory, the first
- * statement of its current transaction: the statement after BEGIN or
- * START TRANSACTION, or the statement itself in autocommit; a client's
- * statement, not one that a function it called ran.  An ExecutorStart and
- * a ProcessUtility hook see every statement, of the simple and the
- * extended protocol (a prepared statement executed again is seen too);
- * a statement is the client's when its text is the one the backend is
+ * statement of its current transaction that is not a liveness ping or
+ * pool housekeeping (SELECT of constants without FROM, as SELECT 1;
+ * SET, SHOW, RESET, DISCARD; transaction control is never recorded), or
+ * the first ping when there is nothing else yet; and the sqlcommenter
+ * tags of the first statement of the transaction that carries them.  The
+ * statement is the client's, not one that a function it called ran.  An
+ * ExecutorStart and a ProcessUtility hook see every statement, of the
+ * simple and the extended protocol (a prepared statement executed again is
+ * seen too), and tell a ping from its plan (a Result of constants and
+ * nothing else) or its utility statement's node, not from its text.  A
+ * statement is the client's when its text is the one the backend is
  * executing for the client (debug_query_string: the same pointer, or for
- * the extended protocol, the same text), and the first of its
- * transaction when the transaction's local id differs from the last one
- * recorded.  Transaction control (BEGIN, SAVEPOINT, ...) is not recorded.
- * The cost: a comparison per statement, and one copy of at most
- * pool_health.first_query_size bytes per transaction, into the backend's
- * own slot, with the change-count protocol of the backend status array
- * (no lock).  Readers (the views, the audit) copy a slot out with the
- * same protocol, and parse its sqlcommenter tags (a comment of
- * key='value' pairs) from it.  The same hooks tell the per-application
- * accounting (app_accounting.c) that a transaction started
- * (ph_accounting_statement), and the note below that pool_health ended
- * the session (ph_accounting_terminated).
+ * the extended protocol, the same text); the transaction is told by its
+ * local id.  Its text and comment are found by sql_comments.c with the
+ * server's lexer rules, scanning only the statement (and on PostgreSQL 18
+ * the comments right before it).
+ *
+ * The cost: a comparison per statement once the transaction's statement
+ * and tags are recorded; until then a look at the plan's top node and at
+ * the statement's two ends; one copy of at most
+ * pool_health.first_query_size bytes for the first statement (two when a
+ * ping came first) and one of at most PH_XACT_TAGS_SIZE bytes for the
+ * tags, per transaction, into the backend's own slot, with the
+ * change-count protocol of the backend status array (no lock).  Readers
+ * (the views, the audit) copy a slot out with the same protocol and decode
+ * the tags.  The same hooks tell the per-application accounting
+ * (app_accounting.c) that a transaction started (ph_accounting_statement),
+ * and the note below that pool_health ended the session
+ * (ph_accounting_terminated).
  *
  * Before pool_health ends a session, it writes in the session's slot why
  * (a "note"); the session's emit_log_hook adds it as DETAIL and HINT to
@@ -31,9 +41,10 @@
  * PostgreSQL's message unchanged.
  *
  * Shared state, no lock: origins[] (a slot per PGPROC: written only by
- * its backend, change count odd while it writes) and notes[] (a slot per
- * PGPROC: state changed by compare-and-swap; written by the process that
- * ends the session, read by that session).
+ * its backend, in a critical section between two increments of its change
+ * count; read by copying and checking the count) and notes[] (a slot per
+ * PGPROC: owned by whoever moved its state to NOTE_WRITING by
+ * compare-and-swap; see PhEndNote).
  *
  *-------------------------------------------------------------------------
  */
@@ -42,7 +53,6 @@
 #include "executor/executor.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "parser/scansup.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
@@ -53,17 +63,43 @@
 #include "compat.h"
 #include "pool_health.h"
 
-/* One backend's first statement; the text follows in shared memory. */
+/*
+ * One backend's first statement and tags; the text follows in shared
+ * memory.  Every field is written only by the backend whose PGPROC the
+ * slot is of, between PH_BEGIN_WRITE and PH_END_WRITE: changecount is odd
+ * while it writes, and the writes are in a critical section, so that an
+ * error cannot leave it odd.  Any process reads a slot without a lock:
+ * it reads changecount, a read barrier, copies the fields, a read barrier,
+ * reads changecount again, and retries unless both reads were equal and
+ * even (pgstat_report_activity's protocol, in ph_xact_origin_read).
+ */
 typedef struct PhOriginSlot
 {
 	int			changecount;	/* odd while its backend writes */
-	int			pid;
-	LocalTransactionId lxid;	/* the transaction it is the first of */
+	int			pid;			/* its backend */
+	LocalTransactionId lxid;	/* the transaction it is of */
 	bool		in_block;		/* of a transaction block (BEGIN) */
 	TimestampTz at;				/* when the statement started */
-	int			len;
+	int			tags_len;		/* 0: no tags (yet) */
+	char		tags[PH_XACT_TAGS_SIZE];	/* the tags' comment body */
+	int			len;			/* 0: no statement (yet) */
 	char		text[FLEXIBLE_ARRAY_MEMBER];
 } PhOriginSlot;
+
+#define PH_BEGIN_WRITE(slot) \
+	do { \
+		START_CRIT_SECTION(); \
+		(slot)->changecount++; \
+		pg_write_barrier(); \
+	} while (0)
+
+#define PH_END_WRITE(slot) \
+	do { \
+		pg_write_barrier(); \
+		(slot)->changecount++; \
+		Assert(((slot)->changecount & 1) == 0); \
+		END_CRIT_SECTION(); \
+	} while (0)
 
 /* Why pool_health ends a session, for its client. */
 #define NOTE_EMPTY		0
@@ -71,11 +107,19 @@ typedef struct PhOriginSlot
 #define NOTE_SET		2
 #define NOTE_DETAIL_SIZE 1024
 
+/*
+ * state is changed only by compare-and-swap or by its owner: whoever moves
+ * it from NOTE_EMPTY or NOTE_SET to NOTE_WRITING owns the other fields
+ * until it stores NOTE_SET (the process that ends the session, after a
+ * write barrier) or NOTE_EMPTY (the session, once it copied them).  Nobody
+ * else reads or writes them meanwhile; the compare-and-swap is a full
+ * barrier, so the owner sees what the last owner wrote.
+ */
 typedef struct PhEndNote
 {
 	pg_atomic_uint32 state;
-	int			pid;
-	TimestampTz backend_start;
+	int			pid;			/* the session it is for */
+	TimestampTz backend_start;	/* likewise */
 	char		detail[NOTE_DETAIL_SIZE];
 } PhEndNote;
 
@@ -83,8 +127,23 @@ static char *origins = NULL;	/* MaxBackends slots of slot_size bytes */
 static Size slot_size = 0;
 static PhEndNote *notes = NULL;
 
-/* This backend: the transaction last recorded, and its slot. */
+/*
+ * This backend: the transaction whose origin it records, and what of it
+ * is in its slot.
+ */
 static LocalTransactionId recorded_lxid = InvalidLocalTransactionId;
+static bool recorded_any = false;	/* a statement, maybe a ping */
+static bool recorded_real = false;	/* a statement that is not a ping */
+static bool recorded_tags = false;
+
+/*
+ * PostgreSQL 18 starts a statement at its first token: the end of the last
+ * client statement seen, in the message being executed (told by its text
+ * and its start time), is where the comments before the next one begin.
+ */
+static const char *seen_source = NULL;
+static TimestampTz seen_stamp = 0;
+static int	seen_end = 0;
 
 static ExecutorStart_hook_type prev_executor_start = NULL;
 static ProcessUtility_hook_type prev_process_utility = NULL;
@@ -142,87 +201,147 @@ end_note(int procno)
 /* ---- recording, in each backend ---- */
 
 /*
- * Widen the statement at *location (length *len) of source over the C-style
- * comments right before and after it (up to the previous and next
- * semicolon): PostgreSQL 18 starts and ends a statement at its first and
- * last token, and a sqlcommenter comment is outside them.
+ * Is this statement a liveness ping or pool housekeeping, which is not
+ * where a transaction came from?  SET, SHOW, RESET, DISCARD; a SELECT
+ * whose plan is a Result of constants and nothing else (SELECT 1, SELECT
+ * 'x' AS ping: no FROM, no subquery, nothing to compute).  An empty query
+ * never gets here.
  */
-static void
-widen_over_comments(const char *source, int *location, int *len)
+static bool
+is_ping(const PlannedStmt *ps)
 {
-	int			start = *location;
-	int			end;
-	int			total = strlen(source);
+	const Plan *plan = ps->planTree;
+	ListCell   *lc;
 
-	if (start < 0 || start > total)
-		return;
-	end = *len > 0 ? Min(start + *len, total) : total;
-	for (;;)
+	if (ps->commandType == CMD_UTILITY)
+		return ps->utilityStmt != NULL &&
+			(IsA(ps->utilityStmt, VariableSetStmt) ||
+			 IsA(ps->utilityStmt, VariableShowStmt) ||
+			 IsA(ps->utilityStmt, DiscardStmt));
+	if (ps->commandType != CMD_SELECT || plan == NULL || !IsA(plan, Result) ||
+		plan->lefttree != NULL || plan->righttree != NULL ||
+		plan->initPlan != NIL || ((const Result *) plan)->resconstantqual != NULL ||
+		ps->subplans != NIL || ps->rowMarks != NIL || ps->hasModifyingCTE)
+		return false;
+	foreach(lc, plan->targetlist)
 	{
-		int			p = start;
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
 
-		while (p > 0 && scanner_isspace(source[p - 1]))
-			p--;
-		if (p < 4 || source[p - 1] != '/' || source[p - 2] != '*')
-			break;
-		p -= 2;
-		while (p > 1 && !(source[p - 2] == '/' && source[p - 1] == '*'))
-			p--;
-		if (p <= 1)
-			break;
-		start = p - 2;
+		if (tle->expr == NULL || !IsA(tle->expr, Const))
+			return false;
 	}
-	for (;;)
-	{
-		int			p = end;
-		const char *close;
-
-		while (p < total && scanner_isspace(source[p]))
-			p++;
-		if (p + 1 >= total || source[p] != '/' || source[p + 1] != '*' ||
-			(close = strstr(source + p + 2, "*/")) == NULL)
-			break;
-		end = (close - source) + 2;
-	}
-	*location = start;
-	*len = *len > 0 || end < total ? end - start : 0;
+	return true;
 }
 
 /*
- * Record the statement at location/len of source as the first of the
- * current transaction, unless one is recorded already.
+ * Where the comments before the client's statement at location (of len
+ * bytes) begin: on PostgreSQL 18, which starts a statement at its first
+ * token, at the end of the client's statement before it in the same
+ * message (told by its text and start time; every client statement,
+ * transaction control included, passes here in order), or at 0 for the
+ * first; before, at location itself.
+ */
+static int
+comments_from(const char *source, int location, int len)
+{
+	TimestampTz stamp;
+	int			from;
+
+	if (!PH_STMT_STARTS_AT_FIRST_TOKEN || location < 0)
+		return location;
+	stamp = GetCurrentStatementStartTimestamp();
+	if (source != seen_source || stamp != seen_stamp)
+	{
+		seen_source = source;
+		seen_stamp = stamp;
+		seen_end = 0;
+	}
+	from = seen_end <= location ? seen_end : location;
+	seen_end = Max(seen_end, len > 0 ? location + len : location);
+	return from;
+}
+
+/*
+ * A client statement (source at location/len, as the parser gave them;
+ * the comments before it from from) runs: record it as the first of the
+ * current transaction unless one that is not a ping is recorded already,
+ * and its tags unless the transaction's are.  Nothing here raises an
+ * error or allocates memory.
  */
 static void
-record_statement(const char *source, int location, int len)
+record_statement(const char *source, int from, int location, int len,
+				 const PlannedStmt *ps)
 {
 	LocalTransactionId lxid = ph_my_lxid();
 	volatile PhOriginSlot *slot;
-	const char *text;
-	int			n;
+	bool		ping = false;
+	bool		write_text;
+	bool		in_block;
+	TimestampTz at;
+	PhSqlText	st;
+	int			n = 0;
+	int			tags_len = 0;
 
-	if (lxid == recorded_lxid || lxid == InvalidLocalTransactionId)
+	if (lxid == InvalidLocalTransactionId)
+		return;
+	if (lxid != recorded_lxid)
+	{
+		recorded_lxid = lxid;
+		recorded_any = recorded_real = recorded_tags = false;
+	}
+	if (recorded_real && recorded_tags)
 		return;
 	slot = origin_slot(ph_my_procno());
 	if (slot == NULL)
 		return;
-	recorded_lxid = lxid;
-	widen_over_comments(source, &location, &len);
-	text = CleanQuerytext(source, &location, &len);
-	n = Min(len, ph_first_query_size);
-	if (n < len)
-		n = pg_mbcliplen(text, len, n);
 
-	slot->changecount++;
-	pg_write_barrier();
-	slot->pid = MyProcPid;
-	slot->lxid = lxid;
-	slot->in_block = IsTransactionBlock();
-	slot->at = GetCurrentStatementStartTimestamp();
-	memcpy((char *) slot->text, text, n);
-	slot->text[n] = '\0';
-	slot->len = n;
-	pg_write_barrier();
-	slot->changecount++;
+	if (!recorded_real)
+		ping = is_ping(ps);
+	write_text = !recorded_real && (!ping || !recorded_any);
+	if (!write_text && recorded_tags)
+		return;
+	ph_sql_statement(source, from, location, len,
+					 ph_standard_conforming_strings(), !recorded_tags, &st);
+	if (st.tags >= 0)
+		tags_len = Min(st.tags_len, PH_XACT_TAGS_SIZE - 1);
+	if (!write_text && tags_len == 0)
+		return;
+	if (write_text)
+	{
+		n = Min(st.end - st.start, ph_first_query_size);
+		if (n < st.end - st.start)
+			n = pg_mbcliplen(source + st.start, st.end - st.start, n);
+	}
+	in_block = IsTransactionBlock();
+	at = GetCurrentStatementStartTimestamp();
+
+	PH_BEGIN_WRITE(slot);
+	if (!recorded_any)
+	{
+		/* the slot's first write for this transaction */
+		slot->pid = MyProcPid;
+		slot->lxid = lxid;
+		slot->tags_len = 0;
+	}
+	if (write_text)
+	{
+		slot->in_block = in_block;
+		slot->at = at;
+		memcpy((char *) slot->text, source + st.start, n);
+		slot->text[n] = '\0';
+		slot->len = n;
+	}
+	if (tags_len > 0)
+	{
+		memcpy((char *) slot->tags, source + st.tags, tags_len);
+		slot->tags[tags_len] = '\0';
+		slot->tags_len = tags_len;
+	}
+	PH_END_WRITE(slot);
+
+	recorded_any = true;
+	recorded_real |= write_text && !ping;
+	recorded_tags |= tags_len > 0;
 }
 
 /*
@@ -241,24 +360,39 @@ client_statement(const char *source)
  * A transaction block begins (BEGIN, START TRANSACTION): no first
  * statement yet.  Marking it lets a reader tell, once the block has
  * aborted (its local id is gone from the PGPROC), that what the slot holds
- * is of this block.
+ * is of this block.  A BEGIN inside a transaction that has recorded
+ * something (a block already, or statements before it in the same
+ * message) begins nothing: what is recorded stays.
  */
 static void
 record_block_begins(void)
 {
 	volatile PhOriginSlot *slot = origin_slot(ph_my_procno());
+	LocalTransactionId lxid = ph_my_lxid();
 
-	if (slot == NULL)
+	if (slot == NULL || lxid == InvalidLocalTransactionId)
 		return;
-	slot->changecount++;
-	pg_write_barrier();
+	if (lxid == recorded_lxid)
+	{
+		if (recorded_any && !slot->in_block)
+		{
+			/* the statements before it are of this block now */
+			PH_BEGIN_WRITE(slot);
+			slot->in_block = true;
+			PH_END_WRITE(slot);
+		}
+		return;
+	}
+	recorded_lxid = lxid;
+	recorded_any = recorded_real = recorded_tags = false;
+	PH_BEGIN_WRITE(slot);
 	slot->pid = MyProcPid;
-	slot->lxid = ph_my_lxid();
+	slot->lxid = lxid;
 	slot->in_block = true;
 	slot->len = 0;
 	slot->text[0] = '\0';
-	pg_write_barrier();
-	slot->changecount++;
+	slot->tags_len = 0;
+	PH_END_WRITE(slot);
 }
 
 static void
@@ -266,9 +400,14 @@ ph_executor_start(QueryDesc *queryDesc, int eflags)
 {
 	ph_accounting_statement();
 	if (ph_first_query_size > 0 && client_statement(queryDesc->sourceText))
+	{
+		PlannedStmt *ps = queryDesc->plannedstmt;
+
 		record_statement(queryDesc->sourceText,
-						 queryDesc->plannedstmt->stmt_location,
-						 queryDesc->plannedstmt->stmt_len);
+						 comments_from(queryDesc->sourceText, ps->stmt_location,
+									   ps->stmt_len),
+						 ps->stmt_location, ps->stmt_len, ps);
+	}
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);
 	else
@@ -291,8 +430,12 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (ph_first_query_size > 0 && context == PROCESS_UTILITY_TOPLEVEL &&
 		client_statement(queryString))
 	{
+		int			from = comments_from(queryString, pstmt->stmt_location,
+										 pstmt->stmt_len);
+
 		if (!transaction_stmt)
-			record_statement(queryString, pstmt->stmt_location, pstmt->stmt_len);
+			record_statement(queryString, from, pstmt->stmt_location,
+							 pstmt->stmt_len, pstmt);
 		else if (kind == TRANS_STMT_BEGIN || kind == TRANS_STMT_START)
 			record_block_begins();
 	}
@@ -309,24 +452,35 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 /*
  * The FATAL a session ended by pool_health sends its client: with the
  * note pool_health left, as DETAIL and HINT.  Anything else is untouched.
+ * The session takes the note (NOTE_SET to NOTE_WRITING) before it reads
+ * it, copies it, and empties it; a note left for an earlier backend of
+ * its PGPROC is emptied unread.
  */
 static void
 ph_emit_log(ErrorData *edata)
 {
 	PhEndNote  *note;
+	uint32		expected = NOTE_SET;
+	bool		mine;
+	char		detail[NOTE_DETAIL_SIZE];
 
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 	if (edata->elevel != FATAL || edata->sqlerrcode != ERRCODE_ADMIN_SHUTDOWN ||
 		MyProc == NULL || (note = end_note(ph_my_procno())) == NULL ||
 		pg_atomic_read_u32(&note->state) != NOTE_SET ||
-		note->pid != MyProcPid || note->backend_start != MyStartTimestamp)
+		!pg_atomic_compare_exchange_u32(&note->state, &expected, NOTE_WRITING))
 		return;
-	pg_read_barrier();
-	ph_accounting_terminated();
-	edata->detail = pstrdup(note->detail);
-	edata->hint = pstrdup("The record of the action is in pool_health.my_terminations, which this session's role can read, and in pool_health.terminations.");
+	/* ours now; the exchange is a full barrier: we see what its writer wrote */
+	mine = note->pid == MyProcPid && note->backend_start == MyStartTimestamp;
+	if (mine)
+		strlcpy(detail, note->detail, sizeof(detail));
 	pg_atomic_write_u32(&note->state, NOTE_EMPTY);
+	if (!mine)
+		return;
+	ph_accounting_terminated();
+	edata->detail = pstrdup(detail);
+	edata->hint = pstrdup("The record of the action is in pool_health.my_terminations, which this session's role can read, and in pool_health.terminations.");
 }
 
 /* From _PG_init, when preloaded. */
@@ -349,7 +503,9 @@ ph_xact_origin_install_hooks(void)
 /*
  * The first statement of the current transaction of the backend in PGPROC
  * procno with this pid: a palloc'd copy, and when it ran; NULL if it is in
- * no transaction, or none is recorded for the one it is in.  The
+ * no transaction, or none is recorded for the one it is in.  *tags is set
+ * to a palloc'd copy of the body of the sqlcommenter comment of its first
+ * statement that has one (ph_sql_tags_json decodes it), or NULL.  The
  * transaction is told by its local id, which the backend's PGPROC shows
  * (read without a lock, as pg_locks does), so that an earlier transaction
  * of the same message is not mistaken for it.  An aborted transaction
@@ -358,16 +514,22 @@ ph_xact_origin_install_hooks(void)
  * block, since a block begins by writing it (BEGIN).
  */
 char *
-ph_xact_origin_read(int procno, int pid, bool aborted, TimestampTz *at)
+ph_xact_origin_read(int procno, int pid, bool aborted, TimestampTz *at,
+					char **tags)
 {
 	volatile PhOriginSlot *slot = origin_slot(procno);
 	LocalTransactionId current;
+	char	   *copy;
+	char	   *tags_copy;
 
+	*tags = NULL;
 	if (slot == NULL)
 		return NULL;
 	current = ph_proc_lxid(procno);
 	if (current == InvalidLocalTransactionId && !aborted)
 		return NULL;
+	copy = palloc(ph_first_query_size + 1);
+	tags_copy = palloc(PH_XACT_TAGS_SIZE);
 	for (int tries = 0; tries < 1000; tries++)
 	{
 		int			before = slot->changecount;
@@ -376,7 +538,7 @@ ph_xact_origin_read(int procno, int pid, bool aborted, TimestampTz *at)
 		LocalTransactionId lxid;
 		bool		in_block;
 		int			len;
-		char	   *copy;
+		int			tags_len;
 
 		pg_read_barrier();
 		slot_pid = slot->pid;
@@ -384,24 +546,28 @@ ph_xact_origin_read(int procno, int pid, bool aborted, TimestampTz *at)
 		in_block = slot->in_block;
 		*at = slot->at;
 		len = Min(Max(slot->len, 0), ph_first_query_size);
-		copy = palloc(len + 1);
 		memcpy(copy, (const char *) slot->text, len);
 		copy[len] = '\0';
+		tags_len = Min(Max(slot->tags_len, 0), PH_XACT_TAGS_SIZE - 1);
+		memcpy(tags_copy, (const char *) slot->tags, tags_len);
+		tags_copy[tags_len] = '\0';
 		pg_read_barrier();
 		after = slot->changecount;
 		if (before == after && (before & 1) == 0)
 		{
 			if (slot_pid != pid || len == 0 ||
 				(current != InvalidLocalTransactionId ? lxid != current : !in_block))
-			{
-				pfree(copy);
-				return NULL;
-			}
+				break;
+			if (tags_len > 0)
+				*tags = tags_copy;
+			else
+				pfree(tags_copy);
 			return copy;
 		}
-		pfree(copy);
 		CHECK_FOR_INTERRUPTS();
 	}
+	pfree(copy);
+	pfree(tags_copy);
 	return NULL;
 }
 
@@ -438,152 +604,4 @@ ph_xact_origin_note(int procno, int pid, TimestampTz backend_start,
 	}
 	pg_write_barrier();
 	pg_atomic_write_u32(&note->state, NOTE_SET);
-}
-
-/* ---- sqlcommenter tags ---- */
-
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* URL-decode (sqlcommenter: %XX escapes) in place. */
-static void
-url_decode(char *s)
-{
-	char	   *out = s;
-
-	for (char *in = s; *in; in++)
-	{
-		int			hi;
-		int			lo;
-
-		if (*in == '%' && (hi = hex_value(in[1])) >= 0 && (lo = hex_value(in[2])) >= 0)
-		{
-			*out++ = (char) (hi * 16 + lo);
-			in += 2;
-		}
-		else
-			*out++ = *in;
-	}
-	*out = '\0';
-}
-
-/*
- * The key='value' pairs of a sqlcommenter comment of a statement, as a
- * JSON object text, or NULL when it has none.  sqlcommenter appends its
- * comment to the statement (some frameworks prepend it): only a C-style
- * comment at the very end or the very start of the statement counts, so
- * that nothing in a string literal or a line comment is taken for tags.
- * Pairs are separated by commas; keys and values are URL-encoded, values
- * single-quoted with a backslash escaping a quote; spaces around keys are
- * ignored.  A pair whose key or value is empty, holds a NUL, or is not
- * valid in the database encoding once decoded is left out.
- */
-char *
-ph_xact_tags_json(const char *query)
-{
-	const char *start;
-	const char *end;
-	const char *open;
-	const char *close;
-	const char *p;
-	StringInfoData buf;
-	int			pairs = 0;
-
-	if (query == NULL)
-		return NULL;
-	start = query;
-	while (*start == ' ' || *start == '\t' || *start == '\n' || *start == '\r')
-		start++;
-	end = query + strlen(query);
-	while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' ||
-						   end[-1] == '\r' || end[-1] == ';'))
-		end--;
-	if (end - start >= 4 && strncmp(end - 2, "*/", 2) == 0)
-	{
-		/* the comment that ends the statement, unless a line comment hides it */
-		const char *line;
-
-		close = end - 2;
-		open = NULL;
-		for (p = start; p + 1 < close; p++)
-			if (p[0] == '/' && p[1] == '*')
-				open = p;
-		if (open == NULL)
-			return NULL;
-		for (line = open; line > start && line[-1] != '\n'; line--)
-			;
-		for (p = line; p + 1 < open; p++)
-			if (p[0] == '-' && p[1] == '-')
-				return NULL;
-	}
-	else if (end - start >= 4 && strncmp(start, "/*", 2) == 0)
-	{
-		/* the comment that starts it */
-		open = start;
-		close = strstr(start + 2, "*/");
-	}
-	else
-		return NULL;
-	if (open == NULL || close == NULL || close <= open + 2)
-		return NULL;
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	p = open + 2;
-	while (p < close)
-	{
-		const char *key_start;
-		const char *key_end;
-		char	   *key;
-		StringInfoData value;
-
-		while (p < close && (*p == ' ' || *p == ','))
-			p++;
-		key_start = p;
-		while (p < close && *p != '=')
-			p++;
-		if (p >= close)
-			break;
-		key_end = p;
-		while (key_end > key_start && key_end[-1] == ' ')
-			key_end--;
-		p++;					/* = */
-		while (p < close && *p == ' ')
-			p++;
-		if (p >= close || *p != '\'')
-			break;
-		p++;
-		key = pnstrdup(key_start, key_end - key_start);
-		initStringInfo(&value);
-		while (p < close && *p != '\'')
-		{
-			if (*p == '\\' && p + 1 < close)
-				p++;
-			appendStringInfoChar(&value, *p++);
-		}
-		if (p >= close)
-			break;
-		p++;					/* the closing quote */
-		url_decode(key);
-		url_decode(value.data);
-		value.len = strlen(value.data);
-		if (key[0] != '\0' && value.len > 0 &&
-			pg_verifymbstr(key, strlen(key), true) &&
-			pg_verifymbstr(value.data, value.len, true))
-		{
-			ph_json_str(&buf, key, value.data);
-			pairs++;
-		}
-	}
-	appendStringInfoChar(&buf, '}');
-	return pairs > 0 ? buf.data : NULL;
 }

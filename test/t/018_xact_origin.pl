@@ -4,6 +4,15 @@
 #   query the SELECT; SAVEPOINT is not a first statement; a function's
 #   inner statements are not; autocommit statements are their own first;
 #   a new transaction resets it; other roles see it only as they see query.
+# - tags found as the server's lexer reads the text: literals ('', E'',
+#   U&'', dollar quotes, with standard_conforming_strings on and off),
+#   quoted identifiers, nested and line comments; a pair that decodes to a
+#   NUL or invalid text is dropped; prose is not tags; hostile texts (a
+#   1 MB nested comment, 2001 transactions in one message, a literal the
+#   scan reads unterminated).
+# - pings and housekeeping (SELECT 1, SET, SHOW, RESET) are not the first
+#   statement; tags come from the first statement that has them; a
+#   transaction of pings shows its first ping.
 # - the extended protocol, a prepared statement executed again without
 #   parsing (pgbench -M prepared): recorded too.
 # - a session ended by a policy: its client reads, on its next request,
@@ -19,7 +28,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use PoolHealthTest;
 
-my $node = ph_node('origin', conf => "pool_health.sample_interval = '100ms'");
+my $node = ph_node('origin', conf => "pool_health.sample_interval = '100ms'",
+	init => { extra => [ '--encoding=UTF8', '--locale=C' ] });
 $node->safe_psql('postgres', q{
 	CREATE ROLE app LOGIN;
 	CREATE ROLE other LOGIN;
@@ -124,6 +134,113 @@ $s->query_safe('ROLLBACK');
 $s->query_safe(q{BEGIN});
 $s->query_safe(q{SELECT 1 /*a ='x', b= 'y' , c='%00', d='z'*/});
 like(origin_of($pid), qr/ \| \{"a": "x", "b": "y", "d": "z"\} \| /, 'spaces around keys and values are allowed; a value cut by %00 is left out');
+$s->query_safe('ROLLBACK');
+
+# tags found with the server's lexer rules: literals, quoted identifiers,
+# dollar quotes and nested comments are what the server reads them as
+# (each statement alone in a transaction block, then rolled back)
+sub tags_of
+{
+	my ($sql) = @_;
+	$s->query_safe('BEGIN');
+	$s->query_safe($sql);
+	my ($first, $tags) = split / \| /, origin_of($pid);
+	$s->query_safe('ROLLBACK');
+	return $tags;
+}
+my @tag_cases = (
+	[ q{SELECT 1 /*nul='a%00b',ok='y'*/}, '{"ok": "y"}', 'a value that decodes to a NUL is left out, not cut' ],
+	[ q{SELECT 1 /*k%00ey='v',ok='y'*/}, '{"ok": "y"}', 'so is a key' ],
+	[ q{SELECT 1 /* outer /* route='x' */ */}, 'NULL', 'a pair inside a nested comment is not a tag' ],
+	[ q{/* note /* route='x' */ */ SELECT 2}, 'NULL', 'nor in a nested comment that starts the statement' ],
+	[ q{SELECT '--' AS dashes /*route='real'*/}, '{"route": "real"}', "a '--' string literal hides nothing" ],
+	[ q{SELECT E'it\'s -- here' AS e /*route='e'*/}, '{"route": "e"}', "an E'' string with an escaped quote" ],
+	[ q{SELECT U&'\0041 -- ' AS u /*route='u'*/}, '{"route": "u"}', "a U&'' string" ],
+	[ q{SELECT $$ -- $$ AS d, $t$ it's $$ -- $t$ AS t /*route='dollar'*/}, '{"route": "dollar"}', 'dollar quotes, $$ inside $t$' ],
+	[ q{SELECT 1 AS "--", 2 AS "a""/*" /*route='ident'*/}, '{"route": "ident"}', 'quoted identifiers' ],
+	[ q{SELECT 'a' AS x -- /*route='line'*/} . "\n", 'NULL', 'a comment in a line comment is not tags' ],
+	[ q{SELECT 1 /* see ticket 42 */}, 'NULL', 'a comment of prose is not tags' ],
+	[ q{SELECT 1 /*route='ok', and prose*/}, 'NULL', 'nor one that holds pairs and prose' ],
+	[ q{SELECT 1 /*bad='%C3%28',good='%C3%A9'*/}, '{"good": "é"}', 'a value not valid in the encoding once decoded is left out' ],
+	[ q{SELECT 1 /*esc='it\'s',pct='100%25'*/}, q{{"esc": "it's", "pct": "100%"}}, 'a backslash escapes a quote; %XX decoded' ],
+	[ q{/*route='first'*/ SELECT 1 /*route='last'*/}, '{"route": "last"}', 'the comment that ends the statement before the one that starts it' ],
+	[ q{SELECT 1 /*a='x',b='} . ('y' x 600) . q{'*/}, '{"a": "x"}', 'of a comment longer than 511 bytes, the pairs that fit whole' ],
+);
+for my $case (@tag_cases)
+{
+	my ($sql, $want, $name) = @$case;
+	is(tags_of($sql), $want, $name);
+}
+# standard_conforming_strings off: a backslash escapes a quote in ''
+$s->query_safe(q{SET escape_string_warning = off});
+$s->query_safe(q{SET standard_conforming_strings = off});
+is(tags_of(q{SELECT 'it\'s -- here' AS x /*route='off'*/}), '{"route": "off"}',
+	'with standard_conforming_strings off, a backslash escapes a quote');
+$s->query_safe(q{SET standard_conforming_strings = on});
+# a statement whose text the scan reads differently from the server (the
+# setting changed earlier in the same message: the server read the whole
+# message with it on) ends in an unterminated literal: no tags, no error
+$s->query_safe(q{SET standard_conforming_strings = off \\; BEGIN \\; SELECT 'a\' AS x FROM orders /*t='x'*/});
+like(origin_of($pid), qr{^SELECT 'a\\' AS x FROM orders /\*t='x'\*/ \| NULL \| },
+	'a literal the scan finds unterminated: the statement, without tags');
+$s->query_safe('ROLLBACK');
+$s->query_safe(q{SET standard_conforming_strings = on});
+
+# hostile: a comment of 1 MB of nested openers (cost linear in the text;
+# spaced, as the server's own lexer takes quadratic time over an unbroken
+# run of "/*/*/*")
+my $started = time;
+$s->query_safe('BEGIN');
+$s->query_safe(q{SELECT 'nested' AS n /* } . ('/* ' x 174763) . ('*/ ' x 174764));
+my $nested = origin_of($pid);
+$s->query_safe('ROLLBACK');
+my $took = time - $started;
+like($nested, qr{^SELECT 'nested' AS n /\* /\* /\* .* \| NULL \| }s, 'a 1 MB comment of nested openers: no tags');
+is(length((split / \| /, $nested)[0]), 1024, 'the statement is kept to first_query_size');
+cmp_ok($took, '<', 30, "and it took ${took} s to send, run and read");
+
+# one message of many transactions: each statement is found in it (and
+# the cost of finding it does not grow with the message: tools/bench
+# multistatement)
+$s->query_safe(join(' \\; ', ("BEGIN \\; SELECT 1 /*n='early'*/ \\; COMMIT") x 2000)
+	  . q{ \\; BEGIN \\; /*route='last'*/ UPDATE orders SET status = 'x' WHERE id = 2 \\; SELECT 2});
+like(origin_of($pid), qr{^/\*route='last'\*/ UPDATE orders SET status = 'x' WHERE id = 2 \| \{"route": "last"\} \| },
+	'the last of 2001 transactions in one message: its own statement and tags');
+$s->query_safe('ROLLBACK');
+
+# --- pings and pool housekeeping are not the origin ---------------------------------------
+$s->query_safe('BEGIN');
+$s->query_safe('SELECT 1');
+$s->query_safe(q{SELECT 'ping' AS alive;});
+$s->query_safe(q{SET LOCAL work_mem = '8MB'});
+$s->query_safe('SHOW work_mem');
+$s->query_safe('RESET lock_timeout');
+$s->query_safe(q{/*route='%2Forders',controller='orders'*/ UPDATE orders SET status = 'pinged' WHERE id = 1});
+$s->query_safe('SELECT 1');
+like(origin_of($pid), qr{^/\*route='%2Forders',controller='orders'\*/ UPDATE orders SET status = 'pinged' WHERE id = 1 \| \{"route": "/orders", "controller": "orders"\} \| SELECT 1$},
+	'SELECT 1, SELECT of a constant, SET, SHOW and RESET before it: the UPDATE is the first statement');
+$s->query_safe('ROLLBACK');
+$s->query_safe('BEGIN');
+$s->query_safe('SELECT 1');
+$s->query_safe(q{UPDATE orders SET status = 'untagged' WHERE id = 1});
+$s->query_safe(q{SELECT status FROM orders WHERE id = 1 /*route='later'*/});
+$s->query_safe(q{SELECT 2 /*route='even later'*/});
+like(origin_of($pid), qr{^UPDATE orders SET status = 'untagged' WHERE id = 1 \| \{"route": "later"\} \| },
+	'the tags are those of the first statement that carries tags, a later one');
+$s->query_safe('ROLLBACK');
+$s->query_safe('BEGIN');
+$s->query_safe('SELECT 1;');
+$s->query_safe('SELECT 2');
+like(origin_of($pid), qr{^SELECT 1 \| NULL \| SELECT 2$}, 'a transaction of pings only shows its first ping');
+$s->query_safe('ROLLBACK');
+$s->query_safe('BEGIN');
+$s->query_safe('SELECT now()');
+$s->query_safe('SELECT 1 FROM orders LIMIT 1');
+like(origin_of($pid), qr{^SELECT now\(\) \| NULL \| }, 'a SELECT that computes something is not a ping');
+$s->query_safe('ROLLBACK');
+$s->query_safe(q{UPDATE orders SET status = 'before begin' WHERE id = 2 \\; BEGIN \\; SELECT 3});
+like(origin_of($pid), qr{^UPDATE orders SET status = 'before begin' WHERE id = 2 \| NULL \| },
+	'a BEGIN after statements of the same transaction (one message) keeps them');
 $s->query_safe('ROLLBACK');
 
 # autocommit: the statement is its own first
