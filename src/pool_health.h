@@ -558,7 +558,12 @@ typedef struct PhAppGroup
 	uint64		base_xacts;
 	uint64		base_xact_time_us;
 	uint64		base_idle_in_xact_us;
-	/* counters: from here on, cleared together; the first 56 bytes hot */
+	/*
+	 * counters: from here on, cleared together (pg_atomic_init_*: in the
+	 * postmaster, or under the accounting lock held exclusively with no
+	 * session attached, as clear_counters() asserts); the first 56 bytes
+	 * hot
+	 */
 	pg_atomic_uint32 connections PH_CACHE_ALIGNED;
 	pg_atomic_uint32 connections_peak;
 	pg_atomic_uint32 in_xact;
