@@ -220,6 +220,10 @@ my ($ret, $bad);
 ($ret, $stdout, $bad) = $node->psql('postgres', q{ALTER SYSTEM SET pool_health.metrics_application_pattern = 'x\\'});
 like($bad, qr/invalid value for parameter "pool_health.metrics_application_pattern".*\n.*DETAIL:  A LIKE pattern must not end with the escape character/,
 	'a pattern ending with the escape character is refused');
+($ret, $stdout, $bad) = $node->psql('postgres',
+	"ALTER SYSTEM SET pool_health.metrics_application_pattern = '" . ('%' x 256) . "'");
+like($bad, qr/DETAIL:  A pattern must be at most 255 bytes long/, 'so is a pattern of 256 bytes');
+is($node->safe_psql('postgres', 'SHOW pool_health.metrics_application_pattern'), 'match-%', 'and nothing changed');
 $churner->quit;
 $monitor->quit;
 
