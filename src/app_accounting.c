@@ -64,18 +64,38 @@
  * Groups: at most pool_health.max_groups, plus "(other)" in slot 0.  A new
  * group takes a free slot, or the least recently seen group no session is
  * attached to, whose figures are added to (other); when every slot is
- * attached, the session is counted in (other).
+ * attached, the session is counted in (other).  An index in shared memory
+ * (open addressing, linear probing, at most half full) finds a group by
+ * the hash of its keys, seeded at each start so that names cannot be
+ * chosen to collide: a login costs one lock acquisition and a few probes,
+ * however many groups there are.  The login of a new group looks for its
+ * slot (the least recently seen) before it takes the lock, and checks it
+ * under the lock.
+ *
+ * A closed minute appends at most the ring's budget of rows
+ * (PH_APP_ROWS_PER_MINUTE, or max_groups + 1 if fewer), so that the
+ * ring always covers the retention: the groups that existed before the
+ * minute first, then the busiest (transactions, then connections); the
+ * rest are folded into the minute's row of (other).
  *
  * Locking: app_acct->lock (the second LWLock of the "pool_health" tranche)
- *	- exclusive: to claim or evict a slot (keys, generation, since), to
- *	  reset, and for the worker to append to the minute ring;
+ *	- exclusive: to claim or evict a slot (keys, generation, since,
+ *	  created) and change the index, to reset, and for the worker to
+ *	  append to the minute ring;
  *	- shared: to find a group and attach to it (so a slot being attached
  *	  to cannot be evicted), to copy groups and minutes out, and for the
  *	  worker to read the histograms when it closes a minute.
- * Counters are atomics; a backend updates its own group's without the
- * lock.  The minute baselines (base_*) are written by the worker under
- * the exclusive lock and read under the shared one.  app_server's counters
- * are atomics too; its minute ring, under app_acct->lock as the groups'.
+ * One acquisition per login: attach() probes the index without the lock
+ * (a hint: a group of its hash exists) to choose the mode, and finds the
+ * group under the lock.  Counters are atomics; a backend updates its own
+ * group's without the lock.  The minute baselines (base_*) are written by
+ * the worker under the exclusive lock and read under the shared one.  A
+ * slot's atomics are initialised (pg_atomic_init_*) only under the
+ * exclusive lock, with no session attached (or in the postmaster, before
+ * any process runs): on platforms that emulate atomics with spinlocks,
+ * initialising one in use would break it.
+ * app_server's counters are atomics too; its minute ring is under
+ * app_acct->lock as the groups' are.
  *
  *-------------------------------------------------------------------------
  */
@@ -222,11 +242,36 @@ ph_hist_quantile(const uint64 *hist, double p, int64 max)
 
 /* ---- shared memory ---- */
 
+/*
+ * An entry of the group index: the slot of a group (0: empty; (other) is
+ * never indexed) and its hash.  Written under the exclusive lock; read
+ * under the lock, and without it by index_probe(), whose answer is only a
+ * hint (a torn or stale entry costs a second lock acquisition at worst).
+ */
+typedef struct PhAppIndexEntry
+{
+	pg_atomic_uint32 slot;
+	pg_atomic_uint32 hash;
+} PhAppIndexEntry;
+
+/* Rows a closed minute may append: the ring's budget per minute. */
+static int
+rows_per_minute(void)
+{
+	return Min(ph_max_groups + 1, PH_APP_ROWS_PER_MINUTE);
+}
+
 static int
 minute_capacity(void)
 {
-	return ph_max_groups > 0 ?
-		ph_app_history_minutes * Min(ph_max_groups + 1, PH_APP_ROWS_PER_MINUTE) : 0;
+	return ph_max_groups > 0 ? ph_app_history_minutes * rows_per_minute() : 0;
+}
+
+/* Entries of the index: a power of two, at least twice the groups. */
+static uint32
+index_entries(void)
+{
+	return pg_nextpower2_32((uint32) (2 * (ph_max_groups + 1)));
 }
 
 Size
@@ -240,14 +285,20 @@ ph_accounting_shmem_size(void)
 	size = add_size(PH_CACHE_LINE + offsetof(PhAccounting, groups),
 					mul_size(ph_max_groups + 1, sizeof(PhAppGroup)));
 	size = add_size(MAXALIGN(size), mul_size(minute_capacity(), sizeof(PhAppMinute)));
+	size = add_size(MAXALIGN(size), mul_size(index_entries(), sizeof(PhAppIndexEntry)));
 	/* the server-wide counters, aligned on a cache line, and their minutes */
 	size = add_size(size, PH_CACHE_LINE + offsetof(PhAppServer, minutes));
 	return add_size(size, mul_size(ph_app_history_minutes, sizeof(PhAppServerMinute)));
 }
 
+/*
+ * Clear a slot's counters: in the postmaster, or under the exclusive lock
+ * with no session attached to the slot (see the header comment).
+ */
 static void
 clear_counters(PhAppGroup *g)
 {
+	Assert(!IsUnderPostmaster || LWLockHeldByMeInMode(app_acct->lock, LW_EXCLUSIVE));
 	pg_atomic_init_u32(&g->connections, 0);
 	pg_atomic_init_u32(&g->connections_peak, 0);
 	pg_atomic_init_u32(&g->in_xact, 0);
@@ -282,6 +333,7 @@ ph_accounting_init(char *storage, LWLock *lock, bool found)
 	if (!found)
 	{
 		TimestampTz now = GetCurrentTimestamp();
+		char	   *end;
 
 		memset(app_acct, 0, offsetof(PhAccounting, groups));
 		app_acct->lock = lock;
@@ -290,6 +342,17 @@ ph_accounting_init(char *storage, LWLock *lock, bool found)
 		app_acct->minutes = (PhAppMinute *) ((char *) app_acct +
 											 MAXALIGN(offsetof(PhAccounting, groups) +
 													  sizeof(PhAppGroup) * app_acct->ngroups));
+		end = (char *) (app_acct->minutes + app_acct->minute_capacity);
+		app_acct->index = (PhAppIndexEntry *) ((char *) app_acct +
+											   MAXALIGN(end - (char *) app_acct));
+		app_acct->index_mask = index_entries() - 1;
+		for (uint32 i = 0; i <= app_acct->index_mask; i++)
+		{
+			pg_atomic_init_u32(&app_acct->index[i].slot, 0);
+			pg_atomic_init_u32(&app_acct->index[i].hash, 0);
+		}
+		if (!pg_strong_random(&app_acct->hash_seed, sizeof(app_acct->hash_seed)))
+			app_acct->hash_seed = (uint64) now ^ ((uint64) MyProcPid << 32);
 		for (int i = 0; i < app_acct->ngroups; i++)
 		{
 			PhAppGroup *g = &app_acct->groups[i];
@@ -297,6 +360,7 @@ ph_accounting_init(char *storage, LWLock *lock, bool found)
 			memset(g, 0, offsetof(PhAppGroup, connections));
 			clear_counters(g);
 			g->since = now;
+			g->created = now;
 		}
 		/* slot 0: (other), always in use */
 		app_acct->groups[0].in_use = true;
@@ -304,9 +368,10 @@ ph_accounting_init(char *storage, LWLock *lock, bool found)
 		app_acct->groups[0].other = true;
 		strlcpy(app_acct->groups[0].application_name, "(other)", NAMEDATALEN);
 	}
+	/* after the groups, their minutes and the index */
 	app_server = (PhAppServer *) TYPEALIGN(PH_CACHE_LINE,
-										   (char *) app_acct->minutes +
-										   sizeof(PhAppMinute) * app_acct->minute_capacity);
+										   (char *) (app_acct->index +
+													 app_acct->index_mask + 1));
 	if (!found)
 	{
 		memset(app_server, 0, offsetof(PhAppServer, minutes));
@@ -332,35 +397,123 @@ ph_accounting(void)
 
 /* ---- finding a group ---- */
 
-/* The hash of a group's role and application_name (as stored, < 64 bytes). */
+/*
+ * The hash of a group's keys: the database name (as the login gave it,
+ * < 64 bytes), the role and the application_name (as stored), seeded.
+ */
 static uint32
-key_hash(Oid role_id, const char *application)
+key_hash(const char *database, Oid role_id, const char *application)
 {
-	uint32		h = hash_bytes((const unsigned char *) application, strlen(application));
+	uint64		h = hash_bytes_extended((const unsigned char *) application,
+										strlen(application), app_acct->hash_seed);
 
-	return hash_combine(h, hash_uint32(role_id));
+	h = hash_bytes_extended((const unsigned char *) database, strlen(database), h);
+	return (uint32) hash_combine64(h, (uint64) role_id);
 }
 
 /*
- * The group of these keys, under app_acct->lock (either mode); NULL if none.
- * The hash is compared first (a login scans every slot); database_id, if
- * valid, is compared instead of the database name.
+ * Without the lock: does the index hold a group of this hash?  A hint for
+ * the lock mode of attach(), never trusted: bounded by the index size
+ * whatever a concurrent change leaves in it.
+ */
+static bool
+index_probe(uint32 hash)
+{
+	uint32		i = hash & app_acct->index_mask;
+
+	for (uint32 probes = 0; probes <= app_acct->index_mask; probes++)
+	{
+		PhAppIndexEntry *e = &app_acct->index[i];
+
+		if (pg_atomic_read_u32(&e->slot) == 0)
+			return false;
+		if (pg_atomic_read_u32(&e->hash) == hash)
+			return true;
+		i = (i + 1) & app_acct->index_mask;
+	}
+	return false;
+}
+
+/*
+ * The group of these keys, under app_acct->lock (either mode); NULL if
+ * none.  database_id, if valid, is compared instead of the database name.
  */
 static PhAppGroup *
 find_group(uint32 hash, Oid database_id, const char *database, Oid role_id,
 		   const char *application)
 {
-	for (int i = 1; i < app_acct->ngroups; i++)
-	{
-		PhAppGroup *g = &app_acct->groups[i];
+	uint32		i = hash & app_acct->index_mask;
 
-		if (g->in_use && g->hash == hash && g->role_id == role_id &&
-			(OidIsValid(database_id) ? g->database_id == database_id :
-			 strcmp(g->database, database) == 0) &&
-			strcmp(g->application_name, application) == 0)
-			return g;
+	for (uint32 probes = 0; probes <= app_acct->index_mask; probes++)
+	{
+		PhAppIndexEntry *e = &app_acct->index[i];
+		uint32		slot = pg_atomic_read_u32(&e->slot);
+
+		if (slot == 0)
+			break;
+		if (pg_atomic_read_u32(&e->hash) == hash)
+		{
+			PhAppGroup *g = &app_acct->groups[slot];
+
+			if (g->role_id == role_id &&
+				(OidIsValid(database_id) ? g->database_id == database_id :
+				 strcmp(g->database, database) == 0) &&
+				strcmp(g->application_name, application) == 0)
+				return g;
+		}
+		i = (i + 1) & app_acct->index_mask;
 	}
 	return NULL;
+}
+
+/* Index the group in slot (its hash set), under the exclusive lock. */
+static void
+index_insert(int slot)
+{
+	uint32		hash = app_acct->groups[slot].hash;
+	uint32		i = hash & app_acct->index_mask;
+
+	Assert(LWLockHeldByMeInMode(app_acct->lock, LW_EXCLUSIVE));
+	/* at most half full: there is an empty entry */
+	while (pg_atomic_read_u32(&app_acct->index[i].slot) != 0)
+		i = (i + 1) & app_acct->index_mask;
+	pg_atomic_write_u32(&app_acct->index[i].hash, hash);
+	pg_atomic_write_u32(&app_acct->index[i].slot, (uint32) slot);
+}
+
+/*
+ * Take the group in slot out of the index, under the exclusive lock: the
+ * entries after it in its run move back to where a probe finds them
+ * (backward-shift deletion: no tombstones).
+ */
+static void
+index_remove(int slot)
+{
+	uint32		mask = app_acct->index_mask;
+	uint32		i = app_acct->groups[slot].hash & mask;
+	uint32		j;
+
+	Assert(LWLockHeldByMeInMode(app_acct->lock, LW_EXCLUSIVE));
+	while (pg_atomic_read_u32(&app_acct->index[i].slot) != (uint32) slot)
+	{
+		if (pg_atomic_read_u32(&app_acct->index[i].slot) == 0)
+			return;				/* not indexed (never expected) */
+		i = (i + 1) & mask;
+	}
+	for (j = (i + 1) & mask; pg_atomic_read_u32(&app_acct->index[j].slot) != 0; j = (j + 1) & mask)
+	{
+		uint32		h = pg_atomic_read_u32(&app_acct->index[j].hash);
+		uint32		home = h & mask;
+
+		/* an entry whose home is cyclically in (i, j] stays where it is */
+		if (i <= j ? (home > i && home <= j) : (home > i || home <= j))
+			continue;
+		pg_atomic_write_u32(&app_acct->index[i].hash, h);
+		pg_atomic_write_u32(&app_acct->index[i].slot,
+							pg_atomic_read_u32(&app_acct->index[j].slot));
+		i = j;
+	}
+	pg_atomic_write_u32(&app_acct->index[i].slot, 0);
 }
 
 static inline void
@@ -544,84 +697,134 @@ fold_into_other(PhAppGroup *g)
 	o->base_idle_in_xact_us += g->base_idle_in_xact_us;
 }
 
-/*
- * A slot for a new group, under the exclusive lock: a free one, else the
- * least recently seen group no session is attached to (folded into
- * (other)); NULL if every slot is attached to.
- */
-static PhAppGroup *
-claim_slot(void)
+/* The slot a new group would take, as find_victim() saw it. */
+typedef struct PhVictim
 {
-	PhAppGroup *victim = NULL;
-	uint64		oldest = PG_UINT64_MAX;
+	PhAppGroup *slot;			/* NULL: every slot was attached to */
+	bool		in_use;			/* else it was free */
+	uint64		last_seen;
+} PhVictim;
 
+/*
+ * The slot a new group would take: the first free one, else the least
+ * recently seen group no session is attached to.  Under the exclusive
+ * lock, or without the lock for a candidate that claim_slot() checks
+ * under it (the scan then reads fields the lock's holders write: a stale
+ * view only makes a candidate that fails the check).
+ */
+static void
+find_victim(PhVictim *v)
+{
+	v->slot = NULL;
+	v->in_use = true;
+	v->last_seen = PG_UINT64_MAX;
 	for (int i = 1; i < app_acct->ngroups; i++)
 	{
-		PhAppGroup *g = &app_acct->groups[i];
+		volatile PhAppGroup *g = &app_acct->groups[i];
 		uint64		seen;
 
 		if (!g->in_use)
-			return g;
+		{
+			v->slot = (PhAppGroup *) g;
+			v->in_use = false;
+			return;
+		}
 		if (pg_atomic_read_u32(&g->connections) != 0 ||
 			pg_atomic_read_u32(&g->in_xact) != 0)
 			continue;
 		seen = pg_atomic_read_u64(&g->last_seen);
-		if (seen < oldest)
+		if (v->slot == NULL || seen < v->last_seen)
 		{
-			oldest = seen;
-			victim = g;
+			v->slot = (PhAppGroup *) g;
+			v->last_seen = seen;
 		}
 	}
-	if (victim != NULL)
+}
+
+/*
+ * A slot for a new group, under the exclusive lock: the one seen (found
+ * without the lock) if nothing changed it since, else one found now (seen
+ * NULL: none was looked for); a group evicted is folded into (other) and
+ * leaves the index.  NULL if every slot is attached to (as seen).
+ */
+static PhAppGroup *
+claim_slot(const PhVictim *seen)
+{
+	PhVictim	v;
+	PhAppGroup *g;
+
+	Assert(LWLockHeldByMeInMode(app_acct->lock, LW_EXCLUSIVE));
+	if (seen != NULL && seen->slot == NULL)
+		return NULL;
+	g = seen != NULL ? seen->slot : NULL;
+	if (g == NULL || g->in_use != seen->in_use ||
+		(g->in_use && (pg_atomic_read_u32(&g->connections) != 0 ||
+					   pg_atomic_read_u32(&g->in_xact) != 0 ||
+					   pg_atomic_read_u64(&g->last_seen) != seen->last_seen)))
 	{
-		fold_into_other(victim);
+		find_victim(&v);
+		g = v.slot;
+	}
+	if (g != NULL && g->in_use)
+	{
+		fold_into_other(g);
+		index_remove((int) (g - app_acct->groups));
 		app_acct->evictions++;
 	}
-	return victim;
+	return g;
 }
 
 /*
  * Attach to the group of these keys (connections + 1), creating it if
- * needed.  Never raises: an LWLock, a scan of the slots, atomics.
+ * needed.  One lock acquisition: shared if the index (probed without the
+ * lock) has a group of this hash, else exclusive, to create it, with the
+ * slot it will take looked for first, without the lock.  A second only
+ * if the group went away between the probe and the lock.  Never raises:
+ * an LWLock, a few probes, atomics (and a scan of the slots, without the
+ * lock, for a new group).
  */
 static PhAppGroup *
 attach(Oid database_id, const char *database, Oid role_id, const char *role,
 	   const char *application)
 {
-	uint32		hash = key_hash(role_id, application);
+	uint32		hash = key_hash(database, role_id, application);
+	bool		exists = index_probe(hash);
+	PhVictim	seen;
 	PhAppGroup *g;
 	uint32		n;
 
-	LWLockAcquire(app_acct->lock, LW_SHARED);
+	if (!exists)
+		find_victim(&seen);
+	LWLockAcquire(app_acct->lock, exists ? LW_SHARED : LW_EXCLUSIVE);
 	g = find_group(hash, database_id, database, role_id, application);
-	if (g != NULL)
-		n = pg_atomic_add_fetch_u32(&g->connections, 1);
-	LWLockRelease(app_acct->lock);
-
-	if (g == NULL)
+	if (g == NULL && exists)
 	{
+		LWLockRelease(app_acct->lock);
 		LWLockAcquire(app_acct->lock, LW_EXCLUSIVE);
 		g = find_group(hash, database_id, database, role_id, application);
-		if (g == NULL && (g = claim_slot()) != NULL)
-		{
-			memset(g, 0, offsetof(PhAppGroup, connections));
-			clear_counters(g);
-			g->in_use = true;
-			g->generation = ++app_acct->generations;
-			g->hash = hash;
-			g->database_id = database_id;
-			g->role_id = role_id;
-			strlcpy(g->database, database, NAMEDATALEN);
-			strlcpy(g->role, role, NAMEDATALEN);
-			strlcpy(g->application_name, application, NAMEDATALEN);
-			g->since = GetCurrentTimestamp();
-			g->created = g->since;
-		}
-		if (g == NULL)
-			g = &app_acct->groups[0];
-		n = pg_atomic_add_fetch_u32(&g->connections, 1);
-		LWLockRelease(app_acct->lock);
 	}
+	if (g == NULL && (g = claim_slot(exists ? NULL : &seen)) != NULL)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		memset(g, 0, offsetof(PhAppGroup, connections));
+		clear_counters(g);
+		g->in_use = true;
+		g->generation = ++app_acct->generations;
+		g->hash = hash;
+		g->database_id = database_id;
+		g->role_id = role_id;
+		strlcpy(g->database, database, NAMEDATALEN);
+		strlcpy(g->role, role, NAMEDATALEN);
+		strlcpy(g->application_name, application, NAMEDATALEN);
+		g->since = now;
+		g->created = now;
+		index_insert((int) (g - app_acct->groups));
+	}
+	if (g == NULL)
+		g = &app_acct->groups[0];
+	n = pg_atomic_add_fetch_u32(&g->connections, 1);
+	LWLockRelease(app_acct->lock);
 	atomic_max_u32(&g->connections_peak, n);
 	atomic_max_u32(&g->minute_connections_max, n);
 	/* (attached: the slot stays the group's) */
@@ -906,7 +1109,7 @@ ph_accounting_refused(const char *database, Oid role_id, const char *application
 	if (app_acct == NULL)
 		return;
 	LWLockAcquire(app_acct->lock, LW_SHARED);
-	g = find_group(key_hash(role_id, application), InvalidOid,
+	g = find_group(key_hash(database, role_id, application), InvalidOid,
 				   database, role_id, application);
 	pg_atomic_fetch_add_u64(&(g != NULL ? g : &app_acct->groups[0])->refused, 1);
 	LWLockRelease(app_acct->lock);
@@ -947,6 +1150,7 @@ ph_accounting_copy(PhAppGroupCopy *out, bool with_histogram)
 		strlcpy(c->role, g->role, NAMEDATALEN);
 		strlcpy(c->application_name, g->application_name, NAMEDATALEN);
 		c->since = g->since;
+		c->created = g->created;
 		c->connections = pg_atomic_read_u32(&g->connections);
 		c->connections_peak = pg_atomic_read_u32(&g->connections_peak);
 		c->in_xact = pg_atomic_read_u32(&g->in_xact);
@@ -966,7 +1170,6 @@ ph_accounting_copy(PhAppGroupCopy *out, bool with_histogram)
 		c->minute_xacts = c->xacts - g->base_xacts;
 		c->minute_xact_time_us = c->xact_time_us - g->base_xact_time_us;
 		c->minute_idle_in_xact_us = c->idle_in_xact_us - g->base_idle_in_xact_us;
-		c->created = g->created;
 		c->last_seen = (TimestampTz) pg_atomic_read_u64(&g->last_seen);
 		c->minute_declared = pg_atomic_read_u32(&g->minute_declared);
 		{
@@ -1022,7 +1225,9 @@ ph_accounting_reset(void)
 /*
  * The worker's copy of each slot's histogram at the start of the minute,
  * the group (generation) and the resets it was taken from, and the p99 of
- * the minute being closed, worked out from it under the shared lock.
+ * the minute being closed, worked out from it under the shared lock; and
+ * what the close decided for each group: a row of its own, or folded
+ * into (other)'s row.
  */
 static uint64 (*minute_hist_base)[PH_HIST_BUCKETS] = NULL;
 static uint32 *minute_base_generation = NULL;
@@ -1087,6 +1292,42 @@ server_minute_close(bool first, TimestampTz now)
 		app_server->minute_count++;
 }
 
+typedef enum PhMinuteFate
+{
+	FATE_NONE = 0,				/* no row seen (nothing in the minute, yet) */
+	FATE_OWN,					/* a row of its own */
+	FATE_FOLD					/* folded into (other)'s row */
+} PhMinuteFate;
+
+static char *minute_fate = NULL;
+
+/* A group with something in the minute being closed, to rank. */
+typedef struct PhMinuteCandidate
+{
+	int			slot;
+	bool		existed;		/* before the minute began */
+	uint64		xacts;
+	uint32		connections_max;
+} PhMinuteCandidate;
+
+static PhMinuteCandidate *minute_candidates = NULL;
+
+/* Older groups first, then the most transactions, then connections. */
+static int
+cmp_candidates(const void *a, const void *b)
+{
+	const PhMinuteCandidate *x = a;
+	const PhMinuteCandidate *y = b;
+
+	if (x->existed != y->existed)
+		return x->existed ? -1 : 1;
+	if (x->xacts != y->xacts)
+		return x->xacts > y->xacts ? -1 : 1;
+	if (x->connections_max != y->connections_max)
+		return x->connections_max > y->connections_max ? -1 : 1;
+	return x->slot - y->slot;
+}
+
 static void
 append_minute(const PhAppMinute *row)
 {
@@ -1097,8 +1338,53 @@ append_minute(const PhAppMinute *row)
 }
 
 /*
- * Worker, at each sample: when a minute has passed, close it: one row per
- * group that held a connection or ran a transaction in it.  The first
+ * Under the shared lock, at a close: which groups of the closed minute
+ * get a row of their own (minute_fate), at most rows_per_minute() - 1,
+ * (other)'s row being the last: the groups that existed before the minute
+ * began (a slot of the same generation at the last close) first, then
+ * the busiest.  Returns how many are folded.
+ */
+static int
+choose_minute_rows(void)
+{
+	int			own = rows_per_minute() - 1;
+	int			n = 0;
+
+	for (int i = 1; i < app_acct->ngroups; i++)
+	{
+		PhAppGroup *g = &app_acct->groups[i];
+		uint32		connections_max;
+		uint64		xacts;
+
+		minute_fate[i] = FATE_NONE;
+		if (!g->in_use)
+			continue;
+		connections_max = Max(pg_atomic_read_u32(&g->minute_connections_max),
+							  pg_atomic_read_u32(&g->connections));
+		xacts = pg_atomic_read_u64(&g->xacts) - g->base_xacts;
+		if (connections_max == 0 && xacts == 0)
+			continue;
+		minute_candidates[n].slot = i;
+		minute_candidates[n].existed = minute_bases_taken &&
+			minute_base_generation[i] == g->generation;
+		minute_candidates[n].xacts = xacts;
+		minute_candidates[n].connections_max = connections_max;
+		n++;
+	}
+	if (n > own)
+		qsort(minute_candidates, n, sizeof(PhMinuteCandidate), cmp_candidates);
+	for (int k = 0; k < n; k++)
+		minute_fate[minute_candidates[k].slot] = k < own ? FATE_OWN : FATE_FOLD;
+	return Max(n - own, 0);
+}
+
+/*
+ * Worker, at each sample: when a minute has passed, close it: a row per
+ * group that held a connection or ran a transaction in it, at most
+ * rows_per_minute() of them (the ring's budget, so that it covers the
+ * retention whatever the number of groups): the others are folded into
+ * (other)'s row for the minute (maxima as the largest, the rest summed,
+ * the p99 of their durations together).  The first
  * call after the server started begins the first minute without closing
  * one (what happened before is not attributed to a minute).  A worker
  * restarted within a minute closes it as usual, except for the
@@ -1108,11 +1394,12 @@ append_minute(const PhAppMinute *row)
  *
  * A login cannot attach while the worker holds the exclusive lock, so the
  * histograms, the bulk of the work (PH_HIST_BUCKETS counters a group),
- * are read and their percentiles worked out first under the shared lock;
- * the exclusive pass
- * only moves the minute's baselines and appends the rows.  A transaction
- * that ends between the two passes counts in the closed minute's xacts
- * and in the next minute's durations.
+ * are read, the rows chosen and the percentiles worked out first under
+ * the shared lock; the exclusive pass only moves the minute's baselines
+ * and appends the rows.  A transaction that ends between the two passes
+ * counts in the closed minute's xacts and in the next minute's durations;
+ * a group that begins its minute between them gets a row of its own if
+ * the budget has room left, else it is folded.
  */
 void
 ph_accounting_sample(TimestampTz now)
@@ -1120,6 +1407,14 @@ ph_accounting_sample(TimestampTz now)
 	TimestampTz minute = now - now % USECS_PER_MINUTE;
 	bool		first;
 	uint64		resets;
+	int			folded = 0;
+	uint64		merged[PH_HIST_BUCKETS];
+	int64		merged_max = 0;
+	bool		merged_valid = true;
+	int			own_room;
+	bool		other_p99_valid = true;
+	PhAppMinute other_row;
+	bool		other_has_row = false;
 
 	if (app_acct == NULL)
 		return;
@@ -1131,19 +1426,31 @@ ph_accounting_sample(TimestampTz now)
 														sizeof(uint32) * app_acct->ngroups);
 		minute_p99 = MemoryContextAllocZero(TopMemoryContext,
 											sizeof(int64) * app_acct->ngroups);
+		minute_fate = MemoryContextAllocZero(TopMemoryContext, app_acct->ngroups);
+		minute_candidates = MemoryContextAllocZero(TopMemoryContext,
+												   sizeof(PhMinuteCandidate) * app_acct->ngroups);
 	}
 	first = app_acct->minute_start == 0;
 	if (!first && minute <= app_acct->minute_start)
 		return;
 
-	/* the histograms: their percentiles, and the next minute's baselines */
+	/*
+	 * The rows of the minute, the histograms' percentiles (the folded
+	 * groups' and (other)'s together), and the next minute's baselines.
+	 */
+	memset(merged, 0, sizeof(merged));
 	LWLockAcquire(app_acct->lock, LW_SHARED);
 	resets = app_acct->resets;
+	if (!first)
+		folded = choose_minute_rows();
+	else
+		memset(minute_fate, FATE_NONE, app_acct->ngroups);
 	for (int i = 0; i < app_acct->ngroups; i++)
 	{
 		PhAppGroup *g = &app_acct->groups[i];
 		uint64		hist[PH_HIST_BUCKETS];
 		bool		same_group;
+		bool		into_other = g->other || minute_fate[i] == FATE_FOLD;
 
 		if (!g->in_use)
 			continue;
@@ -1163,21 +1470,38 @@ ph_accounting_sample(TimestampTz now)
 		{
 			const uint64 *base = same_group ? minute_hist_base[i] : NULL;
 			uint64		delta[PH_HIST_BUCKETS];
+			int64		max = (int64) pg_atomic_read_u64(&g->xact_max_us);
 
 			for (int b = 0; b < PH_HIST_BUCKETS; b++)
 				delta[b] = base == NULL ? hist[b] :
 					hist[b] >= base[b] ? hist[b] - base[b] : 0;
-			minute_p99[i] = ph_hist_quantile(delta, 0.99,
-											 (int64) pg_atomic_read_u64(&g->xact_max_us));
+			minute_p99[i] = ph_hist_quantile(delta, 0.99, max);
+			if (into_other)
+			{
+				for (int b = 0; b < PH_HIST_BUCKETS; b++)
+					merged[b] += delta[b];
+				merged_max = Max(merged_max, max);
+			}
 		}
+		else if (into_other)
+			merged_valid = false;
 		memcpy(minute_hist_base[i], hist, sizeof(hist));
 		minute_base_generation[i] = g->generation;
 	}
+	if (folded > 0)
+		minute_p99[0] = merged_valid ? ph_hist_quantile(merged, 0.99, merged_max) : -1;
 	minute_base_resets = resets;
 	minute_bases_taken = true;
 	LWLockRelease(app_acct->lock);
 
+	/* own rows the budget still has room for, beyond those chosen */
+	own_room = rows_per_minute() - 1;
+	for (int i = 1; i < app_acct->ngroups; i++)
+		if (minute_fate[i] == FATE_OWN)
+			own_room--;
+
 	LWLockAcquire(app_acct->lock, LW_EXCLUSIVE);
+	memset(&other_row, 0, sizeof(other_row));
 	for (int i = 0; i < app_acct->ngroups; i++)
 	{
 		PhAppGroup *g = &app_acct->groups[i];
@@ -1190,6 +1514,7 @@ ph_accounting_sample(TimestampTz now)
 		uint64		idle;
 		int64		saturated_us;
 		int32		declared;
+		bool		same_group;
 
 		if (!g->in_use)
 			continue;
@@ -1211,6 +1536,8 @@ ph_accounting_sample(TimestampTz now)
 		xacts = pg_atomic_read_u64(&g->xacts);
 		xact_time = pg_atomic_read_u64(&g->xact_time_us);
 		idle = pg_atomic_read_u64(&g->idle_in_xact_us);
+		/* the group the first pass saw in this slot */
+		same_group = minute_base_generation[i] == g->generation;
 
 		if (!first && (connections_max > 0 || xacts != g->base_xacts))
 		{
@@ -1231,13 +1558,56 @@ ph_accounting_sample(TimestampTz now)
 			row.saturated_us = saturated_us;
 			row.declared_pool_size = declared;
 			/* not if the slot changed hands, or was reset, meanwhile */
-			row.xact_p99_us = minute_base_generation[i] == g->generation &&
-				resets == app_acct->resets ? minute_p99[i] : -1;
-			append_minute(&row);
+			row.xact_p99_us = same_group && resets == app_acct->resets ?
+				minute_p99[i] : -1;
+
+			if (g->other)
+			{
+				other_row = row;
+				other_has_row = true;
+			}
+			else if (same_group && minute_fate[i] == FATE_OWN)
+				append_minute(&row);
+			else if (!(same_group && minute_fate[i] == FATE_FOLD) && own_room > 0)
+			{
+				own_room--;		/* began its minute after the first pass */
+				append_minute(&row);
+			}
+			else
+			{
+				/* into (other)'s row */
+				if (!other_has_row)
+				{
+					other_row.at = row.at;
+					other_row.other = true;
+					strlcpy(other_row.application_name,
+							app_acct->groups[0].application_name, NAMEDATALEN);
+					other_row.xact_p99_us = -1;
+					other_has_row = true;
+				}
+				other_row.connections_max = Max(other_row.connections_max, row.connections_max);
+				other_row.in_xact_max = Max(other_row.in_xact_max, row.in_xact_max);
+				other_row.xacts += row.xacts;
+				other_row.xact_time_us += row.xact_time_us;
+				other_row.idle_in_xact_us += row.idle_in_xact_us;
+				/* durations the first pass did not merge */
+				if (!(same_group && minute_fate[i] == FATE_FOLD) && row.xacts > 0)
+					other_p99_valid = false;
+			}
 		}
 		g->base_xacts = xacts;
 		g->base_xact_time_us = xact_time;
 		g->base_idle_in_xact_us = idle;
+	}
+	if (other_has_row)
+	{
+		/* (other)'s p99 is that of the folded groups' durations too */
+		PhAppGroup *o = &app_acct->groups[0];
+
+		other_row.xact_p99_us = other_p99_valid &&
+			minute_base_generation[0] == o->generation && resets == app_acct->resets ?
+			minute_p99[0] : -1;
+		append_minute(&other_row);
 	}
 	server_minute_close(first, now);
 	app_acct->minute_start = minute;
@@ -1415,7 +1785,14 @@ ph_accounting_warn_pooled(const PhPolicies *policies)
 TimestampTz
 ph_accounting_minute_start(void)
 {
-	return app_acct != NULL ? app_acct->minute_start : 0;
+	TimestampTz start;
+
+	if (app_acct == NULL)
+		return 0;
+	LWLockAcquire(app_acct->lock, LW_SHARED);
+	start = app_acct->minute_start;
+	LWLockRelease(app_acct->lock);
+	return start;
 }
 
 /* ---- per application_name (metrics(), status()) ---- */
@@ -1431,17 +1808,29 @@ cmp_app_total(const void *a, const void *b)
 	return strcmp(x->application_name, y->application_name);
 }
 
+static int
+cmp_group_application(const void *a, const void *b)
+{
+	const PhAppGroupCopy *x = *(PhAppGroupCopy *const *) a;
+	const PhAppGroupCopy *y = *(PhAppGroupCopy *const *) b;
+
+	return strcmp(x->application_name, y->application_name);
+}
+
 /*
  * The groups summed per application_name ("(other)" apart), largest first
- * by transactions (by_excess: by excess connections); a palloc'd array,
- * *count entries.
+ * by transactions (by_excess: by excess connections), each with the
+ * creation of its oldest group; a palloc'd array, *count entries.  The
+ * groups are sorted by name first: O(n log n) in the groups.
  */
 PhAppTotal *
 ph_accounting_by_application(bool by_excess, int *count)
 {
 	PhAppGroupCopy *groups;
+	PhAppGroupCopy **sorted;
 	PhAppTotal *totals;
 	int			n;
+	int			nsorted = 0;
 	int			ntotals = 0;
 
 	*count = 0;
@@ -1449,22 +1838,24 @@ ph_accounting_by_application(bool by_excess, int *count)
 		return NULL;
 	groups = palloc(sizeof(PhAppGroupCopy) * app_acct->ngroups);
 	n = ph_accounting_copy(groups, false);
-	totals = palloc0(sizeof(PhAppTotal) * Max(n, 1));
+	sorted = palloc(sizeof(PhAppGroupCopy *) * Max(n, 1));
 	for (int i = 0; i < n; i++)
+		if (!groups[i].other)	/* not an application */
+			sorted[nsorted++] = &groups[i];
+	qsort(sorted, nsorted, sizeof(PhAppGroupCopy *), cmp_group_application);
+	totals = palloc0(sizeof(PhAppTotal) * Max(nsorted, 1));
+	for (int i = 0; i < nsorted; i++)
 	{
-		PhAppGroupCopy *g = &groups[i];
-		PhAppTotal *t = NULL;
+		PhAppGroupCopy *g = sorted[i];
+		PhAppTotal *t = ntotals > 0 ? &totals[ntotals - 1] : NULL;
 
-		if (g->other)
-			continue;			/* not an application */
-		for (int k = 0; k < ntotals && t == NULL; k++)
-			if (strcmp(totals[k].application_name, g->application_name) == 0)
-				t = &totals[k];
-		if (t == NULL)
+		if (t == NULL || strcmp(t->application_name, g->application_name) != 0)
 		{
 			t = &totals[ntotals++];
 			strlcpy(t->application_name, g->application_name, NAMEDATALEN);
+			t->created = g->created;
 		}
+		t->created = Min(t->created, g->created);
 		t->connections += g->connections;
 		t->connections_peak += g->connections_peak;
 		t->in_xact += g->in_xact;
@@ -1478,6 +1869,7 @@ ph_accounting_by_application(bool by_excess, int *count)
 	for (int k = 0; k < ntotals; k++)
 		totals[k].order = by_excess ? totals[k].excess : totals[k].xacts;
 	qsort(totals, ntotals, sizeof(PhAppTotal), cmp_app_total);
+	pfree(sorted);
 	pfree(groups);
 	*count = ntotals;
 	return totals;

@@ -5,11 +5,20 @@
  *		exposition format (version 0.0.4), every family with # HELP and
  *		# TYPE, label values escaped.  Per-group series are bounded: the
  *		pool_health.metrics_top_groups largest groups, the rest summed in a
- *		family of its own (<family>_other).
+ *		family of its own (<family>_other).  An application_name is
+ *		labelled only once the accounting has known it for
+ *		pool_health.metrics_min_age, or if it matches
+ *		pool_health.metrics_application_pattern: any role can choose its
+ *		application_name, and a new name would start new series.  The
+ *		level is a state set (pool_health_level{level=...}, 1 for the
+ *		current one), never a label of other families: a level change
+ *		starts no series.
  *
  * Formats one evaluation (evaluate.c): its usage, groups and copy of the
  * published policies; the worker's figures come from shared memory (read
- * under ph_shared->lock, shared), the counters are atomics.
+ * under ph_shared->lock, shared), the counters are atomics; the
+ * per-application figures and ages are copied out of the accounting
+ * (app_accounting.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -24,56 +33,149 @@
 static void family(StringInfo buf, const char *name, const char *type, const char *help);
 static void sample_labelled(StringInfo buf, const char *name, const char *label,
 							const char *value, double number);
+static void gauge(StringInfo buf, const char *name, const char *help, double value);
+
+/*
+ * Which application_names may be labels: those matching the pattern (a
+ * policy of one match column, so that it is matched as the policies'
+ * patterns are), and those whose oldest group in the accounting was
+ * created at or before old_enough.  Built once per exposition.
+ */
+typedef struct LabelRule
+{
+	bool		everyone;		/* pool_health.metrics_min_age = 0 */
+	bool		has_pattern;
+	PhPolicy	pattern;
+	TimestampTz old_enough;
+	PhAppTotal *totals;			/* the accounting per application_name */
+	int			ntotals;
+	PhAppTotal **by_name;		/* the same, sorted by name */
+} LabelRule;
+
+static int
+cmp_total_name(const void *a, const void *b)
+{
+	return strcmp((*(PhAppTotal *const *) a)->application_name,
+				  (*(PhAppTotal *const *) b)->application_name);
+}
+
+static void
+label_rule_init(LabelRule *rule, TimestampTz now)
+{
+	memset(rule, 0, sizeof(*rule));
+	rule->everyone = ph_metrics_min_age_s == 0;
+	if (ph_metrics_application_pattern != NULL && ph_metrics_application_pattern[0] != '\0')
+	{
+		/* validated by its check hook: valid, at most PH_PATTERN_MAX bytes */
+		rule->has_pattern = true;
+		rule->pattern.match_application = true;
+		strlcpy(rule->pattern.application_pattern, ph_metrics_application_pattern,
+				sizeof(rule->pattern.application_pattern));
+	}
+	rule->old_enough = now - (TimestampTz) ph_metrics_min_age_s * USECS_PER_SEC;
+	rule->totals = ph_accounting_by_application(false, &rule->ntotals);
+	rule->by_name = palloc(sizeof(PhAppTotal *) * Max(rule->ntotals, 1));
+	for (int i = 0; i < rule->ntotals; i++)
+		rule->by_name[i] = &rule->totals[i];
+	qsort(rule->by_name, rule->ntotals, sizeof(PhAppTotal *), cmp_total_name);
+}
+
+/* May this application_name be a label? */
+static bool
+application_labelled(const LabelRule *rule, const char *name)
+{
+	PhMatchKey	key;
+	PhAppTotal	probe;
+	PhAppTotal *p = &probe;
+	PhAppTotal **found;
+
+	if (rule->everyone)
+		return true;
+	if (rule->has_pattern)
+	{
+		memset(&key, 0, sizeof(key));
+		key.application_name = name;
+		if (ph_policy_match(&rule->pattern, 1, &key) != NULL)
+			return true;
+	}
+	strlcpy(probe.application_name, name, NAMEDATALEN);
+	found = bsearch(&p, rule->by_name, rule->ntotals, sizeof(PhAppTotal *), cmp_total_name);
+	return found != NULL && (*found)->created <= rule->old_enough;
+}
 
 /*
  * The per-application accounting (app_accounting.c), per application_name:
  * the pool_health.metrics_top_groups applications with the most
- * transactions (a bounded label set; (other), the evicted groups, is not
- * an application and is left out).
+ * transactions that may be labels, the others summed in gauges of their
+ * own (<family>_other; gauges, since the set they sum changes).  (other),
+ * the evicted groups, is not an application and is left out.
  */
 static void
-application_figures(StringInfo buf)
+application_figures(StringInfo buf, const LabelRule *rule)
 {
 	static const struct
 	{
 		const char *name;
 		const char *type;
+		const char *other;
 		const char *help;
 	}			families[] = {
 		{"pool_health_application_xacts_total", "counter",
+			"pool_health_application_xacts_other",
 		"Transactions finished, per application_name (since reset_application_stats(); a group evicted into (other) takes its share with it)."},
 		{"pool_health_application_xact_seconds_total", "counter",
+			"pool_health_application_xact_seconds_other",
 		"Time spent in transactions, per application_name."},
 		{"pool_health_application_idle_in_xact_seconds_total", "counter",
+			"pool_health_application_idle_in_xact_seconds_other",
 		"Time spent idle inside transactions, per application_name."},
 		{"pool_health_application_in_xact", "gauge",
+			"pool_health_application_in_xact_other",
 		"Sessions in a transaction now, per application_name."},
 		{"pool_health_application_in_xact_peak", "gauge",
+			"pool_health_application_in_xact_peak_other",
 		"Most sessions in a transaction at once since the last reset, per application_name (each group's exact peak, summed over its databases and roles)."},
 		{"pool_health_application_excess_connections", "gauge",
+			"pool_health_application_excess_connections_other",
 		"Connections held beyond the most in a transaction at once (peaks), per application_name."},
 	};
-	int			n;
-	PhAppTotal *totals = ph_accounting_by_application(false, &n);
+	bool	   *labelled;
+	int			nlabelled = 0;
 
-	if (totals == NULL)
+	if (rule->totals == NULL)
 		return;
-	n = Min(n, ph_metrics_top_groups);
+	labelled = palloc0(sizeof(bool) * Max(rule->ntotals, 1));
+	for (int i = 0; i < rule->ntotals && nlabelled < ph_metrics_top_groups; i++)
+		if (application_labelled(rule, rule->totals[i].application_name))
+		{
+			labelled[i] = true;
+			nlabelled++;
+		}
 	for (int f = 0; f < lengthof(families); f++)
 	{
+		double		other = 0;
+
 		family(buf, families[f].name, families[f].type, families[f].help);
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < rule->ntotals; i++)
 		{
-			PhAppTotal *t = &totals[i];
+			PhAppTotal *t = &rule->totals[i];
 			double		v = f == 0 ? (double) t->xacts :
 				f == 1 ? (double) t->xact_time_us / USECS_PER_SEC :
 				f == 2 ? (double) t->idle_in_xact_us / USECS_PER_SEC :
 				f == 3 ? (double) t->in_xact :
 				f == 4 ? (double) t->in_xact_peak : (double) t->excess;
 
-			sample_labelled(buf, families[f].name, "application_name", t->application_name, v);
+			if (labelled[i])
+				sample_labelled(buf, families[f].name, "application_name", t->application_name, v);
+			else
+				other += v;
 		}
+		gauge(buf, families[f].other,
+			  psprintf("The sum of %s over the applications not labelled one by one there (a gauge: the set it sums changes).",
+					   families[f].name),
+			  other);
 	}
+	pfree(labelled);
 }
 
 static void
@@ -126,26 +228,30 @@ counter(StringInfo buf, const char *name, const char *help, double value)
 
 /*
  * Client connections per group: the pool_health.metrics_top_groups
- * largest, labelled one by one, and the rest summed in a family of its
- * own (name_other), so that no label value can collide with it.
+ * largest (that the rule allows, if any), labelled one by one, and the
+ * rest summed in a family of its own (name_other), so that no label value
+ * can collide with it.
  */
 static void
 groups(StringInfo buf, const PhEvaluation *eval, PhGroupBy by, const char *name,
-	   const char *label, const char *help)
+	   const char *label, const char *help, const LabelRule *rule)
 {
 	PhGroup    *all;
 	int			ngroups = ph_evaluation_groups(eval, by, &all);
 	int			other = 0;
+	int			nlabelled = 0;
 	char	   *other_name = psprintf("%s_other", name);
 
 	family(buf, name, "gauge", help);
 	for (int i = 0; i < ngroups; i++)
 	{
-		if (i < ph_metrics_top_groups)
-		{
-			char	   *key = ph_group_key(&all[i], by);
+		char	   *key = ph_group_key(&all[i], by);
 
+		if (nlabelled < ph_metrics_top_groups &&
+			(rule == NULL || application_labelled(rule, key ? key : "")))
+		{
 			sample_labelled(buf, name, label, key ? key : "", all[i].connections);
+			nlabelled++;
 		}
 		else
 			other += all[i].connections;
@@ -218,10 +324,12 @@ ph_metrics_text(const PhEvaluation *eval)
 	const PhUsage *u = &eval->usage;
 	PhThrottle	throttle;
 	int			new_connections;
+	LabelRule	rule;
 	static const PhLevel levels[] = {PH_LEVEL_HEALTHY, PH_LEVEL_DEGRADED,
 	PH_LEVEL_CRITICAL, PH_LEVEL_EXHAUSTED};
 
 	throttle = ph_throttle_advice(u, &new_connections);
+	label_rule_init(&rule, eval->snap.taken_at);
 	initStringInfo(&buf);
 
 	gauge(&buf, "pool_health_max_connections", "The server's max_connections.",
@@ -277,17 +385,20 @@ ph_metrics_text(const PhEvaluation *eval)
 	if (eval->catalog)
 	{
 		groups(&buf, eval, PH_GROUP_DATABASE, "pool_health_database_connections", "database",
-			   "Client backends per database (the largest groups; the rest in pool_health_database_connections_other).");
+			   "Client backends per database (the largest groups; the rest in pool_health_database_connections_other).",
+			   NULL);
 		groups(&buf, eval, PH_GROUP_ROLE, "pool_health_role_connections", "role",
-			   "Client backends per role (the largest groups; the rest in pool_health_role_connections_other).");
+			   "Client backends per role (the largest groups; the rest in pool_health_role_connections_other).",
+			   NULL);
 	}
 	groups(&buf, eval, PH_GROUP_APPLICATION, "pool_health_application_connections", "application_name",
-		   "Client backends per application_name (the largest groups; the rest in pool_health_application_connections_other).");
+		   "Client backends per application_name (the largest groups known for pool_health.metrics_min_age or matching pool_health.metrics_application_pattern; the rest in pool_health_application_connections_other).",
+		   &rule);
 
 	if (ph_shared != NULL)
 	{
 		shared_figures(&buf, eval);
-		application_figures(&buf);
+		application_figures(&buf, &rule);
 	}
 	return buf.data;
 }

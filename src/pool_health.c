@@ -47,6 +47,8 @@ int			ph_max_policies = 100;
 int			ph_audit_memory = 500;
 bool		ph_admission = true;
 int			ph_metrics_top_groups = 10;
+int			ph_metrics_min_age_s = 5 * 60;
+char	   *ph_metrics_application_pattern = NULL;
 int			ph_first_query_size = 1024;
 bool		ph_notify_statements = false;
 int			ph_max_groups = 256;
@@ -151,6 +153,22 @@ check_notify_channel(char **newval, void **extra, GucSource source)
 	if (strlen(*newval) >= NAMEDATALEN)
 	{
 		GUC_check_errdetail("A channel name must be shorter than %d bytes.", NAMEDATALEN);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_metrics_application_pattern(char **newval, void **extra, GucSource source)
+{
+	if (strlen(*newval) > PH_PATTERN_MAX)
+	{
+		GUC_check_errdetail("A pattern must be at most %d bytes long.", PH_PATTERN_MAX);
+		return false;
+	}
+	if (!ph_like_pattern_valid(*newval))
+	{
+		GUC_check_errdetail("A LIKE pattern must not end with the escape character \\.");
 		return false;
 	}
 	return true;
@@ -358,13 +376,31 @@ define_settings(void)
 							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pool_health.metrics_top_groups",
-							"How many databases, roles and applications pool_health.metrics() labels one by one; the rest are summed as (other).",
+							"How many databases, roles and applications pool_health.metrics() labels one by one; the rest are summed in the _other families.",
 							"Bounds the number of series a Prometheus scrape creates.",
 							&ph_metrics_top_groups,
 							10, 1, 1000,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pool_health.metrics_min_age",
+							"How long an application_name must have been accounted for before pool_health.metrics() labels it one by one; 0 labels every one at once.",
+							"Younger ones are summed in the _other families, so that a client changing its application_name cannot create series. Its age is that of its oldest group in the per-application accounting (needs the preload).",
+							&ph_metrics_min_age_s,
+							5 * 60, 0, 7 * 24 * 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pool_health.metrics_application_pattern",
+							   "A LIKE pattern of the application_names pool_health.metrics() labels at once, whatever their age; empty: none.",
+							   "As the application_name patterns of pool_health.policies: % any string, _ any one character, \\ escapes; case-sensitive.",
+							   &ph_metrics_application_pattern,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_metrics_application_pattern, NULL, NULL);
 
 	DefineCustomIntVariable("pool_health.advice_window",
 							"How much of the application history pool_health.pool_advice sizes pools from.",

@@ -585,7 +585,12 @@ typedef struct PhAppGroup
 	uint64		base_xact_time_us;
 	uint64		base_idle_in_xact_us;
 	uint64		base_saturated_ms;	/* of the saturated time, see below */
-	/* counters: from here on, cleared together; the first 64 bytes hot */
+	/*
+	 * counters: from here on, cleared together (pg_atomic_init_*: in the
+	 * postmaster, or under the accounting lock held exclusively with no
+	 * session attached, as clear_counters() asserts); the first 64 bytes
+	 * hot
+	 */
 	pg_atomic_uint32 connections PH_CACHE_ALIGNED;
 	pg_atomic_uint32 connections_peak;
 	pg_atomic_uint32 in_xact;
@@ -674,19 +679,40 @@ typedef struct PhAppTotal
 	uint64		idle_in_xact_us;
 	uint64		excess;			/* connections_peak - in_xact_peak, per group */
 	uint64		order;			/* what they are sorted by */
+	TimestampTz created;		/* when its oldest group was created */
 } PhAppTotal;
 
-/* The accounting's shared memory; see app_accounting.c for its lock. */
+/*
+ * The accounting's shared memory; see app_accounting.c for its lock
+ * (app_acct->lock: "exclusive" and "shared" below are its modes).  Fixed
+ * at start: lock, ngroups, minute_capacity, minutes, index, index_mask,
+ * hash_seed.
+ */
 typedef struct PhAccounting
 {
 	LWLock	   *lock;
 	int			ngroups;		/* pool_health.max_groups + 1 */
-	uint32		generations;
-	uint64		evictions;
-	uint64		resets;
-	TimestampTz reset_at;		/* the last reset (as each group's since) */
-	TimestampTz minute_start;	/* the minute being accumulated */
+	uint32		generations;	/* exclusive to change, shared to read */
+	uint64		evictions;		/* likewise */
+	uint64		resets;			/* likewise */
+	TimestampTz reset_at;		/* the last reset (as each group's since);
+								 * likewise */
+	uint64		hash_seed;		/* of the groups' hashes: random, per start */
+	uint32		index_mask;		/* index entries - 1 (a power of two - 1) */
+	struct PhAppIndexEntry *index;	/* the groups by hash (app_accounting.c) */
+	/*
+	 * The minute being accumulated (0: none yet): written by the worker
+	 * only, under the exclusive lock; read under the lock, and without it
+	 * by the worker itself (its only writer).
+	 */
+	TimestampTz minute_start;
 	int			minute_capacity;
+	/*
+	 * The minute ring: written by the worker under the exclusive lock, read
+	 * under the shared one.  minute_count only grows, up to the capacity:
+	 * a reader may read it without the lock to size a buffer, then bound
+	 * its copy by that size under the lock.
+	 */
 	int			minute_count;
 	int			minute_next;
 	PhAppMinute *minutes;
@@ -703,6 +729,7 @@ typedef struct PhAppGroupCopy
 	char		role[NAMEDATALEN];
 	char		application_name[NAMEDATALEN];
 	TimestampTz since;
+	TimestampTz created;
 	uint32		connections;
 	uint32		connections_peak;
 	uint32		in_xact;
@@ -718,7 +745,6 @@ typedef struct PhAppGroupCopy
 	uint64		minute_xacts;
 	uint64		minute_xact_time_us;
 	uint64		minute_idle_in_xact_us;
-	TimestampTz created;
 	TimestampTz last_seen;
 	uint32		minute_declared;
 	uint64		minute_saturated_us;
@@ -762,6 +788,8 @@ extern int	ph_max_policies;
 extern int	ph_audit_memory;
 extern bool ph_admission;
 extern int	ph_metrics_top_groups;
+extern int	ph_metrics_min_age_s;
+extern char *ph_metrics_application_pattern;
 extern int	ph_first_query_size;
 extern bool ph_notify_statements;
 extern int	ph_max_groups;

@@ -11,7 +11,11 @@
 # application_name changed by SET moves the session; terminations and
 # refusals counted per group; metrics(), status(); reset; privileges;
 # the per-minute history; eviction into (other) at max_groups; a standby
-# accounts too; a failed transaction block counts until its ROLLBACK.
+# accounts too; a failed transaction block counts until its ROLLBACK; a
+# role churning application_names cannot push another application's
+# minutes out of the history (each minute appends at most the ring's
+# budget of rows, the rest in (other)'s row), and groups are still found
+# after thousands of evictions.
 use strict;
 use warnings;
 
@@ -23,7 +27,7 @@ use PoolHealthTest;
 
 my $node = ph_node('accounting',
 	init => { allows_streaming => 1 },
-	conf => "max_connections = 60\npool_health.sample_interval = '100ms'");
+	conf => "max_connections = 60\npool_health.sample_interval = '100ms'\npool_health.metrics_min_age = 0");
 $node->safe_psql('postgres', q{
 	CREATE ROLE app LOGIN;
 	CREATE ROLE watcher LOGIN IN ROLE pg_monitor;
@@ -357,6 +361,86 @@ ok($other >= 8 - $present, "the evicted groups' transactions are in (other): $ot
 is( $small->safe_psql('postgres',
 		"SELECT database IS NULL AND role IS NULL FROM pool_health.application_stats WHERE application_name = '(other)'"),
 	't', '(other) has no database or role');
+
+# --- a role churning application_names cannot erase the history of the others -----------------
+# An unprivileged role takes a new application_name for every transaction,
+# 25 a second, while "billing" works steadily.  The ring holds 10 minutes x
+# 32 rows; each closed minute appends at most 32 (the groups that existed
+# before the minute first, then the busiest), the rest folded into
+# (other)'s row of the minute.  Without the cap, the churner's 256 groups
+# a minute overwrite billing's first minute within two closed minutes.
+# Every session here stays connected (no group but the churner's is
+# evicted), so that the churner's transactions can be counted exactly.
+my $churn = ph_node('accounting_churn', create => 0,
+	conf => "pool_health.application_history_retention = '10min'\npool_health.sample_interval = '100ms'");
+my ($monitor, $billing, $churner);
+{
+	local $ENV{PGAPPNAME} = 'monitor';
+	($monitor) = ph_session($churn);
+}
+$monitor->query_safe('CREATE EXTENSION pool_health; CREATE ROLE billing LOGIN; CREATE ROLE churner LOGIN');
+# mq(sql): a query of the monitor session (no new connection, no new group)
+sub mq { return $monitor->query_safe($_[0]); }
+my $minute_start = "(pool_health.status()->'applications'->>'minute_start')::timestamptz";
+for (1 .. 10 * $PostgreSQL::Test::Utils::timeout_default)
+{
+	last if mq("SELECT $minute_start IS NOT NULL") eq 't';
+	usleep(100_000);
+}
+# billing's first minute: at least 15 s long
+sleep(61 - time() % 60) if time() % 60 > 45;
+{
+	local $ENV{PGAPPNAME} = 'billing';
+	($billing) = ph_session($churn, role => 'billing');
+	local $ENV{PGAPPNAME} = 'churn-0';
+	($churner) = ph_session($churn, role => 'churner');
+}
+my $first = mq("SELECT extract(epoch FROM $minute_start)");
+my ($names, $churner_xacts) = (0, 1);	# its pg_backend_pid()
+while (time() < $first + 110)	# until 50 s into the next minute
+{
+	$churner->query_safe(join '', map { $names++; "SET application_name = 'churn-$names';\nSELECT 1;\n" } 1 .. 10);
+	$churner_xacts += 20;
+	$billing->query_safe('SELECT 1');
+	usleep(400_000);
+}
+$churner->quit;
+for (1 .. 10 * $PostgreSQL::Test::Utils::timeout_default)
+{
+	last if mq("SELECT extract(epoch FROM $minute_start) >= $first + 120") eq 't';
+	usleep(100_000);
+}
+my $closed = "at BETWEEN to_timestamp($first) AND to_timestamp($first + 60)";
+is(mq("SELECT count(*) FROM pool_health.application_history WHERE application_name = 'billing' AND $closed"),
+	'2', "billing keeps both its closed minutes, while a role took $names application_names");
+ok(mq("SELECT (s->'applications'->>'evictions')::int > 0 FROM pool_health.status() s") eq 't',
+	'the churn evicted groups');
+is(mq("SELECT string_agg(n::text, ' ' ORDER BY at) FROM (SELECT at, count(*) AS n FROM pool_health.application_history WHERE $closed GROUP BY at) m"),
+	'32 32', 'each closed minute appended the ring\'s budget of rows, 32, and no more');
+is(mq("SELECT count(*) FROM pool_health.application_history WHERE $closed AND application_name = '(other)' AND database IS NULL AND xacts > 0"),
+	'2', 'the rest of each minute is in (other)\'s row');
+is(mq("SELECT sum(xacts) FROM pool_health.application_history WHERE $closed AND (role = 'churner' OR (application_name = '(other)' AND database IS NULL))"),
+	$churner_xacts, "the churner's $churner_xacts transactions are all there, by name or in (other)");
+is(mq("SELECT count(*) FROM pool_health.application_history WHERE $closed AND application_name = 'monitor'"),
+	'2', 'and the monitor\'s minutes too');
+# the group index after thousands of evictions: each group once, and a
+# login finds its group
+is(mq('SELECT count(*) - count(DISTINCT (database, role, application_name)) FROM pool_health.application_stats'),
+	'0', 'no group twice');
+my $billing_before = mq("SELECT xacts FROM pool_health.application_stats WHERE application_name = 'billing'");
+for (1 .. 3)
+{
+	my ($o, $e) = ('', '');
+	IPC::Run::run([ 'psql', '-XAtq', '-d', $churn->connstr('postgres') . ' user=billing application_name=billing',
+					'-c', 'SELECT 1' ], '>', \$o, '2>', \$e)
+	  or die "psql: $e";
+}
+is(mq("SELECT count(*) || ' ' || sum(xacts) FROM pool_health.application_stats WHERE application_name = 'billing'"),
+	'1 ' . ($billing_before + 3), 'new logins of billing find its group');
+$billing->quit;
+$monitor->quit;
+unlike(slurp_file($churn->logfile), qr/TRAP:|terminated by signal|PANIC/, 'nothing crashed under the churn');
+$churn->stop;
 
 unlike(slurp_file($node->logfile), qr/TRAP:|terminated by signal|PANIC/, 'nothing crashed');
 $small->stop;
