@@ -154,6 +154,26 @@ SET SESSION AUTHORIZATION ph_bob;
 SELECT count(*) AS recreated_sees FROM pool_health.my_terminations;
 RESET SESSION AUTHORIZATION;
 
+-- a role whose name the audit stores escaped (each backslash doubled; a
+-- byte not valid here as \xHH: test/t/022_names_encoding.pl) reads its
+-- rows by the stored form, cut to 63 bytes as the audit cut it
+SELECT pool_health.name_shown('ph_plain') AS plain,
+       pool_health.name_shown('ph_c:\d') AS backslash,
+       pool_health.name_shown('ph_' || repeat('\', 40)) = 'ph_' || repeat('\', 60) AS cut;
+CREATE ROLE "ph_c:\d" LOGIN;
+SELECT format('CREATE ROLE %I LOGIN', 'ph_' || repeat('\', 40)) \gexec
+INSERT INTO pool_health.terminations (at, pid, role, role_id, reason, action, dry_run, source)
+SELECT '2026-01-01 00:00:06+00', pid, shown, (SELECT oid FROM pg_roles WHERE rolname = r),
+       'escaped', 'terminate', false, 'worker'
+FROM (VALUES (1006, 'ph_c:\d', 'ph_c:\\d'),
+             (1007, 'ph_' || repeat('\', 40), 'ph_' || repeat('\', 60))) v(pid, r, shown);
+SET SESSION AUTHORIZATION "ph_c:\d";
+SELECT array_agg(pid) AS pids FROM pool_health.my_terminations;
+RESET SESSION AUTHORIZATION;
+SELECT format('SET SESSION AUTHORIZATION %I', 'ph_' || repeat('\', 40)) \gexec
+SELECT array_agg(pid) AS pids FROM pool_health.my_terminations;
+RESET SESSION AUTHORIZATION;
+
 -- the in-memory records: a call's action is there even when the call's
 -- transaction rolled back (on a hot standby, the only records of its own
 -- actions), once for an action in both
@@ -176,8 +196,9 @@ SELECT count(*) AS bob_sees FROM pool_health.my_terminations;
 RESET SESSION AUTHORIZATION;
 SELECT dblink_disconnect('alice');
 
-DELETE FROM pool_health.terminations WHERE pid BETWEEN 1001 AND 1005 OR application_name = 'alice-mem';
+DELETE FROM pool_health.terminations WHERE pid BETWEEN 1001 AND 1007 OR application_name = 'alice-mem';
 DROP FUNCTION public.ph_leak(integer), public.ph_leak3(integer, text, text),
     public.ph_leak_dear(integer), public.ph_leak_sql(integer), public.ph_leak_int(integer),
     public.ph_plan(text);
-DROP ROLE ph_nobody, ph_monitor, ph_alice, ph_bob;
+DROP ROLE ph_nobody, ph_monitor, ph_alice, ph_bob, "ph_c:\d";
+SELECT format('DROP ROLE %I', 'ph_' || repeat('\', 40)) \gexec
