@@ -51,9 +51,12 @@ COMMENT ON FUNCTION pool_health.name_shown(name) IS
 -- reach the rows before the view's own; any other function of a caller
 -- (in WHERE, a join, a view over this one) sees only the caller's rows.
 -- A role's rows are those of its OID and of its name as the audit stored
--- it (name_shown(): escaped where it is not valid text here).  The view
--- is bound at creation (OIDs): nothing in it resolves through a caller's
--- search_path.
+-- it (name_shown(): escaped where it is not valid text here).  An
+-- in-memory record is left out only when the table has it as a row this
+-- condition shows: a row written without role_id (by a newer library on
+-- an older table, in the upgrade window) does not hide the record.  The
+-- view is bound at creation (OIDs): nothing in it resolves through a
+-- caller's search_path.
 CREATE VIEW pool_health.my_terminations WITH (security_barrier) AS
     SELECT mine.at, mine.pid, mine.backend_start, mine.database,
            mine.application_name, mine.client_addr, mine.client_port,
@@ -77,7 +80,12 @@ CREATE VIEW pool_health.my_terminations WITH (security_barrier) AS
         WHERE NOT EXISTS (
             SELECT FROM pool_health.terminations t
             WHERE t.at OPERATOR(pg_catalog.=) m.at
-              AND t.pid OPERATOR(pg_catalog.=) m.pid)
+              AND t.pid OPERATOR(pg_catalog.=) m.pid
+              AND t.role_id OPERATOR(pg_catalog.=)
+                      (SELECT r.oid FROM pg_catalog.pg_roles r
+                       WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
+              AND t.role OPERATOR(pg_catalog.=)
+                      (SELECT pool_health.name_shown(SESSION_USER)))
     ) mine;
 COMMENT ON VIEW pool_health.my_terminations IS
 'What pool_health did to sessions of the current role (session_user; matched by role OID and name), for an application that lost its connection to look its old backend pid up: the rows of pool_health.terminations of this database, and the in-memory records of this server not in it (a hot standby''s own, a rolled-back call''s, other databases''). Open to every role';

@@ -190,6 +190,13 @@ SELECT application_name, limit_name, split_part(reason, ': ', 1) AS reason,
 FROM pool_health.my_terminations WHERE application_name = 'alice-mem';
 SELECT count(*) AS alice_records FROM pool_health.get_my_recent_actions();
 RESET SESSION AUTHORIZATION;
+-- a row without role_id (written in the upgrade window by this library
+-- on an older table) is not shown and does not hide the in-memory record
+-- of the same action
+UPDATE pool_health.terminations SET role_id = NULL WHERE application_name = 'alice-mem';
+SET SESSION AUTHORIZATION ph_alice;
+SELECT count(*) AS alice_mem_records FROM pool_health.my_terminations WHERE application_name = 'alice-mem';
+RESET SESSION AUTHORIZATION;
 SET SESSION AUTHORIZATION ph_bob;
 SELECT count(*) AS bob_records FROM pool_health.get_my_recent_actions();
 SELECT count(*) AS bob_sees FROM pool_health.my_terminations;
