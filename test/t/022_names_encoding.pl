@@ -141,6 +141,10 @@ ok(eval { decode('UTF-8', $notification, FB_CROAK | LEAVE_SRC); 1 }, 'and is val
 # worker's in-memory record, its name escaped in the worker's UTF8, where
 # the name is valid text and shown as it is).  Each sees its own only.
 $node->safe_psql('l1', 'CREATE EXTENSION pool_health');
+# (the worker writes the in-memory records, then the table's rows)
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 3 FROM pool_health.terminations WHERE pid IN ($pid, $long_pid, $ascii_pid)"),
+	'the three are audited');
 sub my_terminations
 {
 	my ($role, $dbname, $pid) = @_;
