@@ -36,32 +36,63 @@ LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION pool_health.get_my_recent_actions() IS
 'The in-memory audit records of sessions of the session user (matched by role OID and name), oldest first; the in-memory part of pool_health.my_terminations. Empty without the preload';
 
--- A security barrier: a caller's own functions in WHERE (a leaky one that
--- raises a NOTICE with its argument) see only rows the view's condition
--- let through.  The view is bound at creation (OIDs): nothing in it
--- resolves through a caller's search_path.
+CREATE FUNCTION pool_health.name_shown(name)
+RETURNS name
+AS 'MODULE_PATHNAME', 'pool_health_name_shown'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION pool_health.name_shown(name) IS
+'A role or database name as pool_health shows and stores it in this database: each byte that is not part of a valid character written as \xHH and each backslash doubled, where there is one of either, cut to 63 bytes. The role of the audit rows is so; pool_health.my_terminations compares it with name_shown(session_user)';
+
+-- A security barrier that holds: the view is one SELECT over the UNION
+-- ALL of its two parts, not the UNION ALL itself, which the planner
+-- would flatten into the caller's query (and with it the barrier), a
+-- caller's cheap function then running before the role's condition.  So
+-- only leakproof conditions (pid = 123: the lookup by pid uses the index)
+-- reach the rows before the view's own; any other function of a caller
+-- (in WHERE, a join, a view over this one) sees only the caller's rows.
+-- A role's rows are those of its OID and of its name as the audit stored
+-- it (name_shown(): escaped where it is not valid text here).  An
+-- in-memory record is left out only when the table has it as a row this
+-- condition shows: a row written without role_id (by a newer library on
+-- an older table, in the upgrade window) does not hide the record.  The
+-- view is bound at creation (OIDs): nothing in it resolves through a
+-- caller's search_path.
 CREATE VIEW pool_health.my_terminations WITH (security_barrier) AS
-    SELECT t.at, t.pid, t.backend_start, t.database, t.application_name,
-           t.client_addr, t.client_port, t.policy, t.limit_name, t.reason,
-           t.xact_first_query, t.xact_tags, t.dry_run, t.action, t.source
-    FROM pool_health.terminations t
-    WHERE t.role_id OPERATOR(pg_catalog.=)
-              (SELECT r.oid FROM pg_catalog.pg_roles r
-               WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
-      AND t.role OPERATOR(pg_catalog.=) SESSION_USER
-    UNION ALL
-    SELECT m.at, m.pid, m.backend_start, m.database, m.application_name,
-           m.client_addr, m.client_port, m.policy, m.limit_name, m.reason,
-           m.xact_first_query, m.xact_tags, m.dry_run, m.action, m.source
-    FROM pool_health.get_my_recent_actions() m
-    WHERE NOT EXISTS (SELECT FROM pool_health.terminations t
-                      WHERE t.at OPERATOR(pg_catalog.=) m.at
-                        AND t.pid OPERATOR(pg_catalog.=) m.pid);
+    SELECT mine.at, mine.pid, mine.backend_start, mine.database,
+           mine.application_name, mine.client_addr, mine.client_port,
+           mine.policy, mine.limit_name, mine.reason, mine.xact_first_query,
+           mine.xact_tags, mine.dry_run, mine.action, mine.source
+    FROM (
+        SELECT t.at, t.pid, t.backend_start, t.database, t.application_name,
+               t.client_addr, t.client_port, t.policy, t.limit_name, t.reason,
+               t.xact_first_query, t.xact_tags, t.dry_run, t.action, t.source
+        FROM pool_health.terminations t
+        WHERE t.role_id OPERATOR(pg_catalog.=)
+                  (SELECT r.oid FROM pg_catalog.pg_roles r
+                   WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
+          AND t.role OPERATOR(pg_catalog.=)
+                  (SELECT pool_health.name_shown(SESSION_USER))
+        UNION ALL
+        SELECT m.at, m.pid, m.backend_start, m.database, m.application_name,
+               m.client_addr, m.client_port, m.policy, m.limit_name, m.reason,
+               m.xact_first_query, m.xact_tags, m.dry_run, m.action, m.source
+        FROM pool_health.get_my_recent_actions() m
+        WHERE NOT EXISTS (
+            SELECT FROM pool_health.terminations t
+            WHERE t.at OPERATOR(pg_catalog.=) m.at
+              AND t.pid OPERATOR(pg_catalog.=) m.pid
+              AND t.role_id OPERATOR(pg_catalog.=)
+                      (SELECT r.oid FROM pg_catalog.pg_roles r
+                       WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
+              AND t.role OPERATOR(pg_catalog.=)
+                      (SELECT pool_health.name_shown(SESSION_USER)))
+    ) mine;
 COMMENT ON VIEW pool_health.my_terminations IS
 'What pool_health did to sessions of the current role (session_user; matched by role OID and name), for an application that lost its connection to look its old backend pid up: the rows of pool_health.terminations of this database, and the in-memory records of this server not in it (a hot standby''s own, a rolled-back call''s, other databases''). Open to every role';
 
 GRANT SELECT ON pool_health.my_terminations TO PUBLIC;
 GRANT EXECUTE ON FUNCTION pool_health.get_my_recent_actions() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION pool_health.name_shown(name) TO PUBLIC;
 -- Pool advice that is right for every kind of pool: the kind of each
 -- row (the (all) and (other) rows have no application_name), the pool
 -- size a client declares, the share of the time a pool was saturated,

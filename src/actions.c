@@ -6,7 +6,8 @@
  *		and terminate_idle() end sessions by age, reclaim() ends idle
  *		sessions until usage is below a target; and get_recent_actions(),
  *		the in-memory audit lists, and get_my_recent_actions(), the
- *		caller's own records in them (pool_health.my_terminations).
+ *		caller's own records in them, and name_shown(), a name as the
+ *		audit stores it (both for pool_health.my_terminations).
  *
  * Each carries out what one evaluation (evaluate.c) decided: the sessions
  * it exempts are never candidates.  Then each target must be one the
@@ -36,6 +37,7 @@ PG_FUNCTION_INFO_V1(pool_health_terminate_idle);
 PG_FUNCTION_INFO_V1(pool_health_reclaim);
 PG_FUNCTION_INFO_V1(pool_health_get_recent_actions);
 PG_FUNCTION_INFO_V1(pool_health_get_my_recent_actions);
+PG_FUNCTION_INFO_V1(pool_health_name_shown);
 
 /*
  * One row (pool_health.action) of what was done or, in a dry run, would
@@ -325,8 +327,11 @@ pool_health_get_recent_actions(PG_FUNCTION_ARGS)
  * matches table rows: by OID (a role dropped and created again with the
  * same name sees nothing of its namesake's) and by name (an OID in a
  * table restored into another cluster may be another role's there; a
- * renamed role sees the records made since).  Without the preload,
- * nothing (no error: the view also reads the table).
+ * renamed role sees the records made since).  The name is compared as
+ * the entry stores it: the session user's name shown (escaped, cut) in
+ * the encoding the entry was made in, which may be another database's
+ * than this one's (the worker's).  Without the preload, nothing (no
+ * error: the view also reads the table).
  */
 Datum
 pool_health_get_my_recent_actions(PG_FUNCTION_ARGS)
@@ -334,6 +339,8 @@ pool_health_get_my_recent_actions(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			me = GetSessionUserId();
 	const char *my_name;
+	NameData	shown;
+	int			encoding = -1;
 	PhAuditEntry *entries;
 	int			n;
 
@@ -344,7 +351,32 @@ pool_health_get_my_recent_actions(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	entries = ph_audit_copy_role(me, &n);
 	for (int i = 0; i < n; i++)
-		if (strcmp(NameStr(entries[i].role), my_name) == 0)
+	{
+		if (entries[i].name_encoding != encoding)
+		{
+			encoding = entries[i].name_encoding;
+			ph_name_shown(&shown, my_name, encoding);
+		}
+		if (strcmp(NameStr(entries[i].role), NameStr(shown)) == 0)
 			put_action_row(rsinfo, &entries[i]);
+	}
 	return (Datum) 0;
+}
+
+/*
+ * name_shown(name): a role or database name as pool_health shows and
+ * stores it in this database (escaped where it is not valid text here,
+ * backslashes doubled, cut as a name: ph_name_shown()).  The role of the
+ * rows of pool_health.terminations of this database is so (they are
+ * written by a process in this database), and my_terminations compares
+ * it with name_shown(SESSION_USER).
+ */
+Datum
+pool_health_name_shown(PG_FUNCTION_ARGS)
+{
+	Name		name = PG_GETARG_NAME(0);
+	Name		shown = (Name) palloc(NAMEDATALEN);
+
+	ph_name_shown(shown, NameStr(*name), ph_name_encoding());
+	PG_RETURN_NAME(shown);
 }

@@ -187,6 +187,7 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	e->at = at;
 	e->pid = be->pid;
 	e->role_id = be->role_id;
+	e->name_encoding = ph_name_encoding();
 	ph_name_copy(&e->role, ph_role_name(be->role_id));
 	ph_name_copy(&e->database, ph_database_name(be->database_id));
 	strlcpy(e->application_name, now.application_name, sizeof(e->application_name));

@@ -523,6 +523,9 @@ typedef struct PhAuditEntry
 								 * argument (older_than, target_percent) */
 	Oid			role_id;		/* the session's login role: visibility
 								 * rule, and my_terminations' match */
+	int			name_encoding;	/* the encoding role and database are
+								 * shown in (ph_name_encoding() of the
+								 * process that made the entry) */
 } PhAuditEntry;
 
 /*
@@ -826,6 +829,8 @@ extern Oid	ph_database_lookup(const char *name, bool *usable);
 extern int	ph_role_settings_read(PhRoleSetting *out, int max, bool *overflow);
 extern char *ph_name_text(const char *name);
 extern void ph_name_copy(NameData *dst, const char *shown);
+extern int	ph_name_encoding(void);
+extern void ph_name_shown(NameData *dst, const char *name, int encoding);
 extern char *ph_database_name(Oid database_id);
 extern char *ph_role_name(Oid role_id);
 

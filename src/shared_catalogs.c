@@ -18,6 +18,9 @@
  *		(views, status() and the HTTP JSON, metrics(), the audit, its log
  *		line and NOTIFY) takes role and database names from it, through
  *		ph_role_name() and ph_database_name() or directly.
+ *		ph_name_shown() shows a name as a process in another database
+ *		(another encoding) would: pool_health.my_terminations matches the
+ *		session user's name with the audit's records so.
  *
  * Callers need a transaction (but for ph_name_text()).  No shared state
  * of pool_health.
@@ -143,30 +146,22 @@ ph_role_settings_read(PhRoleSetting *out, int max, bool *overflow)
 }
 
 /*
- * The encoding names are shown in: the database's, UTF-8 where that is
- * SQL_ASCII or there is no database (the HTTP worker; JSON and Prometheus
- * text need UTF-8).
+ * The encoding this process shows names in (ph_name_text()): the
+ * database's, UTF-8 where that is SQL_ASCII or there is no database (the
+ * HTTP worker; JSON and Prometheus text need UTF-8).
  */
-static int
-name_encoding(void)
+int
+ph_name_encoding(void)
 {
 	int			encoding = GetDatabaseEncoding();
 
 	return encoding == PG_SQL_ASCII ? PG_UTF8 : encoding;
 }
 
-/*
- * A name from a shared catalog, made valid text for this process: as it is
- * when it is valid in name_encoding() and has no backslash; else with each
- * byte that is not part of a valid character written as \xHH and each
- * backslash as \\, so that two names never show alike (a role named
- * "r\xe9" in ASCII shows as "r\\xe9").  palloc'd; never raises but out
- * of memory.
- */
-char *
-ph_name_text(const char *name)
+/* ph_name_text() as a process whose names are shown in encoding. */
+static char *
+shown_text(const char *name, int encoding)
 {
-	int			encoding = name_encoding();
 	int			len = strlen(name);
 	StringInfoData buf;
 
@@ -195,17 +190,52 @@ ph_name_text(const char *name)
 }
 
 /*
+ * A name from a shared catalog, made valid text for this process: as it is
+ * when it is valid in ph_name_encoding() and has no backslash; else with
+ * each byte that is not part of a valid character written as \xHH and
+ * each backslash as \\, so that two names never show alike (a role named
+ * "r\xe9" in ASCII shows as "r\\xe9").  palloc'd; never raises but out
+ * of memory.
+ */
+char *
+ph_name_text(const char *name)
+{
+	return shown_text(name, ph_name_encoding());
+}
+
+/* ph_name_copy() of text in encoding. */
+static void
+name_copy(NameData *dst, const char *shown, int encoding)
+{
+	int			len = pg_encoding_mbcliplen(encoding, shown, strlen(shown),
+											NAMEDATALEN - 1);
+
+	memset(dst, 0, sizeof(NameData));
+	memcpy(NameStr(*dst), shown, len);
+}
+
+/*
  * A name as shown (ph_name_text()) into a NameData, cut at a character
  * boundary (the escapes can make it longer than NAMEDATALEN - 1 bytes).
  */
 void
 ph_name_copy(NameData *dst, const char *shown)
 {
-	int			len = pg_encoding_mbcliplen(name_encoding(), shown, strlen(shown),
-											NAMEDATALEN - 1);
+	name_copy(dst, shown, ph_name_encoding());
+}
 
-	memset(dst, 0, sizeof(NameData));
-	memcpy(NameStr(*dst), shown, len);
+/*
+ * A name from a shared catalog as a process whose names are shown in
+ * encoding (ph_name_encoding() there) stored it: ph_name_copy() of
+ * ph_name_text().  The audit records the role of a session so
+ * (pool_health.terminations.role, PhAuditEntry.role), and
+ * pool_health.my_terminations shows the session user's name so to match
+ * it, in this process or for a record made in another database.
+ */
+void
+ph_name_shown(NameData *dst, const char *name, int encoding)
+{
+	name_copy(dst, shown_text(name, encoding), encoding);
 }
 
 /* The name of a database to show (ph_name_text), or "" if it is gone. */

@@ -3,7 +3,8 @@
 # policy changes without restart, the re-check that spares a session that
 # moved on, blocking and transaction timeouts; the upgrade window (this
 # library on an extension installed at 1.1 or 1.2: rows with that table's
-# columns, a WARNING at the worker's start).
+# columns, a WARNING at the worker's start; after the update, a session
+# ended in the window is in its role's my_terminations once).
 use strict;
 use warnings;
 
@@ -241,6 +242,18 @@ for my $version ('1.1', '1.2')
 	is(scalar(@warnings), 1, "$version: the worker warned once that the extension is older than the library");
 
 	$old->safe_psql('postgres', 'ALTER EXTENSION pool_health UPDATE');
+	# the session ended in the window: its row has no role_id (the table
+	# had no such column), the in-memory record has it; the role reads
+	# the record once
+	my $window_pid = $s_pid;
+	is( $old->safe_psql('postgres',
+			"SELECT role_id IS NULL FROM pool_health.terminations WHERE pid = $window_pid"),
+		't', "$version: after ALTER EXTENSION UPDATE, the row written in the window has no role_id");
+	is( $old->safe_psql('postgres',
+			"SELECT format('%s %s %s', count(*), min(limit_name), min(policy)) FROM pool_health.my_terminations WHERE pid = $window_pid",
+			extra_params => [ '-U', 'app' ]),
+		'1 idle_in_transaction_timeout web',
+		"$version: the session ended in the window is in the role's my_terminations once (its in-memory record)");
 	($s, $s_pid) = ph_app_session($old, 'web-new', role => 'app', on_error_stop => 0);
 	$s->query_safe('BEGIN; SELECT 1;');
 	ok(ph_gone($old, $s_pid), "$version: after ALTER EXTENSION UPDATE, a leak is ended");
@@ -250,6 +263,9 @@ for my $version ('1.1', '1.2')
 	is( $old->safe_psql('postgres', "SELECT limit_name FROM pool_health.my_terminations WHERE pid = $s_pid",
 			extra_params => [ '-U', 'app' ]),
 		'idle_in_transaction_timeout', "$version: and is in the role's my_terminations");
+	is( $old->safe_psql('postgres', "SELECT count(*) FROM pool_health.my_terminations",
+			extra_params => [ '-U', 'app' ]),
+		'2', "$version: each of the role's two records once");
 	$old->stop;
 }
 

@@ -4,7 +4,8 @@
 # (\xe9), so that no output fails to convert to the client's encoding and
 # the HTTP, JSON and Prometheus outputs stay valid UTF-8: the views,
 # status(), metrics(), the accounting, the audit (table, log line,
-# NOTIFY).
+# NOTIFY).  Each such role reads its own records in my_terminations, from
+# a database of either encoding.
 use strict;
 use warnings;
 
@@ -39,6 +40,7 @@ my $pid = $s->query_safe('SELECT pg_backend_pid()');
 my $s2 = $node->background_psql('l1', on_error_stop => 1,
 	extra_params => [ '-U', $long ]);
 $s2->query_safe("SET application_name = 'long'; SELECT 1");
+my $long_pid = $s2->query_safe('SELECT pg_backend_pid()');
 delete $ENV{PGCLIENTENCODING};
 
 # read from the UTF8 database by a client in LATIN1 (conversion of invalid
@@ -100,13 +102,22 @@ for my $path ('/status', '/metrics')
 	ok(length($out) > 0 && eval { decode('UTF-8', $out, FB_CROAK | LEAVE_SRC); 1 }, "HTTP $path is valid UTF-8");
 }
 
-# a policy ends the session: the audit, its log line and NOTIFY
+# the ASCII role named as the other is shown holds a transaction open too
+my $ascii_s = $node->background_psql('postgres', on_error_stop => 1,
+	extra_params => [ '-U', 'r\xe9' ]);
+$ascii_s->query_safe("SET application_name = 'names'; BEGIN; SELECT 1;");
+my $ascii_pid = $ascii_s->query_safe('SELECT pg_backend_pid()');
+
+# a policy ends the sessions: the audit, its log line and NOTIFY
 my $listener = $node->background_psql('postgres');
 $listener->query_safe('LISTEN pool_health');
 my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres',
 	"INSERT INTO pool_health.policies (name, application_name, idle_in_transaction_timeout) VALUES ('names', 'names', '1s')");
+$node->safe_psql('postgres',
+	"INSERT INTO pool_health.policies (name, application_name, idle_timeout) VALUES ('long', 'long', '1s')");
 ok(ph_gone($node, $pid), 'the policy ends the session');
+ok(ph_gone($node, $ascii_pid) && ph_gone($node, $long_pid), 'and those of the other two roles');
 is(read_both("SELECT role || ' ' || database FROM pool_health.terminations WHERE pid = $pid", 'terminations'),
 	'r\xe9 d\xe9', 'terminations');
 is(read_both("SELECT role || ' ' || database FROM pool_health.recent_actions WHERE pid = $pid", 'recent_actions'),
@@ -123,7 +134,42 @@ for (1 .. 50)
 like($notification, qr/"role": ?"r\\\\xe9"/, 'the NOTIFY payload names the role escaped');
 ok(eval { decode('UTF-8', $notification, FB_CROAK | LEAVE_SRC); 1 }, 'and is valid UTF-8');
 
+# Each role reads its own records in my_terminations, though the audit
+# stored its name escaped: in the UTF8 database (the table's row, its name
+# escaped there; the in-memory record the same, so once), and in a LATIN1
+# database where the extension is created too (no row in its table; the
+# worker's in-memory record, its name escaped in the worker's UTF8, where
+# the name is valid text and shown as it is).  Each sees its own only.
+$node->safe_psql('l1', 'CREATE EXTENSION pool_health');
+# (the worker writes the in-memory records, then the table's rows)
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 3 FROM pool_health.terminations WHERE pid IN ($pid, $long_pid, $ascii_pid)"),
+	'the three are audited');
+sub my_terminations
+{
+	my ($role, $dbname, $pid) = @_;
+	# a client in LATIN1 cannot log in to the UTF8 database as a role
+	# whose name is not valid UTF-8 (the server's ParameterStatus fails to
+	# convert); one in UTF8 can
+	local $ENV{PGCLIENTENCODING} = $dbname eq 'l1' ? 'LATIN1' : 'UTF8';
+	return $node->safe_psql($dbname,
+		"SELECT count(*) FILTER (WHERE pid = $pid) || ' of ' || count(*) || ' ' || coalesce(min(limit_name), '') FROM pool_health.my_terminations",
+		extra_params => [ '-U', $role ]);
+}
+for my $dbname ('postgres', 'l1')
+{
+	is(my_terminations($role, $dbname, $pid), '1 of 1 idle_in_transaction_timeout',
+		"my_terminations in $dbname: the role named with byte 0xe9 reads its record once");
+	is(my_terminations($long, $dbname, $long_pid), '1 of 1 idle_timeout',
+		"my_terminations in $dbname: the role whose escaped name is cut reads its record once");
+}
+is(my_terminations('r\xe9', 'postgres', $ascii_pid), '1 of 1 idle_in_transaction_timeout',
+	'my_terminations: the ASCII role named as the other is shown reads its record once');
+is(my_terminations('r\xe9', 'l1', $ascii_pid), '1 of 1 idle_in_transaction_timeout',
+	'my_terminations in l1: and so from the LATIN1 database');
+
 $listener->quit;
 eval { $s->quit };
-$s2->quit;
+eval { $s2->quit };
+eval { $ascii_s->quit };
 done_testing();
