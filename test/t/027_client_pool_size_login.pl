@@ -49,11 +49,12 @@ for my $app (sort keys %bad)
 {
 	my ($ok, $out, $err) = login($app, $bad{$app},
 		'SHOW pool_health.client_pool_size', "SELECT 'in'");
-	ok($ok, "$app: PGOPTIONS -c pool_health.client_pool_size=$bad{$app}: the login succeeds")
+	my $shown = length($bad{$app}) > 20 ? substr($bad{$app}, 0, 20) . '... (' . length($bad{$app}) . ' bytes)' : $bad{$app};
+	ok($ok, "$app: PGOPTIONS -c pool_health.client_pool_size=$shown: the login succeeds")
 	  or diag($err);
 	is($out, "0\nin", "$app: SHOW says 0 (not declared)");
 	like($err, qr/^WARNING:  (?:22023: )?invalid value for parameter "pool_health\.client_pool_size": /m,
-		"$app: the client is told (" . (split /\n/, $err)[0] . ')');
+		"$app: the client is told (" . substr((split /\n/, $err)[0], 0, 120) . ')');
 	like($err, qr/DETAIL:  The session's pool size is taken as not declared \(0\)/, "$app: and what was understood");
 }
 
