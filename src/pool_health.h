@@ -610,6 +610,9 @@ typedef struct PhAppGroup
 	pg_atomic_uint64 saturated_ms;	/* saturated periods ended, in ms */
 	pg_atomic_uint32 minute_declared;	/* most pool_health.client_pool_size
 										 * declared in the minute */
+	pg_atomic_uint32 logins;	/* attached sessions that logged in with its
+								 * name (not moved in by a rename) */
+	pg_atomic_uint32 minute_logins_max; /* the most of them in the minute */
 	pg_atomic_uint64 histogram[PH_HIST_BUCKETS];
 } PhAppGroup;
 
@@ -631,6 +634,9 @@ typedef struct PhAppMinute
 	int64		saturated_us;	/* time all its connections were in a
 								 * transaction */
 	int32		declared_pool_size; /* most its sessions declared, or 0 */
+	int32		logins_max;		/* most of its connections at once that had
+								 * logged in with its name (0: all had come
+								 * by a change of application_name) */
 } PhAppMinute;
 
 /*
@@ -658,6 +664,7 @@ typedef struct PhAppServerCopy
 	uint32		minute_in_xact_max;
 	uint32		renamed;		/* connected sessions that changed
 								 * application_name between transactions */
+	uint32		minute_renamed_max; /* the most of them in the minute */
 	uint64		renames;		/* such changes since the server started */
 } PhAppServerCopy;
 
@@ -721,6 +728,7 @@ typedef struct PhAppGroupCopy
 	TimestampTz created;
 	TimestampTz last_seen;
 	uint32		minute_declared;
+	uint32		minute_logins_max;
 	uint64		minute_saturated_us;
 	uint64		histogram[PH_HIST_BUCKETS];
 } PhAppGroupCopy;
