@@ -171,6 +171,30 @@ parse_pool_size(const char *value, int *size, const char **hint)
 	return true;
 }
 
+/*
+ * A value as a WARNING shows it: its first 64 bytes, ASCII, each other
+ * byte (and a backslash) as \xHH, so that the message converts to any
+ * client encoding (a conversion that fails would be an ERROR).
+ */
+static char *
+shown_value(const char *value)
+{
+	StringInfoData buf;
+	const char *p;
+
+	initStringInfo(&buf);
+	for (p = value; *p != '\0' && p - value < 64; p++)
+	{
+		if (IS_HIGHBIT_SET(*p) || *p == '\\' || (unsigned char) *p < 0x20)
+			appendStringInfo(&buf, "\\x%02x", (unsigned char) *p);
+		else
+			appendStringInfoChar(&buf, *p);
+	}
+	if (*p != '\0')
+		appendStringInfoString(&buf, "...");
+	return buf.data;
+}
+
 static bool
 check_client_pool_size(char **newval, void **extra, GucSource source)
 {
@@ -192,7 +216,7 @@ check_client_pool_size(char **newval, void **extra, GucSource source)
 				ereport(WARNING,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid value for parameter \"%s\": \"%s\"",
-								"pool_health.client_pool_size", *newval),
+								"pool_health.client_pool_size", shown_value(*newval)),
 						 errdetail("The session's pool size is taken as not declared (0): a pool size is an integer from 0 to %d.",
 								   INT_MAX)));
 				size = 0;

@@ -20,10 +20,12 @@ ok($node->poll_query_until('postgres',
 	'the accounting has begun its first minute');
 
 # login(application_name, size, sql...): psql with PGOPTIONS declaring
-# size; its exit code, stdout and stderr
-sub login
+# size; its exit code, stdout and stderr (login_to: on that node)
+sub login { return login_to($node, @_); }
+
+sub login_to
 {
-	my ($app, $size, @sql) = @_;
+	my ($node, $app, $size, @sql) = @_;
 	my ($out, $err) = ('', '');
 	local $ENV{PGOPTIONS} = "-c pool_health.client_pool_size=$size";
 	my $ok = IPC::Run::run(
@@ -57,6 +59,12 @@ for my $app (sort keys %bad)
 		"$app: the client is told (" . substr((split /\n/, $err)[0], 0, 120) . ')');
 	like($err, qr/DETAIL:  The session's pool size is taken as not declared \(0\)/, "$app: and what was understood");
 }
+# the WARNING shows a value in ASCII, its first 64 bytes
+{
+	my ($ok, $out, $err) = login('bad-shown', "vingt\x{c3}\x{a9}\\\\" . ('9' x 100), 'SELECT 1');
+	like($err, qr/": "vingt\\xc3\\xa9\\x5c9{56}\.\.\."\n/,
+		'the value in the WARNING: bytes past ASCII and backslashes as \xHH, cut at 64 bytes');
+}
 
 # --- a good value still declares; fractions and exponents as the server's integers ----------------
 my %good = ('good-20' => [ '20', '20' ], 'good-half' => [ '1.5', '2' ], 'good-exp' => [ '1e3', '1000' ]);
@@ -77,7 +85,7 @@ my $declared = $node->safe_psql('postgres', q{
 	FROM pool_health.pool_advice
 	WHERE kind = 'application' AND (application_name LIKE 'bad-%' OR application_name LIKE 'good-%')});
 is($declared,
-	join(' ', (map { "$_=null" } sort keys %bad), 'good-20=20', 'good-exp=1000', 'good-half=2'),
+	join(" ", (map { "$_=null" } sort(keys %bad, "bad-shown")), 'good-20=20', 'good-exp=1000', 'good-half=2'),
 	'pool_advice.declared_pool_size: null for every bad value, the size for the good ones');
 
 # --- SET still rejects a bad value, with SQLSTATE 22023, and keeps the size -------------------------
@@ -114,4 +122,20 @@ is($declared,
 unlike(slurp_file($node->logfile), qr/FATAL|TRAP:|terminated by signal|PANIC/,
 	'no login failed, nothing crashed');
 $node->stop;
+
+# --- without the preload: the value waits as a placeholder until the library loads -----------------
+# (then taken alike; the WARNING converts to a client encoding that has no
+# such characters: the statement that loaded the library succeeds)
+my $plain = ph_node('pool_size_plain', preload => 0);
+{
+	local $ENV{PGCLIENTENCODING} = 'LATIN1';
+	my ($ok, $out, $err) = login_to($plain, 'plain', "\x{e6}\x{97}\x{a5}\x{e6}\x{9c}\x{ac}",
+		'SELECT count(*) >= 0 FROM pool_health.sessions', 'SHOW pool_health.client_pool_size');
+	ok($ok, 'no preload: the login, and the statement that loads the library, succeed') or diag($err);
+	is($out, "t\n0", 'the library loaded, the size not declared');
+	like($err, qr/^WARNING:  (?:22023: )?invalid value for parameter "pool_health\.client_pool_size": "\\xe6\\x97\\xa5\\xe6\\x9c\\xac"/m,
+		'the WARNING, in a client encoding without those characters');
+	unlike($err, qr/ERROR/, 'no ERROR');
+}
+$plain->stop;
 done_testing();
