@@ -160,7 +160,7 @@ COMMENT ON COLUMN pool_health.pool_advice.idle_in_xact_share IS
 COMMENT ON COLUMN pool_health.pool_advice.demand_p99 IS
 'Connections that leave 99 % of its requests one free (Erlang''s C formula), for requests arriving at random with the load of its busiest minutes (Little''s L: transaction time per unit of time), or, when saturated, the load that explains how often it was, if more (null for all)';
 COMMENT ON COLUMN pool_health.pool_advice.suggested_pool_size IS
-'Saturated (at its declared size, or at its peak connections for half the time, with every connection in a transaction): max(demand_p99, its size + 1); otherwise max(1, min(ceil(1.25 * in_xact_max), its size)). For all: the sum over the groups';
+'Saturated (at its declared size, or at its peak connections for half the time, with every connection in a transaction): max(demand_p99, its size + 1); otherwise max(1, min(ceil(1.25 * in_xact_max), its size)). For all: the sum over the groups, those that only sessions which had changed application_name held counting for at most the most such sessions connected at once';
 COMMENT ON COLUMN pool_health.pool_advice.excess_connections IS
 'connections_max - in_xact_max: held beyond what its transactions ever used at once (for all: the sum over the groups)';
 COMMENT ON COLUMN pool_health.pool_advice.advice IS

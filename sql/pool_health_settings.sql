@@ -20,6 +20,7 @@ ALTER SYSTEM SET pool_health.history_raw_samples = -1;
 ALTER SYSTEM SET pool_health.forecast_window = '1s';
 ALTER SYSTEM SET pool_health.enforce = 'maybe';
 ALTER SYSTEM SET pool_health.protected_roles = 'admin, "unterminated';
+ALTER SYSTEM SET pool_health.client_pool_size = 'twenty';
 SET pool_health.database = 'other';
 ALTER SYSTEM SET pool_health.no_such_setting = 1;
 -- nothing was written
@@ -29,7 +30,14 @@ SELECT pg_read_file('postgresql.auto.conf') LIKE '%pool_health%' AS written;
 SET pool_health.client_pool_size = -1;
 SET pool_health.client_pool_size = 2147483648;
 SET pool_health.client_pool_size = 'twenty';
+SET pool_health.client_pool_size = '';
+ALTER ROLE CURRENT_USER SET pool_health.client_pool_size = 'twenty';
 SHOW pool_health.client_pool_size;
 SET pool_health.client_pool_size = 20;
+SHOW pool_health.client_pool_size;
+-- as the server's integers: rounded, exponents; shown as understood
+SET pool_health.client_pool_size = '1.5';
+SHOW pool_health.client_pool_size;
+SET pool_health.client_pool_size = ' 1e3 ';
 SHOW pool_health.client_pool_size;
 RESET pool_health.client_pool_size;

@@ -24,7 +24,10 @@
  *	- an application_name changed by SET (pgbouncer, JDBC) moves the
  *	  session to its new group at the start of its next transaction (not
  *	  at the commit of the SET: a SET LOCAL is undone after the commit
- *	  callbacks run); the name is compared as stored (63 bytes);
+ *	  callbacks run); the name is compared as stored (63 bytes); a group
+ *	  counts apart the sessions attached to it since their login (logins,
+ *	  and their most in a minute), so that pool_advice can tell a pool
+ *	  from names a session took on;
  *	- a transaction block is counted from its BEGIN; one chained by
  *	  COMMIT or ROLLBACK AND CHAIN from the end of the one before, in the
  *	  same group; a block that fails is counted until the statement that
@@ -166,6 +169,7 @@ static PhAppServer *app_server = NULL;
 /* This backend's side of the server-wide counters. */
 static bool server_counted = false;	/* in app_server->connections */
 static bool my_renamed = false;	/* in app_server->renamed */
+static bool my_login = false;	/* in my_group->logins (attached at login) */
 
 /* This backend. */
 static PhAppGroup *my_group = NULL;		/* attached to (connections + 1) */
@@ -315,6 +319,8 @@ clear_counters(PhAppGroup *g)
 	pg_atomic_init_u64(&g->saturation, 0);
 	pg_atomic_init_u64(&g->saturated_ms, 0);
 	pg_atomic_init_u32(&g->minute_declared, 0);
+	pg_atomic_init_u32(&g->logins, 0);
+	pg_atomic_init_u32(&g->minute_logins_max, 0);
 	for (int i = 0; i < PH_HIST_BUCKETS; i++)
 		pg_atomic_init_u64(&g->histogram[i], 0);
 	g->base_xacts = 0;
@@ -681,6 +687,7 @@ fold_into_other(PhAppGroup *g)
 	atomic_max_u32(&o->in_xact_peak, pg_atomic_read_u32(&g->in_xact_peak));
 	atomic_max_u32(&o->minute_connections_max, pg_atomic_read_u32(&g->minute_connections_max));
 	atomic_max_u32(&o->minute_in_xact_max, pg_atomic_read_u32(&g->minute_in_xact_max));
+	atomic_max_u32(&o->minute_logins_max, pg_atomic_read_u32(&g->minute_logins_max));
 	pg_atomic_fetch_add_u64(&o->xacts, pg_atomic_read_u64(&g->xacts));
 	pg_atomic_fetch_add_u64(&o->xact_time_us, pg_atomic_read_u64(&g->xact_time_us));
 	pg_atomic_fetch_add_u64(&o->idle_in_xact_us, pg_atomic_read_u64(&g->idle_in_xact_us));
@@ -844,6 +851,28 @@ detach(PhAppGroup *g)
 }
 
 /*
+ * The session attaches to its group at login (counted in its logins), or
+ * leaves the group it logged in to (exit, or a change of name; before it
+ * detaches: once connections is 0, the slot may go).
+ */
+static void
+session_login(bool login)
+{
+	if (login && !my_login)
+	{
+		uint32		n = pg_atomic_add_fetch_u32(&my_group->logins, 1);
+
+		my_login = true;
+		atomic_max_u32(&my_group->minute_logins_max, n);
+	}
+	else if (!login && my_login)
+	{
+		my_login = false;
+		pg_atomic_fetch_sub_u32(&my_group->logins, 1);
+	}
+}
+
+/*
  * At exit, first (before_shmem_exit, registered after the server's own
  * hooks, so run before them): a failed block ends without a transaction
  * callback; end it while its idle time is still there to read (the
@@ -864,6 +893,7 @@ accounting_exit(int code, Datum arg)
 		end_counted_xact();		/* never expected */
 	if (my_group != NULL)
 	{
+		session_login(false);
 		detach(my_group);
 		my_group = NULL;
 	}
@@ -905,6 +935,8 @@ attach_session(void)
 	}
 	strlcpy(my_application, current_application(), NAMEDATALEN);
 	role = MyProcPort->user_name != NULL ? MyProcPort->user_name : "";
+	if (old != NULL)
+		session_login(false);
 	my_group = attach(MyDatabaseId, MyProcPort->database_name ? MyProcPort->database_name : "",
 					  GetAuthenticatedUserId(), role, my_application);
 	if (old != NULL)
@@ -913,7 +945,10 @@ attach_session(void)
 		server_renamed();
 	}
 	else
+	{
+		session_login(true);
 		server_connection(true);
+	}
 }
 
 /* Is this process a client backend of a database, past its login? */
@@ -1172,6 +1207,8 @@ ph_accounting_copy(PhAppGroupCopy *out, bool with_histogram)
 		c->minute_idle_in_xact_us = c->idle_in_xact_us - g->base_idle_in_xact_us;
 		c->last_seen = (TimestampTz) pg_atomic_read_u64(&g->last_seen);
 		c->minute_declared = pg_atomic_read_u32(&g->minute_declared);
+		c->minute_logins_max = Max(pg_atomic_read_u32(&g->minute_logins_max),
+								   pg_atomic_read_u32(&g->logins));
 		{
 			uint64		total = saturated_ms_now(g, now);
 
@@ -1509,6 +1546,8 @@ ph_accounting_sample(TimestampTz now)
 		uint32		in_xact;
 		uint32		connections_max;
 		uint32		in_xact_max;
+		uint32		logins;
+		uint32		logins_max;
 		uint64		xacts;
 		uint64		xact_time;
 		uint64		idle;
@@ -1533,6 +1572,11 @@ ph_accounting_sample(TimestampTz now)
 		atomic_max_u32(&g->minute_in_xact_max, in_xact);
 		connections_max = Max(connections_max, connections);
 		in_xact_max = Max(in_xact_max, in_xact);
+		/* likewise, the sessions attached since their login */
+		logins_max = pg_atomic_exchange_u32(&g->minute_logins_max, 0);
+		logins = pg_atomic_read_u32(&g->logins);
+		atomic_max_u32(&g->minute_logins_max, logins);
+		logins_max = Max(logins_max, logins);
 		xacts = pg_atomic_read_u64(&g->xacts);
 		xact_time = pg_atomic_read_u64(&g->xact_time_us);
 		idle = pg_atomic_read_u64(&g->idle_in_xact_us);
@@ -1557,6 +1601,7 @@ ph_accounting_sample(TimestampTz now)
 			row.idle_in_xact_us = (int64) (idle - g->base_idle_in_xact_us);
 			row.saturated_us = saturated_us;
 			row.declared_pool_size = declared;
+			row.logins_max = (int32) logins_max;
 			/* not if the slot changed hands, or was reset, meanwhile */
 			row.xact_p99_us = same_group && resets == app_acct->resets ?
 				minute_p99[i] : -1;
@@ -1689,6 +1734,8 @@ ph_accounting_server(PhAppServerCopy *out)
 	out->minute_in_xact_max = Max(pg_atomic_read_u32(&app_server->minute_in_xact_max),
 								  out->in_xact);
 	out->renamed = pg_atomic_read_u32(&app_server->renamed);
+	out->minute_renamed_max = Max(pg_atomic_read_u32(&app_server->minute_renamed_max),
+								  out->renamed);
 	out->renames = pg_atomic_read_u64(&app_server->renames);
 	return true;
 }

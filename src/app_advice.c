@@ -30,7 +30,10 @@
  *					 its transactions ever used at once
  * and a text naming what to change.  The row of kind "all" has the
  * server-wide exact maxima (app_accounting.c) and compares the sum of the
- * suggested sizes with the usable connections.
+ * suggested sizes with the usable connections: the groups that only
+ * sessions which had changed application_name held (no connection of
+ * theirs logged in with their name) count for at most the most such
+ * sessions connected at once, being the same connections renamed.
  *
  * Rows follow pg_stat_activity's visibility rule (pg_read_all_stats, or
  * the privileges of the group's role; "(other)" needs pg_read_all_stats);
@@ -256,6 +259,9 @@ typedef struct Advice
 	int32		connections_max;
 	int32		in_xact_max;
 	int32		declared;		/* most declared in a minute, or 0 */
+	int32		logins_max;		/* most connections at once that had logged
+								 * in with its name (0: it is names that
+								 * sessions took on, app_accounting.c) */
 	int64		xacts;
 	int64		xact_time_us;
 	int64		idle_in_xact_us;
@@ -424,6 +430,7 @@ add_minute(Advice *a, TimestampTz start, TimestampTz end, const PhAppMinute *m)
 	a->connections_max = Max(a->connections_max, m->connections_max);
 	a->in_xact_max = Max(a->in_xact_max, m->in_xact_max);
 	a->declared = Max(a->declared, m->declared_pool_size);
+	a->logins_max = Max(a->logins_max, m->logins_max);
 	a->xacts += m->xacts;
 	a->xact_time_us += m->xact_time_us;
 	a->idle_in_xact_us += m->idle_in_xact_us;
@@ -614,9 +621,31 @@ cmp_advice(const void *a, const void *b)
 	return strcmp(x->key.application_name, y->key.application_name);
 }
 
+/*
+ * What the (all) row sums: the suggested pools of the groups some of whose
+ * connections logged in with their name; the groups only sessions that had
+ * changed application_name held (renamed: how many, their suggested pools'
+ * sum) count for at most the most such sessions connected at once
+ * (renamed_max): they are the same connections under other names.
+ */
+typedef struct AllBudget
+{
+	int32		pools;			/* the groups with logins: their sum */
+	int			renamed_groups;
+	int64		renamed_sum;
+	int32		renamed_max;
+} AllBudget;
+
+static int32
+all_budget(const AllBudget *b)
+{
+	return (int32) Min((int64) b->pools + Min(b->renamed_sum, (int64) b->renamed_max),
+					   PG_INT32_MAX);
+}
+
 /* The (all) row's text: the budget, against what the server really held. */
 static char *
-all_text(const Advice *all, int usable, int32 renamed_max)
+all_text(const Advice *all, int usable, const AllBudget *b)
 {
 	StringInfoData text;
 
@@ -628,15 +657,22 @@ all_text(const Advice *all, int usable, int32 renamed_max)
 		appendStringInfoString(&text, ": more than the server has; put a pooler such as pgbouncer in front, shrink the pools, or raise max_connections");
 	else
 		appendStringInfo(&text, "; %d to spare", usable - all->suggested);
-	appendStringInfo(&text, "; the server held at most %d connection%s at once, %d in a transaction at once",
+	if (b->renamed_sum > b->renamed_max)
+		appendStringInfo(&text, "; of them, the %d group%s that only sessions which had changed application_name held count for %d, the most such sessions connected at once, not for the " INT64_FORMAT " %s suggested pools sum to: %s the same connections under other names",
+						 b->renamed_groups, b->renamed_groups == 1 ? "" : "s",
+						 b->renamed_max, b->renamed_sum,
+						 b->renamed_groups == 1 ? "its" : "their",
+						 b->renamed_groups == 1 ? "it is" : "they are");
+	appendStringInfo(&text, "; the server held at most %d connection%s at once (%.0f%% of the usable), %d in a transaction at once",
 					 all->connections_max, all->connections_max == 1 ? "" : "s",
+					 usable > 0 ? 100.0 * all->connections_max / usable : 0.0,
 					 all->in_xact_max);
 	if (all->excess > 0)
 		appendStringInfo(&text, "; %d connection%s held beyond what transactions used",
 						 all->excess, all->excess == 1 ? "" : "s");
-	if (renamed_max > 0)
+	if (b->renamed_max > 0)
 		appendStringInfo(&text, "; %d session%s changed application_name between transactions (a connection pooler in transaction mode lends one server connection to many clients): their groups share connections, so their suggested pools overlap; size the pooler's pool to this row's in_xact_max with headroom",
-						 renamed_max, renamed_max == 1 ? "" : "s");
+						 b->renamed_max, b->renamed_max == 1 ? "" : "s");
 	return text.data;
 }
 
@@ -665,8 +701,8 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 	Advice	  **sorted;
 	int			ngroups = 0;
 	Advice		all;
+	AllBudget	budget;
 	int32	   *all_in_xact;
-	int32		renamed_max;
 	int			usable = Max(MaxConnections - ph_reserved_connections(), 0);
 
 	/*
@@ -730,6 +766,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 		m.idle_in_xact_us = (int64) g->minute_idle_in_xact_us;
 		m.saturated_us = (int64) Min(g->minute_saturated_us, PG_INT64_MAX);
 		m.declared_pool_size = (int32) Min(g->minute_declared, PG_INT32_MAX);
+		m.logins_max = (int32) Min(g->minute_logins_max, PG_INT32_MAX);
 		a = advice_entry(groups, g->other, g->database_id, g->role_id, g->database,
 						 g->application_name);
 		add_minute(a, current_start, now, &m);
@@ -742,6 +779,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	sorted = palloc(sizeof(Advice *) * Max(hash_get_num_entries(groups), 1));
 	memset(&all, 0, sizeof(all));
+	memset(&budget, 0, sizeof(budget));
 	hash_seq_init(&seq, groups);
 	while ((a = hash_seq_search(&seq)) != NULL)
 	{
@@ -751,7 +789,13 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 		all.xacts += a->xacts;
 		all.xact_time_us += a->xact_time_us;
 		all.idle_in_xact_us += a->idle_in_xact_us;
-		all.suggested += a->suggested;
+		if (a->logins_max > 0)
+			budget.pools = (int32) Min((int64) budget.pools + a->suggested, PG_INT32_MAX);
+		else
+		{
+			budget.renamed_groups++;
+			budget.renamed_sum += a->suggested;
+		}
 		all.excess += a->excess;
 		if (group_visible(a->key.other, a->key.role_id))
 			sorted[ngroups++] = a;
@@ -771,7 +815,6 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 	 * accounting began in the window.
 	 */
 	all_in_xact = palloc(sizeof(int32) * (nserver_rows + 1));
-	renamed_max = (int32) server.renamed;
 	for (int i = 0; i <= nserver_rows; i++)
 	{
 		PhAppServerMinute cur;
@@ -789,7 +832,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 		{
 			cur.connections_max = (int32) server.minute_connections_max;
 			cur.in_xact_max = (int32) server.minute_in_xact_max;
-			cur.renamed_max = (int32) server.renamed;
+			cur.renamed_max = (int32) server.minute_renamed_max;
 			start = current_start;
 			end = now;
 		}
@@ -798,13 +841,14 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 		all.span_us += Max(end - start, 0);
 		all.connections_max = Max(all.connections_max, m->connections_max);
 		all.in_xact_max = Max(all.in_xact_max, m->in_xact_max);
-		renamed_max = Max(renamed_max, m->renamed_max);
+		budget.renamed_max = Max(budget.renamed_max, m->renamed_max);
 		all_in_xact[i] = m->in_xact_max;
 	}
 	all.in_xact_p99 = p99(all_in_xact, nserver_rows + 1);
+	all.suggested = all_budget(&budget);
 	put_advice(rsinfo, KIND_ALL, &all,
 			   all.span_us > 0 ? (double) all.xact_time_us / all.span_us : 0.0,
-			   all_text(&all, usable, renamed_max));
+			   all_text(&all, usable, &budget));
 	return (Datum) 0;
 }
 

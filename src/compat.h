@@ -154,6 +154,17 @@ ph_guc_malloc(size_t size)
 #endif
 }
 
+/* Free what ph_guc_malloc returned, or a setting's value (a check hook's *newval). */
+static inline void
+ph_guc_free(void *p)
+{
+#if PG_VERSION_NUM >= 160000
+	guc_free(p);
+#else
+	free(p);
+#endif
+}
+
 /* The local id of this backend's current top-level transaction. */
 static inline LocalTransactionId
 ph_my_lxid(void)

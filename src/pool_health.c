@@ -55,6 +55,7 @@ int			ph_max_groups = 256;
 int			ph_app_history_minutes = 24 * 60;
 int			ph_advice_window_minutes = 24 * 60;
 int			ph_client_pool_size = 0;
+static char *client_pool_size_text = NULL;
 
 static const struct config_enum_entry enforce_options[] = {
 	{"on", PH_ENFORCE_ON, false},
@@ -145,6 +146,112 @@ ph_protected_role_oids(int *n)
 			oids[(*n)++] = role;
 	}
 	return oids;
+}
+
+/*
+ * pool_health.client_pool_size: an integer kept as a string, so that
+ * parsing it is ours.  The startup packet's options (and the settings
+ * applied at login: ALTER ROLE/DATABASE SET) are applied while the session
+ * logs in, where a value the server rejects is FATAL: there any value is
+ * taken, one that is not a size meaning "not declared" (0) with a WARNING
+ * the client sees (it has authenticated).  Elsewhere (SET, ALTER ROLE SET,
+ * ALTER SYSTEM, the configuration file) a bad value is rejected.  The
+ * value is rewritten as the size understood ("1.5" 2, "abc" 0 at login),
+ * which SHOW and pg_settings show and parallel workers receive.
+ */
+static bool
+parse_pool_size(const char *value, int *size, const char **hint)
+{
+	*hint = NULL;
+	if (!parse_int(value, size, 0, hint))
+		return false;
+	if (*size < 0)
+	{
+		*hint = NULL;
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A value as a WARNING shows it: its first 64 bytes, ASCII, each other
+ * byte (and a backslash) as \xHH, so that the message converts to any
+ * client encoding (a conversion that fails would be an ERROR).
+ */
+static char *
+shown_value(const char *value)
+{
+	StringInfoData buf;
+	const char *p;
+
+	initStringInfo(&buf);
+	for (p = value; *p != '\0' && p - value < 64; p++)
+	{
+		if (IS_HIGHBIT_SET(*p) || *p == '\\' || (unsigned char) *p < 0x20)
+			appendStringInfo(&buf, "\\x%02x", (unsigned char) *p);
+		else
+			appendStringInfoChar(&buf, *p);
+	}
+	if (*p != '\0')
+		appendStringInfoString(&buf, "...");
+	return buf.data;
+}
+
+static bool
+check_client_pool_size(char **newval, void **extra, GucSource source)
+{
+	int			size;
+	const char *hint;
+	char		canonical[16];
+	char	   *copy;
+
+	if (!parse_pool_size(*newval, &size, &hint))
+	{
+		switch (source)
+		{
+			case PGC_S_GLOBAL:
+			case PGC_S_DATABASE:
+			case PGC_S_USER:
+			case PGC_S_DATABASE_USER:
+			case PGC_S_CLIENT:
+				/* at login: taken, as "not declared" */
+				ereport(WARNING,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid value for parameter \"%s\": \"%s\"",
+								"pool_health.client_pool_size", shown_value(*newval)),
+						 errdetail("The session's pool size is taken as not declared (0): a pool size is an integer from 0 to %d.",
+								   INT_MAX)));
+				size = 0;
+				break;
+			default:
+				GUC_check_errdetail("A pool size is an integer from 0 (not declared) to %d.",
+									INT_MAX);
+				if (hint != NULL)
+					GUC_check_errhint("%s", hint);
+				return false;
+		}
+	}
+	snprintf(canonical, sizeof(canonical), "%d", size);
+	if (strcmp(*newval, canonical) == 0)
+		return true;
+	/* out of memory: kept as it is, which assign_client_pool_size reads alike */
+	copy = ph_guc_malloc(strlen(canonical) + 1);
+	if (copy != NULL)
+	{
+		strcpy(copy, canonical);
+		ph_guc_free(*newval);
+		*newval = copy;
+	}
+	return true;
+}
+
+static void
+assign_client_pool_size(const char *newval, void *extra)
+{
+	int			size;
+	const char *hint;
+
+	ph_client_pool_size = parse_pool_size(newval, &size, &hint) ? size : 0;
 }
 
 static bool
@@ -420,19 +527,15 @@ define_settings(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
-	/*
-	 * Any size a client may declare in its startup options is taken (a
-	 * value out of range would fail its login): what the accounting
-	 * compares it with is at most MAX_BACKENDS.
-	 */
-	DefineCustomIntVariable("pool_health.client_pool_size",
-							"The most connections the client pool of this session may hold, as its application declares it; 0: not declared.",
-							"Set it in the startup options (options=-c pool_health.client_pool_size=20) or with SET; pool_health.pool_advice shows it as declared_pool_size, and calls a pool saturated only when it was at that size with every connection in a transaction.",
-							&ph_client_pool_size,
-							0, 0, INT_MAX,
-							PGC_USERSET,
-							0,
-							NULL, NULL, NULL);
+	/* a string: see check_client_pool_size */
+	DefineCustomStringVariable("pool_health.client_pool_size",
+							   "The most connections the client pool of this session may hold, as its application declares it; 0: not declared.",
+							   "Set it in the startup options (options=-c pool_health.client_pool_size=20) or with SET; pool_health.pool_advice shows it as declared_pool_size, and calls a pool saturated only when it was at that size with every connection in a transaction. At login, a value that is not an integer from 0 to 2147483647 is taken as 0, with a WARNING; SET rejects it.",
+							   &client_pool_size_text,
+							   "0",
+							   PGC_USERSET,
+							   0,
+							   check_client_pool_size, assign_client_pool_size, NULL);
 }
 
 void

@@ -618,6 +618,9 @@ typedef struct PhAppGroup
 	pg_atomic_uint64 saturated_ms;	/* saturated periods ended, in ms */
 	pg_atomic_uint32 minute_declared;	/* most pool_health.client_pool_size
 										 * declared in the minute */
+	pg_atomic_uint32 logins;	/* attached sessions that logged in with its
+								 * name (not moved in by a rename) */
+	pg_atomic_uint32 minute_logins_max; /* the most of them in the minute */
 	pg_atomic_uint64 histogram[PH_HIST_BUCKETS];
 } PhAppGroup;
 
@@ -639,6 +642,9 @@ typedef struct PhAppMinute
 	int64		saturated_us;	/* time all its connections were in a
 								 * transaction */
 	int32		declared_pool_size; /* most its sessions declared, or 0 */
+	int32		logins_max;		/* most of its connections at once that had
+								 * logged in with its name (0: all had come
+								 * by a change of application_name) */
 } PhAppMinute;
 
 /*
@@ -666,6 +672,7 @@ typedef struct PhAppServerCopy
 	uint32		minute_in_xact_max;
 	uint32		renamed;		/* connected sessions that changed
 								 * application_name between transactions */
+	uint32		minute_renamed_max; /* the most of them in the minute */
 	uint64		renames;		/* such changes since the server started */
 } PhAppServerCopy;
 
@@ -750,6 +757,7 @@ typedef struct PhAppGroupCopy
 	uint64		minute_idle_in_xact_us;
 	TimestampTz last_seen;
 	uint32		minute_declared;
+	uint32		minute_logins_max;
 	uint64		minute_saturated_us;
 	uint64		histogram[PH_HIST_BUCKETS];
 } PhAppGroupCopy;

@@ -14,6 +14,8 @@
 # in_xact_mean (Little's law over the time the group existed) against
 # the client's own transaction time per second.  Before the rounds: one connection that
 # cycles through 300 application_names counts once in the (all) row, and
+# in its budget (the 300 groups are that connection renamed: they count
+# for 1, not 300; in the minute it left, and once the minute closed), and
 # an application named "(all)" is an application.
 use strict;
 use warnings;
@@ -51,10 +53,41 @@ sub advice_of
 my $cycle = "$PostgreSQL::Test::Utils::tmp_check/cycle.sql";
 append_to_file($cycle, join('', map { "SET application_name = 'cycle-$_';\nSELECT 1;\n" } 1 .. 300));
 my ($out, $err) = ('', '');
-IPC::Run::run([ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-f', $cycle ],
-	'>', \$out, '2>', \$err) or die "psql: $err";
-IPC::Run::run([ 'psql', '-XAtq', '-d', $node->connstr('postgres') . " application_name='(all)'",
-	'-c', 'SELECT 1' ], '>', \$out, '2>', \$err) or die "psql: $err";
+# the (all) row read in the minute the cycle ran in (the minute being
+# accumulated; a closed minute has its own row): run again if the worker
+# closed it meanwhile
+my ($cycle_minute, $all_sugg, $all_advice, $others_sugg, $cycle_sugg);
+for my $attempt (1 .. 3)
+{
+	$cycle_minute = $node->safe_psql('postgres',
+		"SELECT pool_health.status()->'applications'->>'minute_start'");
+	IPC::Run::run([ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-f', $cycle ],
+		'>', \$out, '2>', \$err) or die "psql: $err";
+	IPC::Run::run([ 'psql', '-XAtq', '-d', $node->connstr('postgres') . " application_name='(all)'",
+		'-c', 'SELECT 1' ], '>', \$out, '2>', \$err) or die "psql: $err";
+	my $minute_after;
+	($all_sugg, $all_advice, $others_sugg, $cycle_sugg, $minute_after) =
+	  split /\|/, $node->safe_psql('postgres', q{
+		SELECT a.suggested_pool_size, a.advice,
+		       (SELECT sum(suggested_pool_size) FROM pool_health.pool_advice
+		        WHERE kind <> 'all' AND coalesce(application_name, '') NOT LIKE 'cycle-%'),
+		       (SELECT sum(suggested_pool_size) FROM pool_health.pool_advice
+		        WHERE application_name LIKE 'cycle-%'),
+		       pool_health.status()->'applications'->>'minute_start'
+		FROM pool_health.pool_advice a WHERE kind = 'all'});
+	last if $minute_after eq $cycle_minute;
+	note("the minute closed during attempt $attempt: again");
+}
+note("the (all) row's advice: $all_advice");
+ok($all_sugg <= $others_sugg + 1,
+	"(all): the budget is $all_sugg: the groups the sessions logged in to ($others_sugg) and 1 for the session "
+	  . "that took 300 names, not the $cycle_sugg the cycle-% groups' suggestions sum to");
+unlike($all_advice, qr/more than the server has/, '(all): not "more than the server has"');
+like($all_advice,
+	qr/; of them, the (?:2[5-9]\d|30\d) groups that only sessions which had changed application_name held count for 1, the most such sessions connected at once, not for the \d+ their suggested pools sum to: they are the same connections under other names;/,
+	'(all) says why: ' . ($all_advice =~ /(; of them, [^;]*)/)[0]);
+like($all_advice, qr/; 1 session changed application_name between transactions \(/,
+	'(all): the session that changed its name is noted in the minute it left, before the minute closed');
 my ($groups, $all_rows, $all_cmax, $all_imax, $named_all) = split /\|/, $node->safe_psql('postgres', q{
 	SELECT count(*) FILTER (WHERE application_name LIKE 'cycle-%'),
 	       count(*) FILTER (WHERE kind = 'all'),
@@ -232,6 +265,26 @@ ok( $node->poll_query_until('postgres', q{
 is($node->safe_psql('postgres',
 		"SELECT declared_pool_size FROM pool_health.pool_advice WHERE application_name = 'lazy-1'"),
 	'5', 'lazy-1: its declared pool size is kept once its minute has closed');
+
+# once the cycle's minute closed: the budget from the closed minutes too
+ok( $node->poll_query_until('postgres',
+		"SELECT pool_health.status()->'applications'->>'minute_start' > '$cycle_minute'"),
+	"the cycle's minute has closed");
+my ($end_sugg, $end_advice, $end_named) = split /\|/, $node->safe_psql('postgres', q{
+	SELECT a.suggested_pool_size, a.advice,
+	       (SELECT sum(suggested_pool_size) FROM pool_health.pool_advice
+	        WHERE kind <> 'all' AND coalesce(application_name, '') NOT LIKE 'cycle-%'
+	          AND coalesce(application_name, '') NOT LIKE 'loop-%')
+	FROM pool_health.pool_advice a WHERE kind = 'all'});
+note("the (all) row's advice: $end_advice");
+my ($end_renamed) = $end_advice =~ /application_name held count for (\d+), the most such sessions connected at once/;
+ok(defined $end_renamed && $end_renamed <= 5,
+	'(all), the minutes closed: the cycle-% and loop-% groups count for ' . ($end_renamed // 'all their suggestions')
+	  . ' (the most sessions that had changed name at once: the cycle\'s 1, pgbench\'s 4)');
+ok($end_sugg <= $end_named + ($end_renamed // 0),
+	"(all): the budget is $end_sugg: the pools ($end_named) and those renamed sessions");
+like($end_advice, qr/; [1-5] sessions? changed application_name between transactions \(/,
+	'(all): the renamed sessions are noted from the closed minutes');
 
 unlike(slurp_file($node->logfile), qr/TRAP:|terminated by signal|PANIC/, 'nothing crashed');
 $node->stop;

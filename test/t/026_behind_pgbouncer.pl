@@ -140,6 +140,7 @@ my ($all_cmax, $all_imax, $sum_cmax, $all_advice) = split /\|/, $node->safe_psql
 	        WHERE kind = 'application' AND application_name LIKE 'report-%'),
 	       a.advice
 	FROM pool_health.pool_advice a WHERE kind = 'all'});
+note("the (all) row's advice: $all_advice");
 ok($all_imax <= 4, "(all): at most $all_imax sessions in a transaction at once (pgbouncer's 3, and this one)");
 ok($all_cmax < $sum_cmax,
 	"(all): the server held at most $all_cmax connections at once, not the $sum_cmax the report-% groups sum to");
