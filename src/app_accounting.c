@@ -1632,6 +1632,7 @@ ph_accounting_sample(TimestampTz now)
 				}
 				other_row.connections_max = Max(other_row.connections_max, row.connections_max);
 				other_row.in_xact_max = Max(other_row.in_xact_max, row.in_xact_max);
+				other_row.logins_max = Max(other_row.logins_max, row.logins_max);
 				other_row.xacts += row.xacts;
 				other_row.xact_time_us += row.xact_time_us;
 				other_row.idle_in_xact_us += row.idle_in_xact_us;
