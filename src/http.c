@@ -28,13 +28,15 @@
  * connections for recovery.
  *
  * Hostile clients: requests are bounded in size (MHD's per-connection
- * memory) and number (HTTP_MAX_CONNECTIONS, HTTP_PER_IP_CONNECTIONS from
- * one address), and each connection in time: it must complete a request
- * within pool_health.http_request_timeout of its accept (or of the end of
- * its previous answer), however slowly it trickles bytes, or it is shut
- * down (MHD's own timeout only counts time without a byte).  At the limit,
- * the oldest connection without a complete request gives way to the new
- * one, so that a health check always gets in.  The table of connections
+ * memory) and number (HTTP_MAX_CONNECTIONS, HTTP_PER_ADDRESS_CONNECTIONS
+ * from one client address, counted here), and each connection in time: it
+ * must complete a request within pool_health.http_request_timeout of its
+ * accept (or of the end of its previous answer), however slowly it
+ * trickles bytes, or it is shut down (MHD's own timeout only counts time
+ * without a byte).  At either limit, the oldest connection without a
+ * complete request (of that address, at the limit per address) gives way
+ * to the new one, so that a health check always gets in, also from the
+ * address of a client that holds all it may.  The table of connections
  * (slots[]) is local to this process, like everything MHD calls back.
  *
  * Shared state: reads as evaluate.c and health.c do; http_pid and
@@ -293,17 +295,22 @@ ph_http_register(void)
  * memory (HTTP_CONNECTION_MEMORY each) and 272 descriptors, well within a
  * process's usual 1024.
  *
- * HTTP_PER_IP_CONNECTIONS: unchanged at 16, so that checkers behind one
- * address (a proxy, a NAT, a burst of 10 checks at once) are served; it
- * takes 16 addresses to reach HTTP_MAX_CONNECTIONS, and one address alone
- * never makes another's connection give way.
+ * HTTP_PER_ADDRESS_CONNECTIONS: 16 open connections from one client
+ * address, counted here (not by MHD, which would refuse the 17th: a client
+ * that holds 16 would then starve the health checks of every checker
+ * behind its address, a load balancer checking through localhost, clients
+ * behind one NAT).  At 16, the oldest unfinished connection of that
+ * address gives way to the new one, as at HTTP_MAX_CONNECTIONS; so one
+ * address holds at most 16, it takes 16 addresses to reach
+ * HTTP_MAX_CONNECTIONS, and one address alone never makes another's
+ * connection give way.
  *
  * HTTP_HEADROOM: MHD accepts up to this many over HTTP_MAX_CONNECTIONS
  * (up to 10 in one round), each one making an older one give way; the
  * table of connections has a slot for each.
  */
 #define HTTP_MAX_CONNECTIONS	256
-#define HTTP_PER_IP_CONNECTIONS	16
+#define HTTP_PER_ADDRESS_CONNECTIONS	16
 #define HTTP_HEADROOM			16
 #define HTTP_SLOTS				(HTTP_MAX_CONNECTIONS + HTTP_HEADROOM)
 /* MHD's own timeout: this long without a byte moving closes a connection */
@@ -340,6 +347,13 @@ typedef struct HttpAnswer
 
 static HttpAnswer answers[HTTP_ENDPOINTS];
 
+/* A client's address (the per-address limit): IPv4 or IPv6 bytes */
+typedef struct HttpAddress
+{
+	sa_family_t family;			/* AF_INET, AF_INET6; 0 if unknown */
+	unsigned char bytes[sizeof(struct in6_addr)];	/* zero-padded */
+} HttpAddress;
+
 /*
  * A connection MHD has accepted and not yet closed (its socket_context).
  * A connection is "unfinished" while it has no complete request: from its
@@ -350,6 +364,7 @@ typedef struct HttpSlot
 {
 	struct MHD_Connection *connection;	/* NULL: the slot is free */
 	int			fd;				/* its socket (MHD's, open until CLOSED) */
+	HttpAddress address;		/* its client's */
 	TimestampTz request_start;	/* accept, or the end of the last answer */
 	bool		answering;		/* a response is queued: finished */
 	bool		closing;		/* shut down here, MHD has yet to close it */
@@ -372,6 +387,34 @@ slot_of(struct MHD_Connection *connection)
 
 	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	return info == NULL ? NULL : (HttpSlot *) info->socket_context;
+}
+
+/* The address of a connection's client, into *address. */
+static void
+client_address(struct MHD_Connection *connection, HttpAddress *address)
+{
+	const union MHD_ConnectionInfo *info;
+	const struct sockaddr *addr;
+
+	memset(address, 0, sizeof(*address));
+	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (info == NULL || (addr = info->client_addr) == NULL)
+		return;
+	address->family = addr->sa_family;
+	if (addr->sa_family == AF_INET)
+		memcpy(address->bytes, &((const struct sockaddr_in *) addr)->sin_addr,
+			   sizeof(struct in_addr));
+	else if (addr->sa_family == AF_INET6)
+		memcpy(address->bytes, &((const struct sockaddr_in6 *) addr)->sin6_addr,
+			   sizeof(struct in6_addr));
+	else
+		address->family = 0;
+}
+
+static bool
+same_address(const HttpAddress *a, const HttpAddress *b)
+{
+	return a->family == b->family && memcmp(a->bytes, b->bytes, sizeof(a->bytes)) == 0;
 }
 
 /*
@@ -427,9 +470,33 @@ close_late_connections(void)
 }
 
 /*
- * MHD_OPTION_NOTIFY_CONNECTION: a connection is accepted (after MHD's
- * per-address limit) or closed.  Over HTTP_MAX_CONNECTIONS, the oldest
- * unfinished connection gives way to the new one.
+ * The connection that gives way to a new one: the oldest unfinished
+ * connection (of the client at address, if not NULL); NULL if none.
+ */
+static HttpSlot *
+oldest_unfinished(const HttpAddress *address)
+{
+	HttpSlot   *oldest = NULL;
+
+	for (int i = 0; i < HTTP_SLOTS; i++)
+	{
+		HttpSlot   *slot = &slots[i];
+
+		if (slot->connection == NULL || slot->closing || slot->answering ||
+			(address != NULL && !same_address(&slot->address, address)))
+			continue;
+		if (oldest == NULL || slot->request_start < oldest->request_start)
+			oldest = slot;
+	}
+	return oldest;
+}
+
+/*
+ * MHD_OPTION_NOTIFY_CONNECTION: a connection is accepted or closed.  With
+ * HTTP_PER_ADDRESS_CONNECTIONS open from its client's address, the oldest
+ * unfinished one of that address gives way to the new one; with
+ * HTTP_MAX_CONNECTIONS open, the oldest unfinished one.  If none can, the
+ * new one is closed.
  */
 static void
 notify_connection(void *cls, struct MHD_Connection *connection,
@@ -439,10 +506,12 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 	{
 		const union MHD_ConnectionInfo *info;
 		HttpSlot   *slot = NULL;
-		HttpSlot   *oldest = NULL;
+		HttpAddress address;
 		int			open = 0;
+		int			from_address = 0;
 
 		info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+		client_address(connection, &address);
 		for (int i = 0; i < HTTP_SLOTS; i++)
 		{
 			HttpSlot   *other = &slots[i];
@@ -456,15 +525,15 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 			if (other->closing)
 				continue;
 			open++;
-			if (!other->answering &&
-				(oldest == NULL || other->request_start < oldest->request_start))
-				oldest = other;
+			if (same_address(&other->address, &address))
+				from_address++;
 		}
 		/* MHD accepts at most HTTP_SLOTS: there is a free slot */
 		if (slot == NULL || info == NULL)
 			return;
 		slot->connection = connection;
 		slot->fd = info->connect_fd;
+		slot->address = address;
 		slot->request_start = GetCurrentTimestamp();
 		slot->answering = false;
 		slot->closing = false;
@@ -472,8 +541,19 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 		slot->endpoint = HTTP_NOT_FOUND;
 		*socket_context = slot;
 		slots_used++;
-		if (open >= HTTP_MAX_CONNECTIONS && oldest != NULL)
-			close_slot(oldest, "the oldest without a complete request, at the connection limit");
+		if (from_address >= HTTP_PER_ADDRESS_CONNECTIONS || open >= HTTP_MAX_CONNECTIONS)
+		{
+			HttpSlot   *oldest;
+
+			oldest = oldest_unfinished(from_address >= HTTP_PER_ADDRESS_CONNECTIONS ?
+									   &address : NULL);
+			if (oldest == slot)
+				oldest = NULL;	/* (older ones are all answering) */
+			close_slot(oldest != NULL ? oldest : slot,
+					   from_address >= HTTP_PER_ADDRESS_CONNECTIONS ?
+					   "the oldest without a complete request, at the limit per client address" :
+					   "the oldest without a complete request, at the connection limit");
+		}
 	}
 	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != NULL)
 	{
@@ -914,7 +994,6 @@ pool_health_http_main(Datum arg)
 									 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
 									 MHD_OPTION_URI_LOG_CALLBACK, request_target, NULL,
 									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_SLOTS,
-									 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) HTTP_PER_IP_CONNECTIONS,
 									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HTTP_IDLE_TIMEOUT_S,
 									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
 									 MHD_OPTION_END);

@@ -4,8 +4,9 @@
 # second; /status and /metrics (promtool check metrics; a real Prometheus
 # scrapes it, up == 1); 404, 405, 400 for a body; malformed and oversized
 # requests, a client sending one byte a second, 16 idle connections from
-# one address (the next from it is closed, another address is answered)
-# and 200 requests leave it answering, without a line in the log.
+# one address (the next from it is answered, the oldest of them gives way;
+# another address is answered) and 200 requests leave it answering,
+# without a line in the log.
 # Hostile clients: the Host header (loopback names and addresses in any
 # form, none at all: answered; another name: 421, also at /status;
 # allowed by pool_health.http_allowed_hosts after a reload, or by *;
@@ -15,7 +16,9 @@
 # a reload; while 40 source addresses (127.0.0.10-49) hold 10 trickling
 # connections each, every /health check from 127.0.0.1 is answered
 # within a second, with the deadline and with only the oldest connection
-# giving way (1 min).  Killed, it comes back and serves again; it serves
+# giving way (1 min); so is every check from 127.0.0.1 while 40
+# connections from 127.0.0.1 itself trickle a byte a second (the oldest
+# of that address gives way at 16).  Killed, it comes back and serves again; it serves
 # while the main worker restarts; a hot standby whose pool_health.database
 # does not exist answers too; a standby in recovery without hot_standby
 # (connections refused) is 503.  Malformed addresses are rejected.
@@ -158,23 +161,38 @@ is($status, '200', 'while a client sends one byte a second, /health answers');
 ok($seconds < 1, sprintf('at once (%.3f s)', $seconds));
 print $slow 'E';
 # 16 connections that send nothing, from one address: the next from it is
-# closed, another address is answered (within the 2 s they have)
+# answered, the oldest of them gives way; another address is answered too
+# (within the 2 s they have)
+
+# closed(socket): whether the server has closed (or reset) a non-blocking socket
+sub closed
+{
+	my $n = sysread($_[0], my $buf, 1);
+	return defined $n ? $n == 0 : !$!{EAGAIN};
+}
+
 my @idle;
 for (1 .. 16)
 {
-	push @idle, IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
+	my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
+	$s->blocking(0);
+	push @idle, $s;
 }
-# (until the worker has accepted all 16)
+# (until the worker has accepted all 16: the first gives way once it has)
+my $gave_way = 0;
 for (1 .. 15)
 {
 	($status) = get('/health', 2);
-	last if $status eq '000';
+	$gave_way = closed($idle[0]);
+	last if $gave_way;
 	usleep(100_000);
 }
-is($status, '000', 'over 16 connections from one address: closed');
+is($status, '200', 'over 16 connections from one address: the new one is answered');
+ok($gave_way, 'and the oldest of that address gave way');
+is(scalar(grep { !closed($_) } @idle[ 1 .. 15 ]), 15, 'the other 15 are still open');
 IPC::Run::run([ 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1',
 		'--interface', '127.0.0.2', "$base/health" ], '>', \$out);
-is($out, '200', 'while another address is answered');
+is($out, '200', 'another address is answered');
 close $_ foreach @idle;
 # 200 requests, 10 at a time
 my ($burst, $berr) = ('', '');
@@ -369,14 +387,17 @@ sub trickle
 	return $out;
 }
 
-# attack(): 40 addresses x 10 connections trickle while /health is
+# attack(first address, addresses, connections each, tick): connections
+# from 127.0.0.FIRST... trickle a byte every tick seconds while /health is
 # checked 16 times from 127.0.0.1, 250 ms apart, once they are open;
 # returns the checks' statuses, their slowest time and the attacker's
 # closing line
 sub attack
 {
+	my ($first, $addresses, $connections, $tick) = @_;
 	my ($out, $err) = ('', '');
-	my $attacker = IPC::Run::start([ 'perl', $trickle_file, $http_port, 10, 40, 10, 0.25, 60 ],
+	my $attacker = IPC::Run::start(
+		[ 'perl', $trickle_file, $http_port, $first, $addresses, $connections, $tick, 60 ],
 		'>', \$out, '2>', \$err);
 	IPC::Run::pump($attacker) until $out =~ /ready/ || !$attacker->pumpable;
 	sleep 1;
@@ -398,18 +419,29 @@ my $trickled = trickle(1, 1, 0.25, 6);
 my ($age) = $trickled =~ /first ([\d.]+)/;
 ok($age > 1.5 && $age < 3.5,
 	"a connection trickling a byte every 250 ms is closed at pool_health.http_request_timeout, 2 s ($age s)");
-my ($codes, $slowest, $attacker) = attack();
+my ($codes, $slowest, $attacker) = attack(10, 40, 10, 0.25);
 is($codes, join(' ', ('200') x 16),
 	'while 40 addresses x 10 connections trickle bytes, every /health check is answered');
+ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
+# from the checker's own address: 40 connections from 127.0.0.1, a byte a
+# second each (at the limit per address, its oldest unfinished one gives
+# way to the check)
+($codes, $slowest, $attacker) = attack(1, 1, 40, 1);
+is($codes, join(' ', ('200') x 16),
+	'while 40 connections from the checker\'s own address trickle a byte a second, every /health check from it is answered');
 ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
 
 # with a long deadline, the oldest unfinished connection gives way
 ph_set($node, 'pool_health.http_request_timeout' => '1min');
 $trickled = trickle(1, 1, 0.25, 4);
 like($trickled, qr/closed 0 /, 'with http_request_timeout = 1min (reloaded), a trickling connection is kept 4 s');
-($codes, $slowest, $attacker) = attack();
+($codes, $slowest, $attacker) = attack(10, 40, 10, 0.25);
 is($codes, join(' ', ('200') x 16),
 	'with 1min, while 40 x 10 connections trickle bytes, every /health check is answered (the oldest gives way)');
+ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
+($codes, $slowest, $attacker) = attack(1, 1, 40, 1);
+is($codes, join(' ', ('200') x 16),
+	'with 1min, while 40 connections from the checker\'s own address trickle, every /health check from it is answered');
 ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET pool_health.http_request_timeout');
 $node->reload;
