@@ -32,12 +32,20 @@
  * from one client address, counted here), and each connection in time: it
  * must complete a request within pool_health.http_request_timeout of its
  * accept (or of the end of its previous answer), however slowly it
- * trickles bytes, or it is shut down (MHD's own timeout only counts time
- * without a byte).  At either limit, the oldest connection without a
- * complete request (of that address, at the limit per address) gives way
- * to the new one, so that a health check always gets in, also from the
- * address of a client that holds all it may.  The table of connections
- * (slots[]) is local to this process, like everything MHD calls back.
+ * trickles bytes, or it is reset (MHD's own timeout only counts time
+ * without a byte); its answer must be taken (written into the socket,
+ * whose buffers are small: HTTP_SOCKET_BUFFER) within as long, so that a
+ * client that pipelines requests and does not read cannot make the kernel
+ * hold answers for it.  At either limit, the oldest connection without a
+ * complete request (of that address, at the limit per address), else the
+ * one answering longest, gives way to the new one, so that a health check
+ * always gets in, also from the address of a client that holds all it
+ * may.  A connection closed here is reset, which frees what the kernel
+ * holds for it at once; one that MHD closes after its answer (HTTP/1.0,
+ * "Connection: close") is kept (drains[]) until its deadline if its
+ * client has not taken the answer yet, then closed or reset.  The tables
+ * (slots[], drains[]) are local to this process, like everything MHD
+ * calls back.
  *
  * Shared state: reads as evaluate.c and health.c do; http_pid and
  * http_requests in PhShared are atomics, written only here.
@@ -49,7 +57,12 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
@@ -292,8 +305,9 @@ ph_http_register(void)
  * even then each new connection makes the oldest unfinished one give way:
  * to keep a health check out it would have to open this many between the
  * check's accept and its request (microseconds).  At most 8 MB of MHD
- * memory (HTTP_CONNECTION_MEMORY each) and 272 descriptors, well within a
- * process's usual 1024.
+ * memory (HTTP_CONNECTION_MEMORY each) and 544 descriptors (HTTP_SLOTS
+ * connections and as many drained sockets), within a process's usual
+ * 1024.
  *
  * HTTP_PER_ADDRESS_CONNECTIONS: 16 open connections from one client
  * address, counted here (not by MHD, which would refuse the 17th: a client
@@ -316,6 +330,22 @@ ph_http_register(void)
 /* MHD's own timeout: this long without a byte moving closes a connection */
 #define HTTP_IDLE_TIMEOUT_S		5
 #define HTTP_CONNECTION_MEMORY	(32 * 1024)
+
+/*
+ * HTTP_SOCKET_BUFFER: the kernel's send and receive buffers of each
+ * connection (SO_SNDBUF, SO_RCVBUF, which the kernel doubles for its
+ * bookkeeping), instead of buffers it grows to megabytes: a client that
+ * pipelines requests and never reads the answers fills its connection's
+ * send buffer, and then MHD answers no more of them (it reads the next
+ * request once the previous answer is written); what it sends meanwhile
+ * waits in the receive buffer.  The largest answer, /metrics, is 7 kB on
+ * a small server and some tens of kB with many applications: it goes out
+ * in one or a few round trips.  With the deadlines (an answer must be
+ * taken within pool_health.http_request_timeout, and a connection closed
+ * or given way is reset, which frees its buffers), at most 2 x 2 x 32 kB
+ * per connection for that long.
+ */
+#define HTTP_SOCKET_BUFFER		(32 * 1024)
 
 /* An answer is reused for this long at most (floods of health checks). */
 #define HTTP_CACHE_MS			100
@@ -358,22 +388,43 @@ typedef struct HttpAddress
  * A connection MHD has accepted and not yet closed (its socket_context).
  * A connection is "unfinished" while it has no complete request: from its
  * accept, or from the end of its previous answer, until a response is
- * queued; only unfinished connections have a deadline and give way.
+ * queued; then "answering" until MHD has written the answer into the
+ * socket (the client takes it).  Each phase has a deadline,
+ * pool_health.http_request_timeout from its start; at a limit, an
+ * unfinished connection gives way first, else the one answering longest.
  */
 typedef struct HttpSlot
 {
 	struct MHD_Connection *connection;	/* NULL: the slot is free */
 	int			fd;				/* its socket (MHD's, open until CLOSED) */
 	HttpAddress address;		/* its client's */
-	TimestampTz request_start;	/* accept, or the end of the last answer */
+	TimestampTz since;			/* start of its phase: accept, the end of
+								 * the last answer, or the answer queued */
 	bool		answering;		/* a response is queued: finished */
-	bool		closing;		/* shut down here, MHD has yet to close it */
+	bool		closing;		/* reset here, MHD has yet to close it */
 	size_t		target_length;	/* bytes of the request target as received */
 	HttpEndpoint endpoint;		/* from the target's path, byte for byte */
 } HttpSlot;
 
 static HttpSlot slots[HTTP_SLOTS];
 static int	slots_used = 0;		/* slots with a connection */
+
+/*
+ * Sockets that MHD closed after an answer (HTTP/1.0, "Connection: close",
+ * its own errors) while the client had not yet acknowledged all of it:
+ * kept open here through a duplicate of the descriptor until their
+ * connection's deadline, then closed (reset, if the answer is still not
+ * taken), instead of being left to the kernel, which keeps an orphan's
+ * unsent data for minutes while the client does not read.
+ */
+typedef struct HttpDrain
+{
+	int			fd;				/* our duplicate; -1: the entry is free */
+	TimestampTz deadline;
+} HttpDrain;
+
+static HttpDrain drains[HTTP_SLOTS];
+static int	drains_used = 0;
 
 /* Markers of a request in progress (MHD's *request). */
 static int	request_without_body;
@@ -418,31 +469,119 @@ same_address(const HttpAddress *a, const HttpAddress *b)
 }
 
 /*
- * Close a connection from outside MHD: shut its socket down, so that MHD
- * reads the end of it in its next round and closes it (there is no call
- * to close a connection MHD is reading a request from).
+ * Bytes a socket has sent that its client has not acknowledged, or not
+ * yet sent: 0 once the client has taken everything; -1 if unknown.
+ */
+static int
+unacknowledged(int fd)
+{
+#ifdef SIOCOUTQ
+	int			bytes;
+
+	if (ioctl(fd, SIOCOUTQ, &bytes) == 0)
+		return bytes;
+#endif
+	return -1;
+}
+
+/*
+ * Make the close of a socket reset the connection: the kernel then frees
+ * what is queued in it at once, instead of sending it (after a FIN) for
+ * minutes to a client that does not read.
+ */
+static void
+reset_on_close(int fd)
+{
+	struct linger reset = {1, 0};
+
+	(void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+}
+
+/*
+ * Close a connection from outside MHD: reset on close, and shut its
+ * socket down, so that MHD, reading or writing it in its next round,
+ * finds its end and closes it (there is no call to close a connection MHD
+ * is reading a request from).
  */
 static void
 close_slot(HttpSlot *slot, const char *why)
 {
+	reset_on_close(slot->fd);
 	(void) shutdown(slot->fd, SHUT_RDWR);
 	slot->closing = true;
 	ereport(DEBUG1,
-			(errmsg_internal("pool_health http: closed a connection: %s", why)));
+			(errmsg_internal("pool_health http: reset a connection: %s", why)));
+}
+
+/* Close a drained socket: reset if its client has not taken everything. */
+static void
+close_drain(HttpDrain *drain)
+{
+	if (unacknowledged(drain->fd) != 0)
+		reset_on_close(drain->fd);
+	(void) close(drain->fd);
+	drain->fd = -1;
+	drains_used--;
 }
 
 /*
- * Close the connections past their deadline; the milliseconds until the
- * next deadline, -1 if none.
+ * Keep a duplicate of the socket of a connection MHD closes, until
+ * deadline.  With every entry taken, those whose clients took everything
+ * are closed, and if none has, the one of the earliest deadline.
+ */
+static void
+drain_socket(int fd, TimestampTz deadline)
+{
+	HttpDrain  *entry = NULL;
+	HttpDrain  *earliest = NULL;
+	int			copy;
+
+	if (drains_used == HTTP_SLOTS)
+	{
+		for (int i = 0; i < HTTP_SLOTS; i++)
+		{
+			if (drains[i].fd < 0)
+				continue;
+			if (unacknowledged(drains[i].fd) == 0)
+				close_drain(&drains[i]);
+			else if (earliest == NULL || drains[i].deadline < earliest->deadline)
+				earliest = &drains[i];
+		}
+		if (drains_used == HTTP_SLOTS)
+			close_drain(earliest);
+	}
+	if ((copy = dup(fd)) < 0)
+	{
+		reset_on_close(fd);		/* no descriptor to spare: reset it now */
+		return;
+	}
+	for (int i = 0; i < HTTP_SLOTS && entry == NULL; i++)
+		if (drains[i].fd < 0)
+			entry = &drains[i];
+	entry->fd = copy;
+	entry->deadline = deadline;
+	drains_used++;
+}
+
+/* The deadline of a connection's current phase. */
+static inline TimestampTz
+slot_deadline(const HttpSlot *slot)
+{
+	return slot->since + (TimestampTz) ph_http_request_timeout_ms * 1000;
+}
+
+/*
+ * Reset the connections past their deadline, close the drained sockets
+ * past theirs; the milliseconds until the next deadline, -1 if none.
  */
 static long
 close_late_connections(void)
 {
 	TimestampTz now;
-	long		next = -1;
+	TimestampTz next = 0;
 	int			seen = 0;
 
-	if (slots_used == 0)
+	if (slots_used == 0 && drains_used == 0)
 		return -1;
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < HTTP_SLOTS && seen < slots_used; i++)
@@ -453,28 +592,35 @@ close_late_connections(void)
 		if (slot->connection == NULL)
 			continue;
 		seen++;
-		if (slot->answering || slot->closing)
+		if (slot->closing)
 			continue;
-		deadline = slot->request_start + (TimestampTz) ph_http_request_timeout_ms * 1000;
+		deadline = slot_deadline(slot);
 		if (now >= deadline)
-			close_slot(slot, "no complete request within pool_health.http_request_timeout");
-		else
-		{
-			long		ms = (long) ((deadline - now + 999) / 1000);
-
-			if (next < 0 || ms < next)
-				next = ms;
-		}
+			close_slot(slot, slot->answering ?
+					   "its answer not taken within pool_health.http_request_timeout" :
+					   "no complete request within pool_health.http_request_timeout");
+		else if (next == 0 || deadline < next)
+			next = deadline;
 	}
-	return next;
+	for (int i = 0; i < HTTP_SLOTS && drains_used > 0; i++)
+	{
+		if (drains[i].fd < 0)
+			continue;
+		if (now >= drains[i].deadline)
+			close_drain(&drains[i]);
+		else if (next == 0 || drains[i].deadline < next)
+			next = drains[i].deadline;
+	}
+	return next == 0 ? -1 : (long) ((next - now + 999) / 1000);
 }
 
 /*
- * The connection that gives way to a new one: the oldest unfinished
- * connection (of the client at address, if not NULL); NULL if none.
+ * The connection that gives way to a new one (of the client at address,
+ * if not NULL): the oldest unfinished connection, else the one answering
+ * longest (a client that does not read its answer); NULL if none.
  */
 static HttpSlot *
-oldest_unfinished(const HttpAddress *address)
+give_way(const HttpAddress *address)
 {
 	HttpSlot   *oldest = NULL;
 
@@ -482,21 +628,27 @@ oldest_unfinished(const HttpAddress *address)
 	{
 		HttpSlot   *slot = &slots[i];
 
-		if (slot->connection == NULL || slot->closing || slot->answering ||
+		if (slot->connection == NULL || slot->closing ||
 			(address != NULL && !same_address(&slot->address, address)))
 			continue;
-		if (oldest == NULL || slot->request_start < oldest->request_start)
+		if (oldest == NULL ||
+			(oldest->answering && !slot->answering) ||
+			(oldest->answering == slot->answering && slot->since < oldest->since))
 			oldest = slot;
 	}
 	return oldest;
 }
 
 /*
- * MHD_OPTION_NOTIFY_CONNECTION: a connection is accepted or closed.  With
- * HTTP_PER_ADDRESS_CONNECTIONS open from its client's address, the oldest
- * unfinished one of that address gives way to the new one; with
- * HTTP_MAX_CONNECTIONS open, the oldest unfinished one.  If none can, the
- * new one is closed.
+ * MHD_OPTION_NOTIFY_CONNECTION: a connection is accepted or closed.
+ *
+ * Accepted: with HTTP_PER_ADDRESS_CONNECTIONS open from its client's
+ * address, one of that address gives way to it (give_way()); with
+ * HTTP_MAX_CONNECTIONS open, one of any.
+ *
+ * Closed by MHD (not reset here), with an answer its client has not taken
+ * yet: drained until the deadline of its last phase, or reset if that is
+ * past.
  */
 static void
 notify_connection(void *cls, struct MHD_Connection *connection,
@@ -531,34 +683,37 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 		/* MHD accepts at most HTTP_SLOTS: there is a free slot */
 		if (slot == NULL || info == NULL)
 			return;
+		if (from_address >= HTTP_PER_ADDRESS_CONNECTIONS)
+			close_slot(give_way(&address),
+					   "the oldest without a complete request or answering longest, at the limit per client address");
+		else if (open >= HTTP_MAX_CONNECTIONS)
+			close_slot(give_way(NULL),
+					   "the oldest without a complete request or answering longest, at the connection limit");
 		slot->connection = connection;
 		slot->fd = info->connect_fd;
 		slot->address = address;
-		slot->request_start = GetCurrentTimestamp();
+		slot->since = GetCurrentTimestamp();
 		slot->answering = false;
 		slot->closing = false;
 		slot->target_length = 0;
 		slot->endpoint = HTTP_NOT_FOUND;
 		*socket_context = slot;
 		slots_used++;
-		if (from_address >= HTTP_PER_ADDRESS_CONNECTIONS || open >= HTTP_MAX_CONNECTIONS)
-		{
-			HttpSlot   *oldest;
-
-			oldest = oldest_unfinished(from_address >= HTTP_PER_ADDRESS_CONNECTIONS ?
-									   &address : NULL);
-			if (oldest == slot)
-				oldest = NULL;	/* (older ones are all answering) */
-			close_slot(oldest != NULL ? oldest : slot,
-					   from_address >= HTTP_PER_ADDRESS_CONNECTIONS ?
-					   "the oldest without a complete request, at the limit per client address" :
-					   "the oldest without a complete request, at the connection limit");
-		}
 	}
 	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != NULL)
 	{
 		HttpSlot   *slot = (HttpSlot *) *socket_context;
 
+		/* MHD closes the socket after this */
+		if (!slot->closing && unacknowledged(slot->fd) != 0)
+		{
+			TimestampTz deadline = slot_deadline(slot);
+
+			if (GetCurrentTimestamp() >= deadline)
+				reset_on_close(slot->fd);
+			else
+				drain_socket(slot->fd, deadline);
+		}
 		slot->connection = NULL;
 		*socket_context = NULL;
 		slots_used--;
@@ -566,7 +721,7 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 }
 
 /*
- * MHD_OPTION_NOTIFY_COMPLETED: the answer is sent (or the request ended
+ * MHD_OPTION_NOTIFY_COMPLETED: the answer is written (or the request ended
  * otherwise); the connection waits for its next request, with a new
  * deadline.
  */
@@ -579,7 +734,7 @@ request_completed(void *cls, struct MHD_Connection *connection, void **request,
 	if (slot != NULL)
 	{
 		slot->answering = false;
-		slot->request_start = GetCurrentTimestamp();
+		slot->since = GetCurrentTimestamp();
 	}
 }
 
@@ -779,9 +934,12 @@ respond(struct MHD_Connection *connection, unsigned int status,
 	enum MHD_Result ret;
 	HttpSlot   *slot = slot_of(connection);
 
-	/* finished: no deadline until its next request */
+	/* finished: the answer has its own deadline */
 	if (slot != NULL)
+	{
 		slot->answering = true;
+		slot->since = GetCurrentTimestamp();
+	}
 	response = MHD_create_response_from_buffer(strlen(text), (void *) text,
 											   MHD_RESPMEM_MUST_COPY);
 	if (response == NULL)
@@ -945,6 +1103,12 @@ log_mhd(void *cls, const char *format, va_list args)
 static void
 http_exit(int code, Datum arg)
 {
+	for (int i = 0; i < HTTP_SLOTS && drains_used > 0; i++)
+		if (drains[i].fd >= 0)
+		{
+			reset_on_close(drains[i].fd);
+			close_drain(&drains[i]);
+		}
 	if (daemon_handle != NULL)
 		MHD_stop_daemon(daemon_handle);
 	daemon_handle = NULL;
@@ -1003,6 +1167,17 @@ pool_health_http_main(Datum arg)
 				(errmsg("pool_health http: could not listen on \"%s\"", ph_http_listen),
 				 errhint("Check pool_health.http_listen; the worker tries again in 5 seconds.")));
 	on_proc_exit(http_exit, (Datum) 0);
+	for (int i = 0; i < HTTP_SLOTS; i++)
+		drains[i].fd = -1;
+	/* the buffers of every connection, which inherit them */
+	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_LISTEN_FD);
+	if (info != NULL)
+	{
+		int			size = HTTP_SOCKET_BUFFER;
+
+		(void) setsockopt(info->listen_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+		(void) setsockopt(info->listen_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	}
 	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_EPOLL_FD);
 	if (info == NULL)
 		elog(ERROR, "libmicrohttpd has no epoll descriptor");

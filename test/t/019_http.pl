@@ -18,7 +18,12 @@
 # within a second, with the deadline and with only the oldest connection
 # giving way (1 min); so is every check from 127.0.0.1 while 40
 # connections from 127.0.0.1 itself trickle a byte a second (the oldest
-# of that address gives way at 16).  Killed, it comes back and serves again; it serves
+# of that address gives way at 16).  Slow readers: 16 connections that
+# pipeline 300 GET /metrics and never read get no more than their small
+# send buffers hold (0.6 MB in all, 34 MB before), reset when their
+# answers are not taken within the timeout, which frees the kernel's
+# queues while they stay open; so are 100 that ask once in HTTP/1.0 and do
+# not read.  Killed, it comes back and serves again; it serves
 # while the main worker restarts; a hot standby whose pool_health.database
 # does not exist answers too; a standby in recovery without hot_standby
 # (connections refused) is 503.  Malformed addresses are rejected.
@@ -164,11 +169,17 @@ print $slow 'E';
 # answered, the oldest of them gives way; another address is answered too
 # (within the 2 s they have)
 
-# closed(socket): whether the server has closed (or reset) a non-blocking socket
+# closed(socket): whether the server has closed a non-blocking socket:
+# 'reset', 'closed' (a FIN), or '' if open (what the server sent before is
+# read and dropped)
 sub closed
 {
-	my $n = sysread($_[0], my $buf, 1);
-	return defined $n ? $n == 0 : !$!{EAGAIN};
+	for (;;)
+	{
+		my $n = sysread($_[0], my $buf, 65536);
+		return $!{EAGAIN} ? '' : $!{ECONNRESET} ? 'reset' : 'closed' if !defined $n;
+		return 'closed' if $n == 0;
+	}
 }
 
 my @idle;
@@ -447,6 +458,97 @@ $node->safe_psql('postgres', 'ALTER SYSTEM RESET pool_health.http_request_timeou
 $node->reload;
 is((get('/health', 2))[0], '200', 'after the attacks, /health answers');
 unlike(slurp_file($node->logfile, $log_before), qr/pool_health http/, 'hostile clients leave no line in the log');
+
+# --- slow readers: what the kernel holds for them -----------------------------------------------
+
+# send_queue(): bytes queued in the server's sockets of the HTTP port
+# (sent and not acknowledged, or not sent yet: /proc/net/tcp's tx_queue),
+# and how many sockets hold some
+sub send_queue
+{
+	my ($bytes, $sockets) = (0, 0);
+	open(my $fh, '<', '/proc/net/tcp') or die "/proc/net/tcp: $!";
+	while (<$fh>)
+	{
+		my @f = split;
+		next unless $f[1] && $f[1] =~ /^[0-9A-F]{8}:([0-9A-F]{4})$/ && hex($1) == $http_port;
+		next if $f[3] eq '0A';    # the listening socket
+		my ($tx) = split /:/, $f[4];
+		next if hex($tx) == 0;
+		$bytes += hex($tx);
+		$sockets++;
+	}
+	close $fh;
+	return ($bytes, $sockets);
+}
+
+# slow_readers(connections, requests): connections from 127.0.0.60 with a
+# 2 kB receive buffer, each sending the requests at once and never
+# reading; they stay open until the caller drops them
+sub slow_readers
+{
+	my ($connections, $requests) = @_;
+	my @socks;
+	for (1 .. $connections)
+	{
+		my $s = IO::Socket::INET->new(Proto => 'tcp', LocalAddr => '127.0.0.60') or die $!;
+		setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 2048) or die $!;
+		$s->connect(Socket::pack_sockaddr_in($http_port, Socket::inet_aton('127.0.0.1'))) or die $!;
+		$s->blocking(0);
+		syswrite($s, $requests);
+		push @socks, $s;
+	}
+	return @socks;
+}
+
+# watch_send_queue(seconds): the largest send queue seen, and after how
+# many seconds it was empty (-1: not within that time); /health is
+# checked every 250 ms meanwhile: its statuses
+sub watch_send_queue
+{
+	my ($seconds) = @_;
+	my ($peak, $peak_sockets, $empty_after, @codes) = (0, 0, -1);
+	my $started = time;
+	while (time - $started < $seconds)
+	{
+		my ($bytes, $sockets) = send_queue();
+		($peak, $peak_sockets) = ($bytes, $sockets) if $bytes > $peak;
+		if ($bytes == 0 && $empty_after < 0 && @codes >= 2)
+		{
+			$empty_after = time - $started;
+			last;
+		}
+		push @codes, (curl_status('/health', '--max-time', '1'))[0] if @codes < 4;
+		usleep(250_000);
+	}
+	return ($peak, $peak_sockets, $empty_after, join(' ', @codes));
+}
+
+# 16 connections pipeline 300 GET /metrics each and never read: the
+# server answers as long as their send buffers take it; unbounded, that
+# was 2 MB a connection, kept for minutes (in FIN-WAIT-1 after the
+# deadline's shutdown)
+my $metrics_size = length((get('/metrics'))[1]);
+my @readers = slow_readers(16, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n" x 300);
+my ($peak, $peak_sockets, $empty_after, $reader_codes) = watch_send_queue(10);
+ok($peak > 16 * 2048 && $peak <= 16 * 128 * 1024,
+	"16 slow readers of 300 pipelined /metrics ($metrics_size bytes each): the send queue stays bounded, 128 kB a connection at most ($peak bytes in $peak_sockets sockets)");
+ok($empty_after >= 0 && $empty_after < 5,
+	sprintf('and is freed once their answers are not taken within http_request_timeout, while they stay open (empty after %.1f s)', $empty_after));
+is($reader_codes, '200 200 200 200', 'meanwhile /health answers');
+is(join(' ', map { closed($_) } @readers), join(' ', ('reset') x 16),
+	'the slow readers were reset (not sent a FIN behind what they did not read)');
+close $_ for @readers;
+
+# 100 connections ask for /metrics once (HTTP/1.0: closed after the
+# answer) and never read: their answers are not left to the kernel
+@readers = slow_readers(100, "GET /metrics HTTP/1.0\r\n\r\n");
+($peak, $peak_sockets, $empty_after, $reader_codes) = watch_send_queue(10);
+ok($peak > 0, "100 slow readers of one /metrics each, HTTP/1.0: queued ($peak bytes in $peak_sockets sockets)");
+ok($empty_after >= 0 && $empty_after < 5,
+	sprintf('freed within http_request_timeout of the answer, while they stay open (empty after %.1f s)', $empty_after));
+is($reader_codes, '200 200 200 200', 'meanwhile /health answers');
+close $_ for @readers;
 
 # --- killed, it comes back -----------------------------------------------------------------
 my $http_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
