@@ -799,6 +799,109 @@ target_had_nul(const HttpSlot *slot, const char *url, const char *version)
 	return false;
 }
 
+/*
+ * The header lines of a request, as MHD parsed them, walked in order by
+ * check_header() (MHD_get_connection_values_n).
+ */
+typedef struct HeaderWalk
+{
+	const char *block;			/* the request's header block, as MHD left it */
+	const char *end;			/* its end */
+	const char *next;			/* where the next name must start; NULL:
+								 * no header seen yet */
+	bool		well_formed;
+} HeaderWalk;
+
+/*
+ * MHD_get_connection_values_n: check one header.  A name holds no blank:
+ * "Host : x" (a blank before the colon, which RFC 9112 says to refuse)
+ * is a header named "Host " to MHD, and " Host: x" (a first header line
+ * starting with a blank) one named " Host", so neither is a Host.
+ *
+ * Before 0.9.78, MHD parses the header block in place (it writes a NUL
+ * over each line end and over each colon), and keeps a value up to its
+ * first NUL byte: "Host: localhost\0.attacker.example" is "localhost" to
+ * it.  And it appends a folded line (one that starts with a blank) to the
+ * previous header's name, in memory of its own.  So each header must lie
+ * in the block right after the previous one: its name, the colon, blanks,
+ * its value, then the end of its line (one or two NULs) and nothing else.
+ * A NUL byte in a line (but for one just before a bare LF, which hides
+ * nothing) or a folded line breaks that.  Later versions refuse such
+ * requests, or unfold the line, themselves.
+ */
+static enum MHD_Result
+check_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+			 const char *value, size_t value_size)
+{
+	HeaderWalk *walk = (HeaderWalk *) cls;
+
+	if (key_size == 0 || memchr(key, ' ', key_size) != NULL ||
+		memchr(key, '\t', key_size) != NULL)
+		walk->well_formed = false;
+#if MHD_VERSION < 0x00097800
+	else if (key <= walk->block || key >= walk->end ||
+			 (walk->next != NULL ? key != walk->next : key[-1] != '\0'))
+		walk->well_formed = false;
+	else
+	{
+		const char *p = key + key_size;
+		int			nuls = 0;
+
+		if (value < p || value > walk->end || *p++ != '\0')
+			walk->well_formed = false;	/* no colon where the name ends */
+		while (p < value && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p != value)
+			walk->well_formed = false;	/* the value is elsewhere */
+		for (p = value + value_size; p < walk->end && *p == '\0' && nuls < 2; p++)
+			nuls++;
+		if (nuls == 0)
+			walk->well_formed = false;
+		walk->next = p;
+	}
+#endif
+	return walk->well_formed ? MHD_YES : MHD_NO;
+}
+
+/*
+ * Whether every header line of a request is one MHD read as it is
+ * (check_header()); method is where MHD passed it to answer(), the
+ * beginning of the request's header block before 0.9.78.
+ */
+static bool
+headers_well_formed(struct MHD_Connection *connection, const char *method)
+{
+	HeaderWalk	walk;
+
+	walk.block = method;
+	walk.end = NULL;
+	walk.next = NULL;
+	walk.well_formed = true;
+#if MHD_VERSION < 0x00097800
+	{
+		const union MHD_ConnectionInfo *info;
+
+		info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+		if (info == NULL)
+			return true;		/* cannot happen while answering */
+		walk.end = method + info->header_size;
+	}
+#endif
+	(void) MHD_get_connection_values_n(connection, MHD_HEADER_KIND, check_header, &walk);
+#if MHD_VERSION < 0x00097800
+	/* after the last header, the empty line, and the block ends */
+	if (walk.well_formed && walk.next != NULL)
+	{
+		const char *p = walk.next;
+
+		for (int nuls = 0; p < walk.end && *p == '\0' && nuls < 2; p++)
+			nuls++;
+		walk.well_formed = p == walk.end;
+	}
+#endif
+	return walk.well_formed;
+}
+
 /* MHD_get_connection_values_n: count the Host headers. */
 static enum MHD_Result
 count_host(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
@@ -1043,7 +1146,10 @@ answer(void *cls, struct MHD_Connection *connection, const char *url,
 	{
 		unsigned int status;
 
-		/* the headers: whom and what is it for? */
+		/* the headers: as they were sent? whom and what is it for? */
+		if (!headers_well_formed(connection, method))
+			return respond(connection, MHD_HTTP_BAD_REQUEST, "text/plain",
+						   "bad request: a malformed header line (a NUL byte, a blank before the colon or at the start of the line)\n");
 		if (!host_allowed(connection, slot, &status))
 			return respond(connection, status, "text/plain",
 						   status == MHD_HTTP_MISDIRECTED_REQUEST ?

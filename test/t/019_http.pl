@@ -10,7 +10,9 @@
 # Hostile clients: the Host header (loopback names and addresses in any
 # form, none at all: answered; another name: 421, also at /status;
 # allowed by pool_health.http_allowed_hosts after a reload, or by *;
-# malformed or repeated: 400); /health%00x and a NUL byte in the target
+# malformed or repeated: 400; a NUL byte in a header, a blank before a
+# colon or starting a line, a folded line: 400); /health%00x and a NUL
+# byte in the target
 # are 404; a connection trickling a byte every 250 ms is closed at
 # pool_health.http_request_timeout (2 s), not with a 1 min timeout set by
 # a reload; while 40 source addresses (127.0.0.10-49) hold 10 trickling
@@ -278,6 +280,40 @@ is(raw("GET /status HTTP/1.1\r\nHost: localhost\r\nHost: attacker.example\r\n\r\
 is(raw("GET /status HTTP/1.1\r\nHost: [::1\r\n\r\n"), 'HTTP/1.1 400', 'a malformed Host: 400');
 is(raw("GET /status HTTP/1.1\r\nHost: ::1\r\n\r\n"), 'HTTP/1.1 400', 'an IPv6 address without brackets: 400');
 is(raw("GET /status HTTP/1.1\r\nHost: localhost:http\r\n\r\n"), 'HTTP/1.1 400', 'a port that is no number: 400');
+# header lines MHD 0.9 reads otherwise than they were sent: a Host cut at
+# a NUL byte, not recognised (a blank before the colon, or starting the
+# line), or folded onto the next line
+foreach my $case (
+	[ "Host: localhost\0.attacker.example\r\n", 'a NUL byte in the Host' ],
+	[ "Host : attacker.example\r\n", 'a space before the colon' ],
+	[ "Host\t: attacker.example\r\n", 'a tab before the colon' ],
+	[ " Host: attacker.example\r\n", 'a first header line starting with a space' ],
+	[ "Host: localhost\r\n attacker.example\r\n", 'a folded Host' ],
+	[ "Accept: */*\r\nHost: localhost\r\n\tattacker.example\r\n", 'a folded Host after another header' ],
+	[ "X-A: 1\0\r\nHost: localhost\r\n", 'a NUL byte in another header' ],
+	[ ": x\r\nHost: localhost\r\n", 'a header without a name' ])
+{
+	my ($lines, $what) = @$case;
+	is(raw("GET /status HTTP/1.1\r\n$lines\r\n"), 'HTTP/1.1 400', "$what: 400");
+}
+is(raw("GET /status HTTP/1.1\nHost: localhost\nAccept: */*\n\n"), 'HTTP/1.1 200', 'bare LF line ends: 200');
+is(raw("GET /status HTTP/1.1\r\nHost:localhost\r\nX-Empty:\r\nX-Blank: \r\nCookie: a=b; c=d\r\n\r\n"),
+	'HTTP/1.1 200', 'no blank after a colon, empty values, a cookie: 200');
+is(raw("GET /status HTTP/1.1\r\nX-Big: " . ('a' x 20000) . "\r\nHost: localhost\r\n\r\n"), 'HTTP/1.1 200',
+	'a 20 kB header before the Host: 200');
+{
+	my $sock = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
+	print $sock ("GET /health HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n" x 3)
+	  . "GET /health HTTP/1.1\r\nHost : attacker.example\r\n\r\n";
+	my ($reply, $chunk) = ('', '');
+	while ($reply !~ /HTTP\/1\.1 400/ && defined $sock->recv($chunk, 65536) && $chunk ne '')
+	{
+		$reply .= $chunk;
+	}
+	close $sock;
+	is(join(' ', $reply =~ /HTTP\/1\.1 (\d\d\d) /g), '200 200 200 400',
+		'pipelined on one connection: each request checked by itself');
+}
 
 # allowed by the setting, after a reload
 foreach my $bad ('a.example:9188', 'a b', '*.example', 'a,,b', 'a,', '[a.example]', 'a/b')
