@@ -469,19 +469,20 @@ same_address(const HttpAddress *a, const HttpAddress *b)
 }
 
 /*
- * Bytes a socket has sent that its client has not acknowledged, or not
- * yet sent: 0 once the client has taken everything; -1 if unknown.
+ * Whether a socket's client has taken what was written into it: all of it
+ * sent and acknowledged but for the FIN MHD may have queued after it (the
+ * kernel counts it as a byte); false if unknown.
  */
-static int
-unacknowledged(int fd)
+static bool
+all_taken(int fd)
 {
 #ifdef SIOCOUTQ
 	int			bytes;
 
 	if (ioctl(fd, SIOCOUTQ, &bytes) == 0)
-		return bytes;
+		return bytes <= 1;
 #endif
-	return -1;
+	return false;
 }
 
 /*
@@ -517,7 +518,7 @@ close_slot(HttpSlot *slot, const char *why)
 static void
 close_drain(HttpDrain *drain)
 {
-	if (unacknowledged(drain->fd) != 0)
+	if (!all_taken(drain->fd))
 		reset_on_close(drain->fd);
 	(void) close(drain->fd);
 	drain->fd = -1;
@@ -526,38 +527,32 @@ close_drain(HttpDrain *drain)
 
 /*
  * Keep a duplicate of the socket of a connection MHD closes, until
- * deadline.  With every entry taken, those whose clients took everything
- * are closed, and if none has, the one of the earliest deadline.
+ * deadline.  With every entry taken, the one of the earliest deadline is
+ * closed first (reset if its client has not taken everything).
  */
 static void
 drain_socket(int fd, TimestampTz deadline)
 {
 	HttpDrain  *entry = NULL;
-	HttpDrain  *earliest = NULL;
 	int			copy;
 
-	if (drains_used == HTTP_SLOTS)
-	{
-		for (int i = 0; i < HTTP_SLOTS; i++)
-		{
-			if (drains[i].fd < 0)
-				continue;
-			if (unacknowledged(drains[i].fd) == 0)
-				close_drain(&drains[i]);
-			else if (earliest == NULL || drains[i].deadline < earliest->deadline)
-				earliest = &drains[i];
-		}
-		if (drains_used == HTTP_SLOTS)
-			close_drain(earliest);
-	}
 	if ((copy = dup(fd)) < 0)
 	{
 		reset_on_close(fd);		/* no descriptor to spare: reset it now */
 		return;
 	}
-	for (int i = 0; i < HTTP_SLOTS && entry == NULL; i++)
+	for (int i = 0; i < HTTP_SLOTS; i++)
+	{
 		if (drains[i].fd < 0)
+		{
 			entry = &drains[i];
+			break;
+		}
+		if (entry == NULL || drains[i].deadline < entry->deadline)
+			entry = &drains[i];
+	}
+	if (entry->fd >= 0)
+		close_drain(entry);
 	entry->fd = copy;
 	entry->deadline = deadline;
 	drains_used++;
@@ -683,12 +678,17 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 		/* MHD accepts at most HTTP_SLOTS: there is a free slot */
 		if (slot == NULL || info == NULL)
 			return;
-		if (from_address >= HTTP_PER_ADDRESS_CONNECTIONS)
-			close_slot(give_way(&address),
-					   "the oldest without a complete request or answering longest, at the limit per client address");
-		else if (open >= HTTP_MAX_CONNECTIONS)
-			close_slot(give_way(NULL),
-					   "the oldest without a complete request or answering longest, at the connection limit");
+		if (from_address >= HTTP_PER_ADDRESS_CONNECTIONS || open >= HTTP_MAX_CONNECTIONS)
+		{
+			bool		per_address = from_address >= HTTP_PER_ADDRESS_CONNECTIONS;
+			HttpSlot   *victim = give_way(per_address ? &address : NULL);
+
+			/* (one exists: those counted above are candidates) */
+			if (victim != NULL)
+				close_slot(victim, per_address ?
+						   "giving way to a new one, at the limit per client address" :
+						   "giving way to a new one, at the connection limit");
+		}
 		slot->connection = connection;
 		slot->fd = info->connect_fd;
 		slot->address = address;
@@ -705,7 +705,7 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 		HttpSlot   *slot = (HttpSlot *) *socket_context;
 
 		/* MHD closes the socket after this */
-		if (!slot->closing && unacknowledged(slot->fd) != 0)
+		if (!slot->closing && !all_taken(slot->fd))
 		{
 			TimestampTz deadline = slot_deadline(slot);
 
