@@ -839,7 +839,7 @@ check_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_siz
 		memchr(key, '\t', key_size) != NULL)
 		walk->well_formed = false;
 #if MHD_VERSION < 0x00097800
-	else if (key <= walk->block || key >= walk->end ||
+	else if (key <= walk->block || key + key_size >= walk->end ||
 			 (walk->next != NULL ? key != walk->next : key[-1] != '\0'))
 		walk->well_formed = false;
 	else
