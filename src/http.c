@@ -314,7 +314,8 @@ ph_http_register(void)
  * that holds 16 would then starve the health checks of every checker
  * behind its address, a load balancer checking through localhost, clients
  * behind one NAT).  At 16, the oldest unfinished connection of that
- * address gives way to the new one, as at HTTP_MAX_CONNECTIONS; so one
+ * address (else the one of it answering longest) gives way to the new
+ * one, as at HTTP_MAX_CONNECTIONS; so one
  * address holds at most 16, it takes 16 addresses to reach
  * HTTP_MAX_CONNECTIONS, and one address alone never makes another's
  * connection give way.
