@@ -28,14 +28,24 @@
  * connections for recovery.
  *
  * Hostile clients: requests are bounded in size (MHD's per-connection
- * memory) and number (HTTP_MAX_CONNECTIONS, HTTP_PER_IP_CONNECTIONS from
- * one address), and each connection in time: it must complete a request
- * within pool_health.http_request_timeout of its accept (or of the end of
- * its previous answer), however slowly it trickles bytes, or it is shut
- * down (MHD's own timeout only counts time without a byte).  At the limit,
- * the oldest connection without a complete request gives way to the new
- * one, so that a health check always gets in.  The table of connections
- * (slots[]) is local to this process, like everything MHD calls back.
+ * memory) and number (HTTP_MAX_CONNECTIONS, HTTP_PER_ADDRESS_CONNECTIONS
+ * from one client address, counted here), and each connection in time: it
+ * must complete a request within pool_health.http_request_timeout of its
+ * accept (or of the end of its previous answer), however slowly it
+ * trickles bytes, or it is reset (MHD's own timeout only counts time
+ * without a byte); its answer must be taken (written into the socket,
+ * whose buffers are small: HTTP_SOCKET_BUFFER) within as long, so that a
+ * client that pipelines requests and does not read cannot make the kernel
+ * hold answers for it.  At either limit, the oldest connection without a
+ * complete request (of that address, at the limit per address), else the
+ * one answering longest, gives way to the new one, so that a health check
+ * always gets in, also from the address of a client that holds all it
+ * may.  A connection closed here is reset, which frees what the kernel
+ * holds for it at once; one that MHD closes after its answer (HTTP/1.0,
+ * "Connection: close") is kept (drains[]) until its deadline if its
+ * client has not taken the answer yet, then closed or reset.  The tables
+ * (slots[], drains[]) are local to this process, like everything MHD
+ * calls back.
  *
  * Shared state: reads as evaluate.c and health.c do; http_pid and
  * http_requests in PhShared are atomics, written only here.
@@ -47,7 +57,12 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
@@ -290,25 +305,48 @@ ph_http_register(void)
  * even then each new connection makes the oldest unfinished one give way:
  * to keep a health check out it would have to open this many between the
  * check's accept and its request (microseconds).  At most 8 MB of MHD
- * memory (HTTP_CONNECTION_MEMORY each) and 272 descriptors, well within a
- * process's usual 1024.
+ * memory (HTTP_CONNECTION_MEMORY each) and 544 descriptors (HTTP_SLOTS
+ * connections and as many drained sockets), within a process's usual
+ * 1024.
  *
- * HTTP_PER_IP_CONNECTIONS: unchanged at 16, so that checkers behind one
- * address (a proxy, a NAT, a burst of 10 checks at once) are served; it
- * takes 16 addresses to reach HTTP_MAX_CONNECTIONS, and one address alone
- * never makes another's connection give way.
+ * HTTP_PER_ADDRESS_CONNECTIONS: 16 open connections from one client
+ * address, counted here (not by MHD, which would refuse the 17th: a client
+ * that holds 16 would then starve the health checks of every checker
+ * behind its address, a load balancer checking through localhost, clients
+ * behind one NAT).  At 16, the oldest unfinished connection of that
+ * address (else the one of it answering longest) gives way to the new
+ * one, as at HTTP_MAX_CONNECTIONS; so one
+ * address holds at most 16, it takes 16 addresses to reach
+ * HTTP_MAX_CONNECTIONS, and one address alone never makes another's
+ * connection give way.
  *
  * HTTP_HEADROOM: MHD accepts up to this many over HTTP_MAX_CONNECTIONS
  * (up to 10 in one round), each one making an older one give way; the
  * table of connections has a slot for each.
  */
 #define HTTP_MAX_CONNECTIONS	256
-#define HTTP_PER_IP_CONNECTIONS	16
+#define HTTP_PER_ADDRESS_CONNECTIONS	16
 #define HTTP_HEADROOM			16
 #define HTTP_SLOTS				(HTTP_MAX_CONNECTIONS + HTTP_HEADROOM)
 /* MHD's own timeout: this long without a byte moving closes a connection */
 #define HTTP_IDLE_TIMEOUT_S		5
 #define HTTP_CONNECTION_MEMORY	(32 * 1024)
+
+/*
+ * HTTP_SOCKET_BUFFER: the kernel's send and receive buffers of each
+ * connection (SO_SNDBUF, SO_RCVBUF, which the kernel doubles for its
+ * bookkeeping), instead of buffers it grows to megabytes: a client that
+ * pipelines requests and never reads the answers fills its connection's
+ * send buffer, and then MHD answers no more of them (it reads the next
+ * request once the previous answer is written); what it sends meanwhile
+ * waits in the receive buffer.  The largest answer, /metrics, is 7 kB on
+ * a small server and some tens of kB with many applications: it goes out
+ * in one or a few round trips.  With the deadlines (an answer must be
+ * taken within pool_health.http_request_timeout, and a connection closed
+ * or given way is reset, which frees its buffers), at most 2 x 2 x 32 kB
+ * per connection for that long.
+ */
+#define HTTP_SOCKET_BUFFER		(32 * 1024)
 
 /* An answer is reused for this long at most (floods of health checks). */
 #define HTTP_CACHE_MS			100
@@ -340,25 +378,54 @@ typedef struct HttpAnswer
 
 static HttpAnswer answers[HTTP_ENDPOINTS];
 
+/* A client's address (the per-address limit): IPv4 or IPv6 bytes */
+typedef struct HttpAddress
+{
+	sa_family_t family;			/* AF_INET, AF_INET6; 0 if unknown */
+	unsigned char bytes[sizeof(struct in6_addr)];	/* zero-padded */
+} HttpAddress;
+
 /*
  * A connection MHD has accepted and not yet closed (its socket_context).
  * A connection is "unfinished" while it has no complete request: from its
  * accept, or from the end of its previous answer, until a response is
- * queued; only unfinished connections have a deadline and give way.
+ * queued; then "answering" until MHD has written the answer into the
+ * socket (the client takes it).  Each phase has a deadline,
+ * pool_health.http_request_timeout from its start; at a limit, an
+ * unfinished connection gives way first, else the one answering longest.
  */
 typedef struct HttpSlot
 {
 	struct MHD_Connection *connection;	/* NULL: the slot is free */
 	int			fd;				/* its socket (MHD's, open until CLOSED) */
-	TimestampTz request_start;	/* accept, or the end of the last answer */
+	HttpAddress address;		/* its client's */
+	TimestampTz since;			/* start of its phase: accept, the end of
+								 * the last answer, or the answer queued */
 	bool		answering;		/* a response is queued: finished */
-	bool		closing;		/* shut down here, MHD has yet to close it */
+	bool		closing;		/* reset here, MHD has yet to close it */
 	size_t		target_length;	/* bytes of the request target as received */
 	HttpEndpoint endpoint;		/* from the target's path, byte for byte */
 } HttpSlot;
 
 static HttpSlot slots[HTTP_SLOTS];
 static int	slots_used = 0;		/* slots with a connection */
+
+/*
+ * Sockets that MHD closed after an answer (HTTP/1.0, "Connection: close",
+ * its own errors) while the client had not yet acknowledged all of it:
+ * kept open here through a duplicate of the descriptor until their
+ * connection's deadline, then closed (reset, if the answer is still not
+ * taken), instead of being left to the kernel, which keeps an orphan's
+ * unsent data for minutes while the client does not read.
+ */
+typedef struct HttpDrain
+{
+	int			fd;				/* our duplicate; -1: the entry is free */
+	TimestampTz deadline;
+} HttpDrain;
+
+static HttpDrain drains[HTTP_SLOTS];
+static int	drains_used = 0;
 
 /* Markers of a request in progress (MHD's *request). */
 static int	request_without_body;
@@ -374,32 +441,143 @@ slot_of(struct MHD_Connection *connection)
 	return info == NULL ? NULL : (HttpSlot *) info->socket_context;
 }
 
+/* The address of a connection's client, into *address. */
+static void
+client_address(struct MHD_Connection *connection, HttpAddress *address)
+{
+	const union MHD_ConnectionInfo *info;
+	const struct sockaddr *addr;
+
+	memset(address, 0, sizeof(*address));
+	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (info == NULL || (addr = info->client_addr) == NULL)
+		return;
+	address->family = addr->sa_family;
+	if (addr->sa_family == AF_INET)
+		memcpy(address->bytes, &((const struct sockaddr_in *) addr)->sin_addr,
+			   sizeof(struct in_addr));
+	else if (addr->sa_family == AF_INET6)
+		memcpy(address->bytes, &((const struct sockaddr_in6 *) addr)->sin6_addr,
+			   sizeof(struct in6_addr));
+	else
+		address->family = 0;
+}
+
+static bool
+same_address(const HttpAddress *a, const HttpAddress *b)
+{
+	return a->family == b->family && memcmp(a->bytes, b->bytes, sizeof(a->bytes)) == 0;
+}
+
 /*
- * Close a connection from outside MHD: shut its socket down, so that MHD
- * reads the end of it in its next round and closes it (there is no call
- * to close a connection MHD is reading a request from).
+ * Whether a socket's client has taken what was written into it: all of it
+ * sent and acknowledged but for the FIN MHD may have queued after it (the
+ * kernel counts it as a byte); false if unknown.
+ */
+static bool
+all_taken(int fd)
+{
+#ifdef SIOCOUTQ
+	int			bytes;
+
+	if (ioctl(fd, SIOCOUTQ, &bytes) == 0)
+		return bytes <= 1;
+#endif
+	return false;
+}
+
+/*
+ * Make the close of a socket reset the connection: the kernel then frees
+ * what is queued in it at once, instead of sending it (after a FIN) for
+ * minutes to a client that does not read.
+ */
+static void
+reset_on_close(int fd)
+{
+	struct linger reset = {1, 0};
+
+	(void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+}
+
+/*
+ * Close a connection from outside MHD: reset on close, and shut its
+ * socket down, so that MHD, reading or writing it in its next round,
+ * finds its end and closes it (there is no call to close a connection MHD
+ * is reading a request from).
  */
 static void
 close_slot(HttpSlot *slot, const char *why)
 {
+	reset_on_close(slot->fd);
 	(void) shutdown(slot->fd, SHUT_RDWR);
 	slot->closing = true;
 	ereport(DEBUG1,
-			(errmsg_internal("pool_health http: closed a connection: %s", why)));
+			(errmsg_internal("pool_health http: reset a connection: %s", why)));
+}
+
+/* Close a drained socket: reset if its client has not taken everything. */
+static void
+close_drain(HttpDrain *drain)
+{
+	if (!all_taken(drain->fd))
+		reset_on_close(drain->fd);
+	(void) close(drain->fd);
+	drain->fd = -1;
+	drains_used--;
 }
 
 /*
- * Close the connections past their deadline; the milliseconds until the
- * next deadline, -1 if none.
+ * Keep a duplicate of the socket of a connection MHD closes, until
+ * deadline.  With every entry taken, the one of the earliest deadline is
+ * closed first (reset if its client has not taken everything).
+ */
+static void
+drain_socket(int fd, TimestampTz deadline)
+{
+	HttpDrain  *entry = NULL;
+	int			copy;
+
+	if ((copy = dup(fd)) < 0)
+	{
+		reset_on_close(fd);		/* no descriptor to spare: reset it now */
+		return;
+	}
+	for (int i = 0; i < HTTP_SLOTS; i++)
+	{
+		if (drains[i].fd < 0)
+		{
+			entry = &drains[i];
+			break;
+		}
+		if (entry == NULL || drains[i].deadline < entry->deadline)
+			entry = &drains[i];
+	}
+	if (entry->fd >= 0)
+		close_drain(entry);
+	entry->fd = copy;
+	entry->deadline = deadline;
+	drains_used++;
+}
+
+/* The deadline of a connection's current phase. */
+static inline TimestampTz
+slot_deadline(const HttpSlot *slot)
+{
+	return slot->since + (TimestampTz) ph_http_request_timeout_ms * 1000;
+}
+
+/*
+ * Reset the connections past their deadline, close the drained sockets
+ * past theirs; the milliseconds until the next deadline, -1 if none.
  */
 static long
 close_late_connections(void)
 {
 	TimestampTz now;
-	long		next = -1;
+	TimestampTz next = 0;
 	int			seen = 0;
 
-	if (slots_used == 0)
+	if (slots_used == 0 && drains_used == 0)
 		return -1;
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < HTTP_SLOTS && seen < slots_used; i++)
@@ -410,26 +588,63 @@ close_late_connections(void)
 		if (slot->connection == NULL)
 			continue;
 		seen++;
-		if (slot->answering || slot->closing)
+		if (slot->closing)
 			continue;
-		deadline = slot->request_start + (TimestampTz) ph_http_request_timeout_ms * 1000;
+		deadline = slot_deadline(slot);
 		if (now >= deadline)
-			close_slot(slot, "no complete request within pool_health.http_request_timeout");
-		else
-		{
-			long		ms = (long) ((deadline - now + 999) / 1000);
-
-			if (next < 0 || ms < next)
-				next = ms;
-		}
+			close_slot(slot, slot->answering ?
+					   "its answer not taken within pool_health.http_request_timeout" :
+					   "no complete request within pool_health.http_request_timeout");
+		else if (next == 0 || deadline < next)
+			next = deadline;
 	}
-	return next;
+	for (int i = 0; i < HTTP_SLOTS && drains_used > 0; i++)
+	{
+		if (drains[i].fd < 0)
+			continue;
+		if (now >= drains[i].deadline)
+			close_drain(&drains[i]);
+		else if (next == 0 || drains[i].deadline < next)
+			next = drains[i].deadline;
+	}
+	return next == 0 ? -1 : (long) ((next - now + 999) / 1000);
 }
 
 /*
- * MHD_OPTION_NOTIFY_CONNECTION: a connection is accepted (after MHD's
- * per-address limit) or closed.  Over HTTP_MAX_CONNECTIONS, the oldest
- * unfinished connection gives way to the new one.
+ * The connection that gives way to a new one (of the client at address,
+ * if not NULL): the oldest unfinished connection, else the one answering
+ * longest (a client that does not read its answer); NULL if none.
+ */
+static HttpSlot *
+give_way(const HttpAddress *address)
+{
+	HttpSlot   *oldest = NULL;
+
+	for (int i = 0; i < HTTP_SLOTS; i++)
+	{
+		HttpSlot   *slot = &slots[i];
+
+		if (slot->connection == NULL || slot->closing ||
+			(address != NULL && !same_address(&slot->address, address)))
+			continue;
+		if (oldest == NULL ||
+			(oldest->answering && !slot->answering) ||
+			(oldest->answering == slot->answering && slot->since < oldest->since))
+			oldest = slot;
+	}
+	return oldest;
+}
+
+/*
+ * MHD_OPTION_NOTIFY_CONNECTION: a connection is accepted or closed.
+ *
+ * Accepted: with HTTP_PER_ADDRESS_CONNECTIONS open from its client's
+ * address, one of that address gives way to it (give_way()); with
+ * HTTP_MAX_CONNECTIONS open, one of any.
+ *
+ * Closed by MHD (not reset here), with an answer its client has not taken
+ * yet: drained until the deadline of its last phase, or reset if that is
+ * past.
  */
 static void
 notify_connection(void *cls, struct MHD_Connection *connection,
@@ -439,10 +654,12 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 	{
 		const union MHD_ConnectionInfo *info;
 		HttpSlot   *slot = NULL;
-		HttpSlot   *oldest = NULL;
+		HttpAddress address;
 		int			open = 0;
+		int			from_address = 0;
 
 		info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+		client_address(connection, &address);
 		for (int i = 0; i < HTTP_SLOTS; i++)
 		{
 			HttpSlot   *other = &slots[i];
@@ -456,29 +673,48 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 			if (other->closing)
 				continue;
 			open++;
-			if (!other->answering &&
-				(oldest == NULL || other->request_start < oldest->request_start))
-				oldest = other;
+			if (same_address(&other->address, &address))
+				from_address++;
 		}
 		/* MHD accepts at most HTTP_SLOTS: there is a free slot */
 		if (slot == NULL || info == NULL)
 			return;
+		if (from_address >= HTTP_PER_ADDRESS_CONNECTIONS || open >= HTTP_MAX_CONNECTIONS)
+		{
+			bool		per_address = from_address >= HTTP_PER_ADDRESS_CONNECTIONS;
+			HttpSlot   *victim = give_way(per_address ? &address : NULL);
+
+			/* (one exists: those counted above are candidates) */
+			if (victim != NULL)
+				close_slot(victim, per_address ?
+						   "giving way to a new one, at the limit per client address" :
+						   "giving way to a new one, at the connection limit");
+		}
 		slot->connection = connection;
 		slot->fd = info->connect_fd;
-		slot->request_start = GetCurrentTimestamp();
+		slot->address = address;
+		slot->since = GetCurrentTimestamp();
 		slot->answering = false;
 		slot->closing = false;
 		slot->target_length = 0;
 		slot->endpoint = HTTP_NOT_FOUND;
 		*socket_context = slot;
 		slots_used++;
-		if (open >= HTTP_MAX_CONNECTIONS && oldest != NULL)
-			close_slot(oldest, "the oldest without a complete request, at the connection limit");
 	}
 	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != NULL)
 	{
 		HttpSlot   *slot = (HttpSlot *) *socket_context;
 
+		/* MHD closes the socket after this */
+		if (!slot->closing && !all_taken(slot->fd))
+		{
+			TimestampTz deadline = slot_deadline(slot);
+
+			if (GetCurrentTimestamp() >= deadline)
+				reset_on_close(slot->fd);
+			else
+				drain_socket(slot->fd, deadline);
+		}
 		slot->connection = NULL;
 		*socket_context = NULL;
 		slots_used--;
@@ -486,7 +722,7 @@ notify_connection(void *cls, struct MHD_Connection *connection,
 }
 
 /*
- * MHD_OPTION_NOTIFY_COMPLETED: the answer is sent (or the request ended
+ * MHD_OPTION_NOTIFY_COMPLETED: the answer is written (or the request ended
  * otherwise); the connection waits for its next request, with a new
  * deadline.
  */
@@ -499,7 +735,7 @@ request_completed(void *cls, struct MHD_Connection *connection, void **request,
 	if (slot != NULL)
 	{
 		slot->answering = false;
-		slot->request_start = GetCurrentTimestamp();
+		slot->since = GetCurrentTimestamp();
 	}
 }
 
@@ -562,6 +798,109 @@ target_had_nul(const HttpSlot *slot, const char *url, const char *version)
 		return slot->target_length != (size_t) (version - 1 - url);
 #endif
 	return false;
+}
+
+/*
+ * The header lines of a request, as MHD parsed them, walked in order by
+ * check_header() (MHD_get_connection_values_n).
+ */
+typedef struct HeaderWalk
+{
+	const char *block;			/* the request's header block, as MHD left it */
+	const char *end;			/* its end */
+	const char *next;			/* where the next name must start; NULL:
+								 * no header seen yet */
+	bool		well_formed;
+} HeaderWalk;
+
+/*
+ * MHD_get_connection_values_n: check one header.  A name holds no blank:
+ * "Host : x" (a blank before the colon, which RFC 9112 says to refuse)
+ * is a header named "Host " to MHD, and " Host: x" (a first header line
+ * starting with a blank) one named " Host", so neither is a Host.
+ *
+ * Before 0.9.78, MHD parses the header block in place (it writes a NUL
+ * over each line end and over each colon), and keeps a value up to its
+ * first NUL byte: "Host: localhost\0.attacker.example" is "localhost" to
+ * it.  And it appends a folded line (one that starts with a blank) to the
+ * previous header's name, in memory of its own.  So each header must lie
+ * in the block right after the previous one: its name, the colon, blanks,
+ * its value, then the end of its line (one or two NULs) and nothing else.
+ * A NUL byte in a line (but for one just before a bare LF, which hides
+ * nothing) or a folded line breaks that.  Later versions refuse such
+ * requests, or unfold the line, themselves.
+ */
+static enum MHD_Result
+check_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+			 const char *value, size_t value_size)
+{
+	HeaderWalk *walk = (HeaderWalk *) cls;
+
+	if (key_size == 0 || memchr(key, ' ', key_size) != NULL ||
+		memchr(key, '\t', key_size) != NULL)
+		walk->well_formed = false;
+#if MHD_VERSION < 0x00097800
+	else if (key <= walk->block || key + key_size >= walk->end ||
+			 (walk->next != NULL ? key != walk->next : key[-1] != '\0'))
+		walk->well_formed = false;
+	else
+	{
+		const char *p = key + key_size;
+		int			nuls = 0;
+
+		if (value < p || value > walk->end || *p++ != '\0')
+			walk->well_formed = false;	/* no colon where the name ends */
+		while (p < value && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p != value)
+			walk->well_formed = false;	/* the value is elsewhere */
+		for (p = value + value_size; p < walk->end && *p == '\0' && nuls < 2; p++)
+			nuls++;
+		if (nuls == 0)
+			walk->well_formed = false;
+		walk->next = p;
+	}
+#endif
+	return walk->well_formed ? MHD_YES : MHD_NO;
+}
+
+/*
+ * Whether every header line of a request is one MHD read as it is
+ * (check_header()); method is where MHD passed it to answer(), the
+ * beginning of the request's header block before 0.9.78.
+ */
+static bool
+headers_well_formed(struct MHD_Connection *connection, const char *method)
+{
+	HeaderWalk	walk;
+
+	walk.block = method;
+	walk.end = NULL;
+	walk.next = NULL;
+	walk.well_formed = true;
+#if MHD_VERSION < 0x00097800
+	{
+		const union MHD_ConnectionInfo *info;
+
+		info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+		if (info == NULL)
+			return true;		/* cannot happen while answering */
+		walk.end = method + info->header_size;
+	}
+#endif
+	(void) MHD_get_connection_values_n(connection, MHD_HEADER_KIND, check_header, &walk);
+#if MHD_VERSION < 0x00097800
+	/* after the last header, the empty line, and the block ends */
+	if (walk.well_formed && walk.next != NULL)
+	{
+		const char *p = walk.next;
+
+		for (int nuls = 0; p < walk.end && *p == '\0' && nuls < 2; p++)
+			nuls++;
+		walk.well_formed = p == walk.end;
+	}
+#endif
+	return walk.well_formed;
 }
 
 /* MHD_get_connection_values_n: count the Host headers. */
@@ -699,9 +1038,12 @@ respond(struct MHD_Connection *connection, unsigned int status,
 	enum MHD_Result ret;
 	HttpSlot   *slot = slot_of(connection);
 
-	/* finished: no deadline until its next request */
+	/* finished: the answer has its own deadline */
 	if (slot != NULL)
+	{
 		slot->answering = true;
+		slot->since = GetCurrentTimestamp();
+	}
 	response = MHD_create_response_from_buffer(strlen(text), (void *) text,
 											   MHD_RESPMEM_MUST_COPY);
 	if (response == NULL)
@@ -805,7 +1147,10 @@ answer(void *cls, struct MHD_Connection *connection, const char *url,
 	{
 		unsigned int status;
 
-		/* the headers: whom and what is it for? */
+		/* the headers: as they were sent? whom and what is it for? */
+		if (!headers_well_formed(connection, method))
+			return respond(connection, MHD_HTTP_BAD_REQUEST, "text/plain",
+						   "bad request: a malformed header line (a NUL byte, a blank before the colon or at the start of the line)\n");
 		if (!host_allowed(connection, slot, &status))
 			return respond(connection, status, "text/plain",
 						   status == MHD_HTTP_MISDIRECTED_REQUEST ?
@@ -865,6 +1210,12 @@ log_mhd(void *cls, const char *format, va_list args)
 static void
 http_exit(int code, Datum arg)
 {
+	for (int i = 0; i < HTTP_SLOTS && drains_used > 0; i++)
+		if (drains[i].fd >= 0)
+		{
+			reset_on_close(drains[i].fd);
+			close_drain(&drains[i]);
+		}
 	if (daemon_handle != NULL)
 		MHD_stop_daemon(daemon_handle);
 	daemon_handle = NULL;
@@ -914,7 +1265,6 @@ pool_health_http_main(Datum arg)
 									 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
 									 MHD_OPTION_URI_LOG_CALLBACK, request_target, NULL,
 									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_SLOTS,
-									 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) HTTP_PER_IP_CONNECTIONS,
 									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HTTP_IDLE_TIMEOUT_S,
 									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
 									 MHD_OPTION_END);
@@ -924,6 +1274,17 @@ pool_health_http_main(Datum arg)
 				(errmsg("pool_health http: could not listen on \"%s\"", ph_http_listen),
 				 errhint("Check pool_health.http_listen; the worker tries again in 5 seconds.")));
 	on_proc_exit(http_exit, (Datum) 0);
+	for (int i = 0; i < HTTP_SLOTS; i++)
+		drains[i].fd = -1;
+	/* the buffers of every connection, which inherit them */
+	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_LISTEN_FD);
+	if (info != NULL)
+	{
+		int			size = HTTP_SOCKET_BUFFER;
+
+		(void) setsockopt(info->listen_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+		(void) setsockopt(info->listen_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	}
 	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_EPOLL_FD);
 	if (info == NULL)
 		elog(ERROR, "libmicrohttpd has no epoll descriptor");

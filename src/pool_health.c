@@ -307,8 +307,8 @@ define_postmaster_settings(void)
 							   ph_http_listen_check, NULL, NULL);
 
 	DefineCustomIntVariable("pool_health.http_request_timeout",
-							"How long an HTTP connection has, from its accept or its previous answer, to send a complete request.",
-							"It is closed then, however slowly it sends bytes, so that slow clients cannot hold the connections /health needs.",
+							"How long an HTTP connection has, from its accept or its previous answer, to send a complete request, and to take each answer.",
+							"It is reset then, however slowly it sends or reads bytes, so that slow clients cannot hold the connections /health needs, nor the kernel's memory.",
 							&ph_http_request_timeout_ms,
 							2000, 100, 60 * 1000,
 							PGC_SIGHUP,

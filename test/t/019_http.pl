@@ -4,18 +4,28 @@
 # second; /status and /metrics (promtool check metrics; a real Prometheus
 # scrapes it, up == 1); 404, 405, 400 for a body; malformed and oversized
 # requests, a client sending one byte a second, 16 idle connections from
-# one address (the next from it is closed, another address is answered)
-# and 200 requests leave it answering, without a line in the log.
+# one address (the next from it is answered, the oldest of them gives way;
+# another address is answered) and 200 requests leave it answering,
+# without a line in the log.
 # Hostile clients: the Host header (loopback names and addresses in any
 # form, none at all: answered; another name: 421, also at /status;
 # allowed by pool_health.http_allowed_hosts after a reload, or by *;
-# malformed or repeated: 400); /health%00x and a NUL byte in the target
+# malformed or repeated: 400; a NUL byte in a header, a blank before a
+# colon or starting a line, a folded line: 400); /health%00x and a NUL
+# byte in the target
 # are 404; a connection trickling a byte every 250 ms is closed at
 # pool_health.http_request_timeout (2 s), not with a 1 min timeout set by
 # a reload; while 40 source addresses (127.0.0.10-49) hold 10 trickling
 # connections each, every /health check from 127.0.0.1 is answered
 # within a second, with the deadline and with only the oldest connection
-# giving way (1 min).  Killed, it comes back and serves again; it serves
+# giving way (1 min); so is every check from 127.0.0.1 while 40
+# connections from 127.0.0.1 itself trickle a byte a second (the oldest
+# of that address gives way at 16).  Slow readers: 16 connections that
+# pipeline 300 GET /metrics and never read get no more than their small
+# send buffers hold (0.6 MB in all, 34 MB before), reset when their
+# answers are not taken within the timeout, which frees the kernel's
+# queues while they stay open; so are 100 that ask once in HTTP/1.0 and do
+# not read.  Killed, it comes back and serves again; it serves
 # while the main worker restarts; a hot standby whose pool_health.database
 # does not exist answers too; a standby in recovery without hot_standby
 # (connections refused) is 503.  Malformed addresses are rejected.
@@ -158,23 +168,44 @@ is($status, '200', 'while a client sends one byte a second, /health answers');
 ok($seconds < 1, sprintf('at once (%.3f s)', $seconds));
 print $slow 'E';
 # 16 connections that send nothing, from one address: the next from it is
-# closed, another address is answered (within the 2 s they have)
+# answered, the oldest of them gives way; another address is answered too
+# (within the 2 s they have)
+
+# closed(socket): whether the server has closed a non-blocking socket:
+# 'reset', 'closed' (a FIN), or '' if open (what the server sent before is
+# read and dropped)
+sub closed
+{
+	for (;;)
+	{
+		my $n = sysread($_[0], my $buf, 65536);
+		return $!{EAGAIN} ? '' : $!{ECONNRESET} ? 'reset' : 'closed' if !defined $n;
+		return 'closed' if $n == 0;
+	}
+}
+
 my @idle;
 for (1 .. 16)
 {
-	push @idle, IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
+	my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
+	$s->blocking(0);
+	push @idle, $s;
 }
-# (until the worker has accepted all 16)
+# (until the worker has accepted all 16: the first gives way once it has)
+my $gave_way = 0;
 for (1 .. 15)
 {
 	($status) = get('/health', 2);
-	last if $status eq '000';
+	$gave_way = closed($idle[0]);
+	last if $gave_way;
 	usleep(100_000);
 }
-is($status, '000', 'over 16 connections from one address: closed');
+is($status, '200', 'over 16 connections from one address: the new one is answered');
+ok($gave_way, 'and the oldest of that address gave way');
+is(scalar(grep { !closed($_) } @idle[ 1 .. 15 ]), 15, 'the other 15 are still open');
 IPC::Run::run([ 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1',
 		'--interface', '127.0.0.2', "$base/health" ], '>', \$out);
-is($out, '200', 'while another address is answered');
+is($out, '200', 'another address is answered');
 close $_ foreach @idle;
 # 200 requests, 10 at a time
 my ($burst, $berr) = ('', '');
@@ -249,6 +280,40 @@ is(raw("GET /status HTTP/1.1\r\nHost: localhost\r\nHost: attacker.example\r\n\r\
 is(raw("GET /status HTTP/1.1\r\nHost: [::1\r\n\r\n"), 'HTTP/1.1 400', 'a malformed Host: 400');
 is(raw("GET /status HTTP/1.1\r\nHost: ::1\r\n\r\n"), 'HTTP/1.1 400', 'an IPv6 address without brackets: 400');
 is(raw("GET /status HTTP/1.1\r\nHost: localhost:http\r\n\r\n"), 'HTTP/1.1 400', 'a port that is no number: 400');
+# header lines MHD 0.9 reads otherwise than they were sent: a Host cut at
+# a NUL byte, not recognised (a blank before the colon, or starting the
+# line), or folded onto the next line
+foreach my $case (
+	[ "Host: localhost\0.attacker.example\r\n", 'a NUL byte in the Host' ],
+	[ "Host : attacker.example\r\n", 'a space before the colon' ],
+	[ "Host\t: attacker.example\r\n", 'a tab before the colon' ],
+	[ " Host: attacker.example\r\n", 'a first header line starting with a space' ],
+	[ "Host: localhost\r\n attacker.example\r\n", 'a folded Host' ],
+	[ "Accept: */*\r\nHost: localhost\r\n\tattacker.example\r\n", 'a folded Host after another header' ],
+	[ "X-A: 1\0\r\nHost: localhost\r\n", 'a NUL byte in another header' ],
+	[ ": x\r\nHost: localhost\r\n", 'a header without a name' ])
+{
+	my ($lines, $what) = @$case;
+	is(raw("GET /status HTTP/1.1\r\n$lines\r\n"), 'HTTP/1.1 400', "$what: 400");
+}
+is(raw("GET /status HTTP/1.1\nHost: localhost\nAccept: */*\n\n"), 'HTTP/1.1 200', 'bare LF line ends: 200');
+is(raw("GET /status HTTP/1.1\r\nHost:localhost\r\nX-Empty:\r\nX-Blank: \r\nCookie: a=b; c=d\r\n\r\n"),
+	'HTTP/1.1 200', 'no blank after a colon, empty values, a cookie: 200');
+is(raw("GET /status HTTP/1.1\r\nX-Big: " . ('a' x 20000) . "\r\nHost: localhost\r\n\r\n"), 'HTTP/1.1 200',
+	'a 20 kB header before the Host: 200');
+{
+	my $sock = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port") or die $!;
+	print $sock ("GET /health HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n" x 3)
+	  . "GET /health HTTP/1.1\r\nHost : attacker.example\r\n\r\n";
+	my ($reply, $chunk) = ('', '');
+	while ($reply !~ /HTTP\/1\.1 400/ && defined $sock->recv($chunk, 65536) && $chunk ne '')
+	{
+		$reply .= $chunk;
+	}
+	close $sock;
+	is(join(' ', $reply =~ /HTTP\/1\.1 (\d\d\d) /g), '200 200 200 400',
+		'pipelined on one connection: each request checked by itself');
+}
 
 # allowed by the setting, after a reload
 foreach my $bad ('a.example:9188', 'a b', '*.example', 'a,,b', 'a,', '[a.example]', 'a/b')
@@ -369,14 +434,17 @@ sub trickle
 	return $out;
 }
 
-# attack(): 40 addresses x 10 connections trickle while /health is
+# attack(first address, addresses, connections each, tick): connections
+# from 127.0.0.FIRST... trickle a byte every tick seconds while /health is
 # checked 16 times from 127.0.0.1, 250 ms apart, once they are open;
 # returns the checks' statuses, their slowest time and the attacker's
 # closing line
 sub attack
 {
+	my ($first, $addresses, $connections, $tick) = @_;
 	my ($out, $err) = ('', '');
-	my $attacker = IPC::Run::start([ 'perl', $trickle_file, $http_port, 10, 40, 10, 0.25, 60 ],
+	my $attacker = IPC::Run::start(
+		[ 'perl', $trickle_file, $http_port, $first, $addresses, $connections, $tick, 60 ],
 		'>', \$out, '2>', \$err);
 	IPC::Run::pump($attacker) until $out =~ /ready/ || !$attacker->pumpable;
 	sleep 1;
@@ -398,23 +466,125 @@ my $trickled = trickle(1, 1, 0.25, 6);
 my ($age) = $trickled =~ /first ([\d.]+)/;
 ok($age > 1.5 && $age < 3.5,
 	"a connection trickling a byte every 250 ms is closed at pool_health.http_request_timeout, 2 s ($age s)");
-my ($codes, $slowest, $attacker) = attack();
+my ($codes, $slowest, $attacker) = attack(10, 40, 10, 0.25);
 is($codes, join(' ', ('200') x 16),
 	'while 40 addresses x 10 connections trickle bytes, every /health check is answered');
+ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
+# from the checker's own address: 40 connections from 127.0.0.1, a byte a
+# second each (at the limit per address, its oldest unfinished one gives
+# way to the check)
+($codes, $slowest, $attacker) = attack(1, 1, 40, 1);
+is($codes, join(' ', ('200') x 16),
+	'while 40 connections from the checker\'s own address trickle a byte a second, every /health check from it is answered');
 ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
 
 # with a long deadline, the oldest unfinished connection gives way
 ph_set($node, 'pool_health.http_request_timeout' => '1min');
 $trickled = trickle(1, 1, 0.25, 4);
 like($trickled, qr/closed 0 /, 'with http_request_timeout = 1min (reloaded), a trickling connection is kept 4 s');
-($codes, $slowest, $attacker) = attack();
+($codes, $slowest, $attacker) = attack(10, 40, 10, 0.25);
 is($codes, join(' ', ('200') x 16),
 	'with 1min, while 40 x 10 connections trickle bytes, every /health check is answered (the oldest gives way)');
+ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
+($codes, $slowest, $attacker) = attack(1, 1, 40, 1);
+is($codes, join(' ', ('200') x 16),
+	'with 1min, while 40 connections from the checker\'s own address trickle, every /health check from it is answered');
 ok($slowest < 1, sprintf('each within a second (slowest %.3f s; attacker: %s)', $slowest, $attacker =~ s/^ready\n|\n$//gr));
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET pool_health.http_request_timeout');
 $node->reload;
 is((get('/health', 2))[0], '200', 'after the attacks, /health answers');
 unlike(slurp_file($node->logfile, $log_before), qr/pool_health http/, 'hostile clients leave no line in the log');
+
+# --- slow readers: what the kernel holds for them -----------------------------------------------
+
+# send_queue(): bytes queued in the server's sockets of the HTTP port
+# (sent and not acknowledged, or not sent yet: /proc/net/tcp's tx_queue),
+# and how many sockets hold some
+sub send_queue
+{
+	my ($bytes, $sockets) = (0, 0);
+	open(my $fh, '<', '/proc/net/tcp') or die "/proc/net/tcp: $!";
+	while (<$fh>)
+	{
+		my @f = split;
+		next unless $f[1] && $f[1] =~ /^[0-9A-F]{8}:([0-9A-F]{4})$/ && hex($1) == $http_port;
+		next if $f[3] eq '0A';    # the listening socket
+		my ($tx) = split /:/, $f[4];
+		next if hex($tx) == 0;
+		$bytes += hex($tx);
+		$sockets++;
+	}
+	close $fh;
+	return ($bytes, $sockets);
+}
+
+# slow_readers(connections, requests): connections from 127.0.0.60 with a
+# 2 kB receive buffer, each sending the requests at once and never
+# reading; they stay open until the caller drops them
+sub slow_readers
+{
+	my ($connections, $requests) = @_;
+	my @socks;
+	for (1 .. $connections)
+	{
+		my $s = IO::Socket::INET->new(Proto => 'tcp', LocalAddr => '127.0.0.60') or die $!;
+		setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 2048) or die $!;
+		$s->connect(Socket::pack_sockaddr_in($http_port, Socket::inet_aton('127.0.0.1'))) or die $!;
+		$s->blocking(0);
+		syswrite($s, $requests);
+		push @socks, $s;
+	}
+	return @socks;
+}
+
+# watch_send_queue(seconds): the largest send queue seen, and after how
+# many seconds it was empty (-1: not within that time); /health is
+# checked every 250 ms meanwhile: its statuses
+sub watch_send_queue
+{
+	my ($seconds) = @_;
+	my ($peak, $peak_sockets, $empty_after, @codes) = (0, 0, -1);
+	my $started = time;
+	while (time - $started < $seconds)
+	{
+		my ($bytes, $sockets) = send_queue();
+		($peak, $peak_sockets) = ($bytes, $sockets) if $bytes > $peak;
+		if ($bytes == 0 && $empty_after < 0 && @codes >= 2)
+		{
+			$empty_after = time - $started;
+			last;
+		}
+		push @codes, (curl_status('/health', '--max-time', '1'))[0] if @codes < 4;
+		usleep(250_000);
+	}
+	return ($peak, $peak_sockets, $empty_after, join(' ', @codes));
+}
+
+# 16 connections pipeline 300 GET /metrics each and never read: the
+# server answers as long as their send buffers take it; unbounded, that
+# was 2 MB a connection, kept for minutes (in FIN-WAIT-1 after the
+# deadline's shutdown)
+my $metrics_size = length((get('/metrics'))[1]);
+my @readers = slow_readers(16, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n" x 300);
+my ($peak, $peak_sockets, $empty_after, $reader_codes) = watch_send_queue(10);
+ok($peak > 16 * 2048 && $peak <= 16 * 128 * 1024,
+	"16 slow readers of 300 pipelined /metrics ($metrics_size bytes each): the send queue stays bounded, 128 kB a connection at most ($peak bytes in $peak_sockets sockets)");
+ok($empty_after >= 0 && $empty_after < 5,
+	sprintf('and is freed once their answers are not taken within http_request_timeout, while they stay open (empty after %.1f s)', $empty_after));
+is($reader_codes, '200 200 200 200', 'meanwhile /health answers');
+is(join(' ', map { closed($_) } @readers), join(' ', ('reset') x 16),
+	'the slow readers were reset (not sent a FIN behind what they did not read)');
+close $_ for @readers;
+
+# 100 connections ask for /metrics once (HTTP/1.0: closed after the
+# answer) and never read: their answers are not left to the kernel
+@readers = slow_readers(100, "GET /metrics HTTP/1.0\r\n\r\n");
+($peak, $peak_sockets, $empty_after, $reader_codes) = watch_send_queue(10);
+ok($peak > 0, "100 slow readers of one /metrics each, HTTP/1.0: queued ($peak bytes in $peak_sockets sockets)");
+ok($empty_after >= 0 && $empty_after < 5,
+	sprintf('freed within http_request_timeout of the answer, while they stay open (empty after %.1f s)', $empty_after));
+is($reader_codes, '200 200 200 200', 'meanwhile /health answers');
+close $_ for @readers;
 
 # --- killed, it comes back -----------------------------------------------------------------
 my $http_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
