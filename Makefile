@@ -15,8 +15,14 @@ PG_CPPFLAGS = -I$(srcdir)/src
 # is compiled out (and refuses any value with a message saying so).
 PH_MICROHTTPD := $(shell pkg-config --exists libmicrohttpd 2>/dev/null && echo yes)
 ifeq ($(PH_MICROHTTPD),yes)
-PG_CPPFLAGS += -DPH_HAVE_MICROHTTPD $(shell pkg-config --cflags libmicrohttpd)
-SHLIB_LINK += $(shell pkg-config --libs libmicrohttpd)
+# The HTTP worker opens it (dlopen) at its start: not linked, so that
+# backends do not map it and the libraries it needs at every fork.
+PH_MICROHTTPD_SONAME := $(shell objdump -p "$$(pkg-config --variable=libdir libmicrohttpd)/libmicrohttpd.so" 2>/dev/null | awk '$$1 == "SONAME" {print $$2}')
+ifeq ($(PH_MICROHTTPD_SONAME),)
+PH_MICROHTTPD_SONAME := libmicrohttpd.so.12
+endif
+PG_CPPFLAGS += -DPH_HAVE_MICROHTTPD -DPH_MICROHTTPD_SONAME='"$(PH_MICROHTTPD_SONAME)"' \
+	$(shell pkg-config --cflags libmicrohttpd)
 else
 $(warning libmicrohttpd not found (Debian: libmicrohttpd-dev): pool_health.http_listen is compiled out)
 endif

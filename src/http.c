@@ -47,6 +47,13 @@
  * (slots[], drains[]) are local to this process, like everything MHD
  * calls back.
  *
+ * libmicrohttpd is loaded by this worker only, with dlopen() at its start
+ * (load_microhttpd()), not linked into pool_health: linked, it and the
+ * libraries it needs (GnuTLS and eight more) were mapped into every
+ * backend at its fork and unmapped at its exit, about 7 % of the server's
+ * CPU per connection (tools/bench admission).  Its calls go through the
+ * pointers load_microhttpd() fills.
+ *
  * Shared state: reads as evaluate.c and health.c do; http_pid and
  * http_requests in PhShared are atomics, written only here.
  *
@@ -80,6 +87,7 @@
 #include "utils/wait_event.h"
 
 #ifdef PH_HAVE_MICROHTTPD
+#include <dlfcn.h>
 #include <microhttpd.h>
 #endif
 
@@ -295,6 +303,59 @@ ph_http_register(void)
 }
 
 #ifdef PH_HAVE_MICROHTTPD
+
+/*
+ * The functions of libmicrohttpd this worker calls, through pointers that
+ * load_microhttpd() fills from the library it opens (PH_MICROHTTPD_SONAME,
+ * from the build: the library the headers came with).
+ */
+#ifndef PH_MICROHTTPD_SONAME
+#define PH_MICROHTTPD_SONAME "libmicrohttpd.so.12"
+#endif
+#define PH_MHD_FUNCTIONS(X) \
+	X(MHD_start_daemon) X(MHD_stop_daemon) X(MHD_run) X(MHD_get_timeout) \
+	X(MHD_get_daemon_info) X(MHD_get_connection_info) \
+	X(MHD_get_connection_values_n) X(MHD_lookup_connection_value) \
+	X(MHD_create_response_from_buffer) X(MHD_add_response_header) \
+	X(MHD_queue_response) X(MHD_destroy_response)
+#define PH_MHD_POINTER(f) static __typeof__(f) *ph_##f = NULL;
+PH_MHD_FUNCTIONS(PH_MHD_POINTER)
+
+/* Open libmicrohttpd and find its functions; ERROR if it cannot. */
+static void
+load_microhttpd(void)
+{
+	void	   *library = dlopen(PH_MICROHTTPD_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+	if (library == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FILE),
+				 errmsg("pool_health http: could not load \"%s\": %s",
+						PH_MICROHTTPD_SONAME, dlerror()),
+				 errhint("Install libmicrohttpd (Debian: libmicrohttpd12); the worker tries again in 5 seconds.")));
+#define PH_MHD_LOAD(f) \
+	if ((ph_##f = (__typeof__(ph_##f)) dlsym(library, #f)) == NULL) \
+		ereport(ERROR, \
+				(errcode(ERRCODE_UNDEFINED_FUNCTION), \
+				 errmsg("pool_health http: \"%s\" has no function %s", \
+						PH_MICROHTTPD_SONAME, #f)));
+	PH_MHD_FUNCTIONS(PH_MHD_LOAD)
+#undef PH_MHD_LOAD
+}
+
+/* From here on, every call of libmicrohttpd goes through its pointer. */
+#define MHD_start_daemon (*ph_MHD_start_daemon)
+#define MHD_stop_daemon (*ph_MHD_stop_daemon)
+#define MHD_run (*ph_MHD_run)
+#define MHD_get_timeout (*ph_MHD_get_timeout)
+#define MHD_get_daemon_info (*ph_MHD_get_daemon_info)
+#define MHD_get_connection_info (*ph_MHD_get_connection_info)
+#define MHD_get_connection_values_n (*ph_MHD_get_connection_values_n)
+#define MHD_lookup_connection_value (*ph_MHD_lookup_connection_value)
+#define MHD_create_response_from_buffer (*ph_MHD_create_response_from_buffer)
+#define MHD_add_response_header (*ph_MHD_add_response_header)
+#define MHD_queue_response (*ph_MHD_queue_response)
+#define MHD_destroy_response (*ph_MHD_destroy_response)
 
 /*
  * Limits of the server (bounded memory, connections and time).
@@ -1240,6 +1301,7 @@ pool_health_http_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	if (ph_shared == NULL)
 		elog(ERROR, "pool_health shared memory is not initialized");
+	load_microhttpd();
 
 	if (!split_listen(ph_http_listen, &host, &port))
 		elog(ERROR, "invalid pool_health.http_listen \"%s\"", ph_http_listen);

@@ -29,6 +29,7 @@
 # while the main worker restarts; a hot standby whose pool_health.database
 # does not exist answers too; a standby in recovery without hot_standby
 # (connections refused) is 503.  Malformed addresses are rejected.
+# libmicrohttpd is mapped by the HTTP worker only.
 use strict;
 use warnings;
 
@@ -67,6 +68,23 @@ ok( $node->poll_query_until('postgres',
 	'the HTTP worker runs');
 my ($status, $body) = get('/health');
 is($status, '200', 'GET /health: 200');
+
+# libmicrohttpd (and GnuTLS, which it needs) is mapped by the HTTP worker
+# only, not by every backend at its fork (the login cost it added)
+sub maps
+{
+	my ($pid) = @_;
+	return join '', grep { /microhttpd|gnutls/ } split /^/m, slurp_file("/proc/$pid/maps");
+}
+my $worker_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
+like(maps($worker_pid), qr/libmicrohttpd/, 'the HTTP worker has libmicrohttpd mapped');
+{
+	my ($session, $pid) = ph_session($node);
+	is(maps($pid), '', 'a backend maps neither libmicrohttpd nor GnuTLS');
+	$session->quit;
+}
+is(maps($node->safe_psql('postgres', "SELECT pool_health.status()->'worker'->>'pid'")), '',
+	'nor does the main worker');
 like($body, qr/^\{"level": "healthy", "reasons": \[\], "usage": \{"max_connections": 12, .*"usable": 9, "used": \d+/,
 	'with the level, reasons and usage');
 my ($web) = ph_app_session($node, 'web-frontend', role => 'app');
