@@ -49,7 +49,7 @@
  *
  * libmicrohttpd is loaded by this worker only, with dlopen() at its start
  * (load_microhttpd()), not linked into pool_health: linked, it and the
- * libraries it needs (GnuTLS and eight more) were mapped into every
+ * libraries it needs (some of them only it) were mapped into every
  * backend at its fork and unmapped at its exit, about 7 % of the server's
  * CPU per connection (tools/bench admission).  Its calls go through the
  * pointers load_microhttpd() fills.

@@ -69,18 +69,19 @@ ok( $node->poll_query_until('postgres',
 my ($status, $body) = get('/health');
 is($status, '200', 'GET /health: 200');
 
-# libmicrohttpd (and GnuTLS, which it needs) is mapped by the HTTP worker
-# only, not by every backend at its fork (the login cost it added)
+# libmicrohttpd is mapped by the HTTP worker only, not by every backend
+# at its fork (the login cost it added, with the libraries it needs; some,
+# such as GnuTLS, Debian's server maps anyway, through libldap)
 sub maps
 {
 	my ($pid) = @_;
-	return join '', grep { /microhttpd|gnutls/ } split /^/m, slurp_file("/proc/$pid/maps");
+	return join '', grep { /microhttpd/ } split /^/m, slurp_file("/proc/$pid/maps");
 }
 my $worker_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
 like(maps($worker_pid), qr/libmicrohttpd/, 'the HTTP worker has libmicrohttpd mapped');
 {
 	my ($session, $pid) = ph_session($node);
-	is(maps($pid), '', 'a backend maps neither libmicrohttpd nor GnuTLS');
+	is(maps($pid), '', 'a backend does not map libmicrohttpd');
 	$session->quit;
 }
 is(maps($node->safe_psql('postgres', "SELECT pool_health.status()->'worker'->>'pid'")), '',
