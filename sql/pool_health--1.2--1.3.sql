@@ -170,3 +170,14 @@ REVOKE ALL ON pool_health.pool_advice FROM PUBLIC;
 REVOKE ALL ON FUNCTION pool_health.get_pool_advice() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pool_health.get_pool_advice() TO pg_monitor;
 GRANT SELECT ON pool_health.pool_advice TO pg_monitor;
+
+-- ---------------------------------------------------------------------
+-- Comments that said otherwise than the code does, and a trigger
+-- function nobody needs to be granted
+-- ---------------------------------------------------------------------
+
+COMMENT ON COLUMN pool_health.policies.blocking_timeout IS
+'Limit: how long the session may keep other sessions waiting on its locks, counted from the earliest of their waits (sessions.blocking_since)';
+COMMENT ON VIEW pool_health.usage_by_policy IS
+'Client sessions per governing policy, with the policy''s quota (max_connections), refuse_at, the admission counter that connections are checked against, and the connections refused since the policy was created (counters are kept by policy name across edits; those two need the preload)';
+REVOKE EXECUTE ON FUNCTION pool_health.validate_policy() FROM PUBLIC;

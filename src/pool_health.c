@@ -437,7 +437,7 @@ define_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("pool_health.notify_channel",
-							   "Channel on which the worker sends NOTIFY for level changes; empty disables.",
+							   "Channel on which the worker sends NOTIFY for level changes and actions on sessions; empty disables.",
 							   NULL,
 							   &ph_notify_channel,
 							   "pool_health",
