@@ -98,8 +98,12 @@ sub ph_try_connect
 	my $connstr = $node->connstr('postgres') . " user=$role";
 	$connstr .= " application_name='$app'" if defined $app;
 	$connstr .= " options='$options'" if defined $options;
-	my $stdin = "SELECT 'connected';\n";
-	my $h = IPC::Run::start([ 'psql', '-XAtq', '-d', $connstr, '-f', '-' ],
+	# the query comes with -c, nothing is written to psql's input (kept
+	# open, empty, to hold the connection): a refusal that ends psql at
+	# once leaves no write to fail with a broken pipe
+	my $stdin = '';
+	my $h = IPC::Run::start(
+		[ 'psql', '-XAtq', '-d', $connstr, '-c', "SELECT 'connected'", '-f', '-' ],
 		'<', \$stdin, '>', \$stdout, '2>', \$stderr);
 	IPC::Run::pump($h) until $stdout =~ /connected/ || !$h->pumpable;
 	if ($stdout =~ /connected/)
