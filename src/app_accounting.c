@@ -178,6 +178,8 @@ static bool exit_registered = false;
 static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
 static PhAppGroup *xact_group = NULL;	/* in a counted transaction */
 static TimestampTz xact_started;
+static TimestampTz last_xact_end = 0;	/* when this backend's last counted
+										 * transaction ended */
 static PgStat_Counter xact_idle_base;
 static bool xact_explicit;		/* ... is a transaction block */
 static bool xact_ending;		/* ... saw its COMMIT, ROLLBACK or PREPARE */
@@ -986,7 +988,13 @@ ph_accounting_statement(void)
 	counted_lxid = lxid;
 	if (application_changed())
 		attach_session();
-	begin_counted_xact(my_group, GetCurrentTransactionStartTimestamp(), false);
+	/*
+	 * The transactions of one simple-query message all have its arrival as
+	 * their start time: one after the first began when the one before it
+	 * ended, not before.
+	 */
+	begin_counted_xact(my_group, Max(GetCurrentTransactionStartTimestamp(),
+									 last_xact_end), false);
 }
 
 /* A counted transaction begins (explicit: a block, chained). */
@@ -1074,6 +1082,7 @@ end_counted_xact(void)
 	idle = Min(idle, duration);
 
 	xact_group = NULL;
+	last_xact_end = now;
 	pg_atomic_fetch_add_u64(&g->xacts, 1);
 	pg_atomic_fetch_add_u64(&g->xact_time_us, (uint64) duration);
 	if (idle > 0)

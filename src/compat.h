@@ -363,4 +363,18 @@ ph_standard_conforming_strings(void)
 #endif
 }
 
+/*
+ * The arguments of an ExecutorRun hook: PostgreSQL 18 dropped
+ * execute_once.
+ */
+#if PG_VERSION_NUM >= 180000
+#define PH_EXECUTOR_RUN_ARGS \
+	QueryDesc *queryDesc, ScanDirection direction, uint64 count
+#define PH_EXECUTOR_RUN_PASS queryDesc, direction, count
+#else
+#define PH_EXECUTOR_RUN_ARGS \
+	QueryDesc *queryDesc, ScanDirection direction, uint64 count, bool execute_once
+#define PH_EXECUTOR_RUN_PASS queryDesc, direction, count, execute_once
+#endif
+
 #endif							/* POOL_HEALTH_COMPAT_H */

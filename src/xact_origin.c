@@ -14,10 +14,13 @@
  * simple and the extended protocol (a prepared statement executed again is
  * seen too), and tell a ping from its plan (a Result of constants and
  * nothing else) or its utility statement's node, not from its text.  A
- * statement is the client's when its text is the one the backend is
- * executing for the client (debug_query_string: the same pointer, or for
- * the extended protocol, the same text); the transaction is told by its
- * local id.  Its text and comment are found by sql_comments.c with the
+ * statement is the client's when it is not nested (nesting_level 0:
+ * ExecutorRun, ExecutorFinish and ProcessUtility hooks count the levels,
+ * as pg_stat_statements does, so that EXPLAIN's query or a DO block's
+ * statements are not taken for the client's) and its text is the one the
+ * backend is executing for the client (debug_query_string: the same
+ * pointer, or for the extended protocol, the same text); the transaction
+ * is told by its local id.  Its text and comment are found by sql_comments.c with the
  * server's lexer rules, scanning only the statement (and on PostgreSQL 18
  * the comments right before it).
  *
@@ -146,7 +149,18 @@ static TimestampTz seen_stamp = 0;
 static int	seen_end = 0;
 
 static ExecutorStart_hook_type prev_executor_start = NULL;
+static ExecutorRun_hook_type prev_executor_run = NULL;
+static ExecutorFinish_hook_type prev_executor_finish = NULL;
 static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/*
+ * How deep the statement starting is nested, as pg_stat_statements counts
+ * it: 0 for the client's own statements, 1 and more for those that a
+ * utility statement (EXPLAIN, CREATE TABLE AS, DO, ...) or a statement's
+ * functions run.  Only level 0 is recorded: a nested statement's location
+ * in the text is not the client's (EXPLAIN's query has none).
+ */
+static int	nesting_level = 0;
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static Size
@@ -399,7 +413,8 @@ static void
 ph_executor_start(QueryDesc *queryDesc, int eflags)
 {
 	ph_accounting_statement();
-	if (ph_first_query_size > 0 && client_statement(queryDesc->sourceText))
+	if (ph_first_query_size > 0 && nesting_level == 0 &&
+		client_statement(queryDesc->sourceText))
 	{
 		PlannedStmt *ps = queryDesc->plannedstmt;
 
@@ -412,6 +427,43 @@ ph_executor_start(QueryDesc *queryDesc, int eflags)
 		prev_executor_start(queryDesc, eflags);
 	else
 		standard_ExecutorStart(queryDesc, eflags);
+}
+
+/* The statements a statement's functions run are nested in it. */
+static void
+ph_executor_run(PH_EXECUTOR_RUN_ARGS)
+{
+	nesting_level++;
+	PG_TRY();
+	{
+		if (prev_executor_run)
+			prev_executor_run(PH_EXECUTOR_RUN_PASS);
+		else
+			standard_ExecutorRun(PH_EXECUTOR_RUN_PASS);
+	}
+	PG_FINALLY();
+	{
+		nesting_level--;
+	}
+	PG_END_TRY();
+}
+
+static void
+ph_executor_finish(QueryDesc *queryDesc)
+{
+	nesting_level++;
+	PG_TRY();
+	{
+		if (prev_executor_finish)
+			prev_executor_finish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		nesting_level--;
+	}
+	PG_END_TRY();
 }
 
 static void
@@ -428,7 +480,7 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	ph_accounting_statement();
 	if (ph_first_query_size > 0 && context == PROCESS_UTILITY_TOPLEVEL &&
-		client_statement(queryString))
+		nesting_level == 0 && client_statement(queryString))
 	{
 		int			from = comments_from(queryString, pstmt->stmt_location,
 										 pstmt->stmt_len);
@@ -439,12 +491,22 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 		else if (kind == TRANS_STMT_BEGIN || kind == TRANS_STMT_START)
 			record_block_begins();
 	}
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context,
-							 params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
+	/* what it runs (EXPLAIN's query, a DO block's) is nested in it */
+	nesting_level++;
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context,
+								 params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		nesting_level--;
+	}
+	PG_END_TRY();
 	if (transaction_stmt && context == PROCESS_UTILITY_TOPLEVEL)
 		ph_accounting_transaction_stmt(kind, chain, qc);
 }
@@ -491,6 +553,10 @@ ph_xact_origin_install_hooks(void)
 	{
 		prev_executor_start = ExecutorStart_hook;
 		ExecutorStart_hook = ph_executor_start;
+		prev_executor_run = ExecutorRun_hook;
+		ExecutorRun_hook = ph_executor_run;
+		prev_executor_finish = ExecutorFinish_hook;
+		ExecutorFinish_hook = ph_executor_finish;
 		prev_process_utility = ProcessUtility_hook;
 		ProcessUtility_hook = ph_process_utility;
 	}

@@ -208,6 +208,18 @@ like(origin_of($pid), qr{^/\*route='last'\*/ UPDATE orders SET status = 'x' WHER
 	'the last of 2001 transactions in one message: its own statement and tags');
 $s->query_safe('ROLLBACK');
 
+# EXPLAIN's query (as CREATE TABLE AS's) is nested in it and has no place
+# of its own in the text: the EXPLAIN is the statement, with its own tags
+# (none), not those of a transaction before it in the message
+$s->query_safe(q{BEGIN \\; /*route='first'*/ SELECT 1 \\; COMMIT \\; BEGIN \\; EXPLAIN SELECT 2 \\; SELECT 3});
+like(origin_of($pid), qr{^\s*EXPLAIN SELECT 2 \| NULL \| },
+	"EXPLAIN in a message: the statement, without an earlier statement's tags");
+$s->query_safe('ROLLBACK');
+$s->query_safe(q{BEGIN \\; /*route='ctas'*/ CREATE TEMP TABLE t_ctas AS SELECT 1 AS i \\; SELECT 3});
+like(origin_of($pid), qr{^\s*/\*route='ctas'\*/ CREATE TEMP TABLE t_ctas AS SELECT 1 AS i \| \{"route": "ctas"\} \| },
+	'CREATE TABLE AS: the statement and its tags');
+$s->query_safe('ROLLBACK');
+
 # --- pings and pool housekeeping are not the origin ---------------------------------------
 $s->query_safe('BEGIN');
 $s->query_safe('SELECT 1');

@@ -199,6 +199,20 @@ ok($idle >= 1 && $idle < 5, "a second idle in a transaction: idle_in_xact_time $
 ok($share > 90, "idle_in_xact_share $share %");
 $_->quit for @pool;
 
+# --- transactions of one message: each from the end of the one before -------------------------
+# (they all have the message's arrival as their start time): the first,
+# which the BEGIN makes of the pg_sleep too, about 1 s, the two others
+# microseconds, not 1 s each
+# (psql -c sends it as one simple-query message)
+IPC::Run::run([ 'psql', '-XAtq', '-d', $node->connstr('postgres') . ' application_name=app-message',
+	'-c', 'SELECT pg_sleep(1); BEGIN; SELECT 1; COMMIT; BEGIN; SELECT 1; COMMIT; BEGIN; SELECT 1; COMMIT;' ])
+  or die 'psql -c failed';
+my ($n_xacts, $xact_seconds, $xact_max) = split /\|/, stat_of('app-message',
+	'xacts, extract(epoch FROM xact_time), extract(epoch FROM xact_max)');
+is($n_xacts, 3, 'three transactions in one message');
+ok($xact_seconds >= 1 && $xact_seconds < 1.5 && $xact_max < 1.5,
+	"they took $xact_seconds s in all (the longest $xact_max s), not 3 s");
+
 # --- a failed transaction block holds its connection until it is ended ---------------------------
 my ($failing) = ph_app_session($node, 'app-fail', role => 'app', on_error_stop => 0);
 my $fail = 'SELECT 1 / (SELECT 0)';	# fails when it runs, not when it is planned
