@@ -1283,6 +1283,26 @@ http_exit(int code, Datum arg)
 	pg_atomic_write_u32(&ph_shared->http_pid, 0);
 }
 
+/*
+ * The daemon on one address (flags: MHD_USE_IPv6 or MHD_USE_DUAL_STACK for
+ * an IPv6 address), NULL when it cannot listen there.
+ */
+static struct MHD_Daemon *
+start_daemon(unsigned int family_flags, uint16 port, const struct sockaddr *address)
+{
+	return MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG | family_flags,
+							port, NULL, NULL, &answer, NULL,
+							MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+							MHD_OPTION_SOCK_ADDR, address,
+							MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
+							MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+							MHD_OPTION_URI_LOG_CALLBACK, request_target, NULL,
+							MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_SLOTS,
+							MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HTTP_IDLE_TIMEOUT_S,
+							MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
+							MHD_OPTION_END);
+}
+
 void
 pool_health_http_main(Datum arg)
 {
@@ -1318,18 +1338,23 @@ pool_health_http_main(Datum arg)
 
 	request_context = AllocSetContextCreate(TopMemoryContext, "pool_health http request",
 											ALLOCSET_DEFAULT_SIZES);
-	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-									 (addr->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-									 (uint16) atoi(port), NULL, NULL, &answer, NULL,
-									 MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
-									 MHD_OPTION_SOCK_ADDR, addr->ai_addr,
-									 MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
-									 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
-									 MHD_OPTION_URI_LOG_CALLBACK, request_target, NULL,
-									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_SLOTS,
-									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HTTP_IDLE_TIMEOUT_S,
-									 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
-									 MHD_OPTION_END);
+	if (host == NULL)
+	{
+		/*
+		 * ":port", every address: IPv6 and IPv4 on one dual-stack socket,
+		 * or IPv4 alone where the machine has no IPv6.
+		 */
+		struct sockaddr_in6 any6;
+
+		memset(&any6, 0, sizeof(any6));
+		any6.sin6_family = AF_INET6;
+		any6.sin6_addr = in6addr_any;
+		any6.sin6_port = htons((uint16) atoi(port));
+		daemon_handle = start_daemon(MHD_USE_DUAL_STACK, (uint16) atoi(port), (struct sockaddr *) &any6);
+	}
+	for (struct addrinfo *a = addr; daemon_handle == NULL && a != NULL; a = a->ai_next)
+		daemon_handle = start_daemon(a->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0,
+									 (uint16) atoi(port), a->ai_addr);
 	freeaddrinfo(addr);
 	if (daemon_handle == NULL)
 		ereport(ERROR,

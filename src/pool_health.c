@@ -298,7 +298,7 @@ define_postmaster_settings(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("pool_health.http_listen",
-							   "Address (host:port) on which a worker serves /health, /status and /metrics over HTTP; empty disables.",
+							   "Address (host:port, [v6]:port, or :port for every IPv4 and IPv6 address) on which a worker serves /health, /status and /metrics over HTTP; empty disables.",
 							   "It needs no connection slot. Bind it to localhost or a private interface: the endpoints show counts to anyone, without authentication.",
 							   &ph_http_listen,
 							   "",

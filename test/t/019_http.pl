@@ -27,7 +27,8 @@
 # queues while they stay open; so are 100 that ask once in HTTP/1.0 and do
 # not read.  Killed, it comes back and serves again; it serves
 # while the main worker restarts; a hot standby whose pool_health.database
-# does not exist answers too; a standby in recovery without hot_standby
+# does not exist answers too, on every address (IPv4 and IPv6) with
+# http_listen = ':port'; a standby in recovery without hot_standby
 # (connections refused) is 503.  Malformed addresses are rejected.
 # libmicrohttpd is mapped by the HTTP worker only.
 use strict;
@@ -37,6 +38,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IO::Socket::INET;
+use IO::Socket::IP;
 use Time::HiRes qw(time usleep);
 use PoolHealthTest;
 
@@ -77,8 +79,8 @@ sub maps
 	my ($pid) = @_;
 	return join '', grep { /microhttpd/ } split /^/m, slurp_file("/proc/$pid/maps");
 }
-my $worker_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
-like(maps($worker_pid), qr/libmicrohttpd/, 'the HTTP worker has libmicrohttpd mapped');
+my $http_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
+like(maps($http_pid), qr/libmicrohttpd/, 'the HTTP worker has libmicrohttpd mapped');
 {
 	my ($session, $pid) = ph_session($node);
 	is(maps($pid), '', 'a backend does not map libmicrohttpd');
@@ -402,6 +404,7 @@ PostgreSQL::Test::Utils::append_to_file($trickle_file, <<'PERL');
 use strict;
 use warnings;
 use IO::Socket::INET;
+use IO::Socket::IP;
 use Time::HiRes qw(time sleep);
 my ($port, $first, $addresses, $conns, $tick, $seconds) = @ARGV;
 $SIG{PIPE} = 'IGNORE';
@@ -637,7 +640,7 @@ my $standby = PostgreSQL::Test::Cluster->new('http_standby');
 $standby->init_from_backup($node, 'base', has_streaming => 1);
 my $standby_port = PostgreSQL::Test::Cluster::get_free_port();
 $standby->append_conf('postgresql.conf',
-	"pool_health.http_listen = '127.0.0.1:$standby_port'\npool_health.database = 'no_such_database'");
+	"pool_health.http_listen = ':$standby_port'\npool_health.database = 'no_such_database'");
 $standby->start;
 $base = "http://127.0.0.1:$standby_port";
 my $standby_status = '';
@@ -652,6 +655,17 @@ like($body, qr/"on_standby": true/, 'and says it is a standby');
 is((get('/health', 1))[0], '200', 'its /health answers');
 like((get('/metrics', 1))[1], qr/^pool_health_used_connections \d+$/m, 'its /metrics too');
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'it is in recovery');
+# ':port' is every address: IPv4 and, where the machine has IPv6, IPv6 too
+if (IO::Socket::IP->new(LocalHost => '::1', LocalPort => 0, Listen => 1))
+{
+	$base = "http://[::1]:$standby_port";
+	is((get('/health', 1))[0], '200', "pool_health.http_listen = ':port' answers on ::1 too (one dual-stack socket)");
+}
+else
+{
+	ok(!IO::Socket::IP->new(PeerHost => '::1', PeerPort => $standby_port),
+		"no IPv6 on this machine: ':port' listens on IPv4 alone");
+}
 
 $standby->stop;
 
