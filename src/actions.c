@@ -29,7 +29,13 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-#include "pool_health.h"
+#include "audit.h"
+#include "backend_snapshot.h"
+#include "enforce.h"
+#include "evaluate.h"
+#include "policy.h"
+#include "shared_catalogs.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(pool_health_cleanup);
 PG_FUNCTION_INFO_V1(pool_health_terminate_idle_in_transaction);

@@ -64,7 +64,13 @@
 #include "utils/memutils.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "admission.h"
+#include "app_accounting.h"
+#include "evaluate.h"
+#include "policy.h"
+#include "settings.h"
+#include "shared_catalogs.h"
+#include "shmem.h"
 
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
 

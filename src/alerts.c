@@ -15,7 +15,10 @@
 #include "commands/async.h"
 #include "utils/timestamp.h"
 
-#include "pool_health.h"
+#include "alerts.h"
+#include "evaluate.h"
+#include "json_writer.h"
+#include "settings.h"
 
 /*
  * The NOTIFY payload for a level change: the level, the reasons, the usage

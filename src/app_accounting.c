@@ -120,7 +120,8 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "app_accounting.h"
+#include "settings.h"
 
 static PhAccounting *app_acct = NULL;
 

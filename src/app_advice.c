@@ -58,7 +58,12 @@
 #include "utils/tuplestore.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "app_accounting.h"
+#include "backend_snapshot.h"
+#include "settings.h"
+#include "shared_catalogs.h"
+#include "shmem.h"
+#include "views.h"
 
 PG_FUNCTION_INFO_V1(pool_health_get_application_stats);
 PG_FUNCTION_INFO_V1(pool_health_get_application_history);

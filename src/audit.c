@@ -61,7 +61,12 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
-#include "pool_health.h"
+#include "audit.h"
+#include "extension_tables.h"
+#include "json_writer.h"
+#include "settings.h"
+#include "shmem.h"
+#include "sql_comments.h"
 
 Size
 ph_audit_shmem_size(void)

@@ -45,7 +45,8 @@
 #include "utils/wait_event.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "backend_snapshot.h"
+#include "xact_origin.h"
 
 /* A pid and where to find it, in an array sorted by pid. */
 typedef struct PidSlot

@@ -33,7 +33,14 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "audit.h"
+#include "backend_snapshot.h"
+#include "enforce.h"
+#include "evaluate.h"
+#include "policy.h"
+#include "shared_catalogs.h"
+#include "shmem.h"
+#include "xact_origin.h"
 
 /*
  * Could actor end a session of this role with pg_terminate_backend()?

@@ -32,7 +32,12 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "backend_snapshot.h"
+#include "evaluate.h"
+#include "policy.h"
+#include "settings.h"
+#include "shared_catalogs.h"
+#include "shmem.h"
 
 /* How far evaluate follows a chain of lock waits to its root blocker. */
 #define MAX_BLOCKING_CHAIN 32

@@ -47,7 +47,7 @@
 #include "utils/timeout.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "extension_tables.h"
 
 /* How long the owner's code may run for the worker. */
 #define PH_OWNER_CODE_TIMEOUT_MS 2000

@@ -20,7 +20,17 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#include "pool_health.h"
+#include "admission.h"
+#include "app_accounting.h"
+#include "evaluate.h"
+#include "health.h"
+#include "http.h"
+#include "json_writer.h"
+#include "metrics.h"
+#include "settings.h"
+#include "shared_catalogs.h"
+#include "shmem.h"
+#include "worker.h"
 
 PG_FUNCTION_INFO_V1(pool_health_status);
 PG_FUNCTION_INFO_V1(pool_health_ping);

@@ -28,7 +28,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "pool_health.h"
+#include "history.h"
+#include "settings.h"
+#include "shmem.h"
 
 #define HISTORY_FILE		PGSTAT_STAT_PERMANENT_DIRECTORY "/pool_health.history"
 #define HISTORY_MAGIC		0x50484831	/* "PHH1" */

@@ -17,7 +17,11 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-#include "pool_health.h"
+#include "evaluate.h"
+#include "history.h"
+#include "settings.h"
+#include "shmem.h"
+#include "views.h"
 
 PG_FUNCTION_INFO_V1(pool_health_get_history);
 PG_FUNCTION_INFO_V1(pool_health_get_forecast);

@@ -92,7 +92,14 @@
 #endif
 
 #include "compat.h"
-#include "pool_health.h"
+#include "evaluate.h"
+#include "health.h"
+#include "http.h"
+#include "json_writer.h"
+#include "metrics.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker.h"
 
 char	   *ph_http_listen = NULL;
 int			ph_http_request_timeout_ms = 2000;

@@ -17,7 +17,8 @@
 #include "utils/json.h"
 #include "utils/timestamp.h"
 
-#include "pool_health.h"
+#include "evaluate.h"
+#include "json_writer.h"
 
 /* The separator before a new member or element, and its key. */
 void

@@ -28,7 +28,14 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
-#include "pool_health.h"
+#include "admission.h"
+#include "app_accounting.h"
+#include "evaluate.h"
+#include "metrics.h"
+#include "policy.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker.h"
 
 static void family(StringInfo buf, const char *name, const char *type, const char *help);
 static void sample_labelled(StringInfo buf, const char *name, const char *label,

@@ -26,7 +26,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "pool_health.h"
+#include "policy.h"
 
 static int
 precedence_cmp(const void *a, const void *b)

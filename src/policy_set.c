@@ -32,7 +32,10 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 
-#include "pool_health.h"
+#include "admission.h"
+#include "policy.h"
+#include "settings.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(pool_health_policies_changed);
 

@@ -42,7 +42,8 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "extension_tables.h"
+#include "policy.h"
 
 /* The columns read, with the types the code expects. */
 enum

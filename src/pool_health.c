@@ -26,7 +26,14 @@
 #include "utils/varlena.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "admission.h"
+#include "app_accounting.h"
+#include "http.h"
+#include "policy.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker.h"
+#include "xact_origin.h"
 
 PG_MODULE_MAGIC;
 

@@ -47,7 +47,8 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
-#include "pool_health.h"
+#include "admission.h"
+#include "shared_catalogs.h"
 
 /*
  * The database of that name: its OID (InvalidOid if there is none), and

@@ -27,7 +27,13 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
-#include "pool_health.h"
+#include "admission.h"
+#include "app_accounting.h"
+#include "audit.h"
+#include "history.h"
+#include "policy.h"
+#include "shmem.h"
+#include "xact_origin.h"
 
 PhShared   *ph_shared = NULL;
 

@@ -38,7 +38,8 @@
 #include "mb/pg_wchar.h"
 #include "parser/scansup.h"
 
-#include "pool_health.h"
+#include "json_writer.h"
+#include "sql_comments.h"
 
 typedef enum SqlToken
 {

@@ -29,7 +29,13 @@
 #include "utils/wait_event.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "admission.h"
+#include "backend_snapshot.h"
+#include "evaluate.h"
+#include "policy.h"
+#include "shared_catalogs.h"
+#include "sql_comments.h"
+#include "views.h"
 
 PG_FUNCTION_INFO_V1(pool_health_get_sessions);
 PG_FUNCTION_INFO_V1(pool_health_get_usage);

@@ -65,7 +65,18 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "admission.h"
+#include "alerts.h"
+#include "app_accounting.h"
+#include "audit.h"
+#include "enforce.h"
+#include "evaluate.h"
+#include "history.h"
+#include "policy.h"
+#include "settings.h"
+#include "shared_catalogs.h"
+#include "shmem.h"
+#include "worker.h"
 
 /* In no-database mode, how often to look for pool_health.database. */
 #define DATABASE_CHECK_INTERVAL_MS	5000

@@ -64,7 +64,10 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
-#include "pool_health.h"
+#include "app_accounting.h"
+#include "settings.h"
+#include "sql_comments.h"
+#include "xact_origin.h"
 
 /*
  * One backend's first statement and tags; the text follows in shared
