@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * http.h
- *		Health over HTTP (http.c): its settings and its worker.
+ *		Health over HTTP: its settings and its worker (http.c; the worker
+ *		in http_server.c, http_connections.c and http_requests.c).
  *
  *-------------------------------------------------------------------------
  */
