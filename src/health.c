@@ -110,8 +110,8 @@ append_worker_state(StringInfo buf)
 	{
 		ph_json_open(buf, "http", '{');
 		ph_json_str(buf, "listen", ph_http_listen[0] ? ph_http_listen : NULL);
-		ph_json_int(buf, "pid", pg_atomic_read_u32(&ph_shared->http_pid));
-		ph_json_int(buf, "requests", (int64) pg_atomic_read_u64(&ph_shared->http_requests));
+		ph_json_int(buf, "pid", ph_http_worker_pid());
+		ph_json_int(buf, "requests", (int64) ph_http_requests_answered());
 		ph_json_close(buf, '}');
 	}
 }

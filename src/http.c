@@ -17,7 +17,7 @@
  * This file is the module's face to the rest of pool_health: the
  * settings' check and assign hooks (pool_health.http_listen,
  * pool_health.http_allowed_hosts, parsed here for the worker), the
- * worker's registration, and the module's shared counters.  The worker is
+ * worker's registration, and the module's shared memory.  The worker is
  * http_server.c (its process, libmicrohttpd, the wait loop),
  * http_connections.c (the table of connections, their limits and
  * deadlines) and http_requests.c (what a request is answered);
@@ -25,7 +25,7 @@
  *
  * State: the parsed allowed hosts (this process's, the setting's "extra")
  * and the listen host (the worker's, set at its start); in shared memory
- * (http_pid and http_requests in PhShared) the worker's pid and the count
+ * ("pool_health http", PhHttpShared below) the worker's pid and the count
  * of requests it answered, atomics written by the worker alone and read
  * without a lock by status().
  *
@@ -40,12 +40,12 @@
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "postmaster/bgworker.h"
+#include "storage/shmem.h"
 #include "utils/guc.h"
 
 #include "compat.h"
 #include "http.h"
 #include "http_internal.h"
-#include "shmem.h"
 #include "worker.h"
 
 char	   *ph_http_listen = NULL;
@@ -278,23 +278,73 @@ ph_http_register(void)
 								  BGWORKER_SHMEM_ACCESS, BgWorkerStart_PostmasterStart, 5);
 }
 
-/* Whether this process has pool_health's shared memory (preloaded). */
+/*
+ * The module's shared memory: what status() shows of the HTTP worker.
+ * Both fields are atomics written by that worker alone and read without a
+ * lock (each is one value: nothing is read together with the other).
+ */
+typedef struct PhHttpShared
+{
+	pg_atomic_uint32 pid;		/* the HTTP worker's, 0 if none: written at
+								 * its start and at its exit */
+	pg_atomic_uint64 requests;	/* requests it answered (routed to an
+								 * endpoint) since the server started */
+} PhHttpShared;
+
+static PhHttpShared *http_shared = NULL;
+
+/* From shmem.c's shmem_request_hook. */
+void
+ph_http_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(PhHttpShared)));
+}
+
+/* From shmem.c's shmem_startup_hook, under AddinShmemInitLock. */
+void
+ph_http_shmem_startup(void)
+{
+	bool		found;
+
+	http_shared = ShmemInitStruct("pool_health http", sizeof(PhHttpShared), &found);
+	if (!found)
+	{
+		pg_atomic_init_u32(&http_shared->pid, 0);
+		pg_atomic_init_u64(&http_shared->requests, 0);
+	}
+}
+
+/* Whether this process has the module's shared memory (preloaded). */
 bool
 ph_http_shmem_attached(void)
 {
-	return ph_shared != NULL;
+	return http_shared != NULL;
+}
+
+/* The HTTP worker's pid, 0 if none (or without the preload). */
+int
+ph_http_worker_pid(void)
+{
+	return http_shared == NULL ? 0 : (int) pg_atomic_read_u32(&http_shared->pid);
+}
+
+/* The requests the HTTP worker answered (0 without the preload). */
+uint64
+ph_http_requests_answered(void)
+{
+	return http_shared == NULL ? 0 : pg_atomic_read_u64(&http_shared->requests);
 }
 
 /* The HTTP worker, at its start (its pid) and its exit (0). */
 void
 ph_http_set_pid(int pid)
 {
-	pg_atomic_write_u32(&ph_shared->http_pid, (uint32) pid);
+	pg_atomic_write_u32(&http_shared->pid, (uint32) pid);
 }
 
 /* The HTTP worker, for each request routed to an endpoint. */
 void
 ph_http_count_request(void)
 {
-	pg_atomic_fetch_add_u64(&ph_shared->http_requests, 1);
+	pg_atomic_fetch_add_u64(&http_shared->requests, 1);
 }

@@ -5,7 +5,7 @@
  *		includes: other modules see http.h only.
  *
  *		http.c				the settings' hooks, the worker's registration,
- *							the shared counters (pid, requests)
+ *							the module's shared memory (pid, requests)
  *		http_server.c		the HTTP worker: libmicrohttpd opened at run
  *							time, the daemon on the listen address, the
  *							wait loop, the exit

@@ -31,6 +31,7 @@
 #include "app_accounting.h"
 #include "audit.h"
 #include "history.h"
+#include "http.h"
 #include "policy.h"
 #include "shmem.h"
 #include "xact_origin.h"
@@ -60,6 +61,7 @@ ph_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shared_size());
 	RequestNamedLWLockTranche("pool_health", 2);
+	ph_http_shmem_request();
 }
 
 /* At postmaster exit: keep the history for the next start (not after a crash). */
@@ -88,8 +90,6 @@ ph_shmem_startup(void)
 		ph_shared->lock = &(GetNamedLWLockTranche("pool_health"))->lock;
 		pg_atomic_init_u64(&ph_shared->terminations, 0);
 		pg_atomic_init_u64(&ph_shared->refusals, 0);
-		pg_atomic_init_u32(&ph_shared->http_pid, 0);
-		pg_atomic_init_u64(&ph_shared->http_requests, 0);
 		/* optimistic: the first start connects to pool_health.database */
 		ph_shared->worker.connect_to_database = true;
 		storage = (char *) MAXALIGN(ph_history_init(&ph_shared->history, storage));
@@ -105,6 +105,7 @@ ph_shmem_startup(void)
 	/* the per-backend slots of xact_origin.c, last: set up in every process */
 	(void) ph_xact_origin_init((char *) ph_shared + shared_size() -
 							   ph_xact_origin_shmem_size(), found);
+	ph_http_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 
 	/* in the postmaster: restore the saved history, save it at exit */

@@ -27,8 +27,6 @@ typedef struct PhShared
 								 * worker_exit()), read under it */
 	pg_atomic_uint64 terminations;	/* sessions ended since the history began */
 	pg_atomic_uint64 refusals;	/* connections refused, likewise */
-	pg_atomic_uint32 http_pid;	/* the HTTP worker (http.c), 0 if none */
-	pg_atomic_uint64 http_requests; /* requests it answered */
 	PhHistory	history;
 	PhPolicySet policy_set;
 	PhAdmission admission;
