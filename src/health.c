@@ -3,7 +3,7 @@
  * health.c
  *		The health endpoints as SQL: status() (jsonb), ping() (boolean) and
  *		metrics() (Prometheus text, metrics.c); the JSON of status() is
- *		also what http.c serves.  Counts and names only:
+ *		also what http_requests.c serves.  Counts and names only:
  *		callable by every role, cheap enough to be polled every second.
  *
  * Each formats one evaluation (evaluate.c), whose copy of the published
