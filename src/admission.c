@@ -17,7 +17,7 @@
  * reading any catalog but the role lookups.  Matching cannot raise: patterns, networks and
  * names were validated when the worker compiled them, and the matcher
  * (policy_match.c) allocates nothing.  Nothing that can raise runs while
- * ph_shared->lock is held; a refusal is raised after it is released.
+ * a lock is held; a refusal is raised after it is released.
  *
  * The counts are exact by construction, O(1) per connection:
  *	- admission.clients counts client backends from authentication to
@@ -41,10 +41,11 @@
  *	  login but not yet visible in backend status.
  * Superusers and protected roles are neither refused nor counted.
  *
- * Shared state: ph_shared->admission (atomics, no lock; counter names and
- * in_use are written by the worker under ph_shared->lock, exclusive, and
- * read under it) and ph_shared->policy_set (read under ph_shared->lock,
- * shared).
+ * Shared state: AdmissionShared ("pool_health admission"), field by field
+ * below: atomics; the counters' names, under the published policy set's
+ * lock (policy_set.c), which the login path holds while it matches and
+ * counts; the application_name settings, under the module's own LWLock
+ * (tranche "pool_health admission").
  *
  *-------------------------------------------------------------------------
  */
@@ -59,6 +60,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/shmem.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -67,6 +69,7 @@
 #include "admission.h"
 #include "app_accounting.h"
 #include "evaluate.h"
+#include "history.h"
 #include "policy.h"
 #include "settings.h"
 #include "shared_catalogs.h"
@@ -86,20 +89,79 @@ static int	my_procno = -1;
 #define COUNTED_PID(v)		((int) (uint32) ((v) >> 32))
 #define COUNTED_STATE(v)	((uint32) ((v) & 0xFFFFFFFF))
 
-Size
-ph_admission_shmem_size(void)
+/*
+ * A quota counter.  Keyed by policy name, so that a republication keeps
+ * what was counted.  policy and in_use are written by the worker under the
+ * policy set's lock, exclusive (ph_admission_assign_counters, called back
+ * by ph_policy_set_publish), and read under it; the counts are atomics,
+ * changed without the lock by connecting and exiting backends and by the
+ * worker.
+ */
+typedef struct QuotaCounter
 {
-	return add_size(MAXALIGN(mul_size(sizeof(PhQuotaCounter), 2 * ph_max_policies)),
-					mul_size(sizeof(pg_atomic_uint64), MaxBackends));
+	NameData	policy;
+	bool		in_use;
+	pg_atomic_uint32 connections;	/* sessions counted in it now */
+	pg_atomic_uint64 refused;	/* connections refused since it was made */
+} QuotaCounter;
+
+/*
+ * counted[] holds, per PGPROC number, the pid of the client backend in it
+ * (high 32 bits) and the counter it is counted in (low 32 bits: 0 none,
+ * k + 1 counter k, COUNTED_EXITED once it has given its count back).
+ * Only the backend itself (at login and exit) and the worker (by
+ * compare-and-swap on an entry with that backend's pid) change an entry.
+ */
+#define COUNTED_EXITED	0xFFFFFFFF
+
+typedef struct AdmissionShared
+{
+	pg_atomic_uint32 clients;	/* client backends past authentication */
+	int			ncounters;		/* fixed: 2 x pool_health.max_policies */
+	QuotaCounter *counters;		/* fixed; see QuotaCounter */
+	int			nprocs;			/* fixed */
+	pg_atomic_uint64 *counted;	/* fixed; atomics, see above */
+	LWLock	   *lock;			/* fixed: protects the settings */
+	/* written by the worker under the lock (exclusive), read under it */
+	int			nsettings;
+	PhRoleSetting settings[PH_MAX_ROLE_SETTINGS];
+} AdmissionShared;
+
+static AdmissionShared *admission = NULL;
+
+static Size
+admission_shmem_size(void)
+{
+	Size		size = MAXALIGN(sizeof(AdmissionShared));
+
+	size = add_size(size, MAXALIGN(mul_size(sizeof(QuotaCounter), 2 * ph_max_policies)));
+	return add_size(size, mul_size(sizeof(pg_atomic_uint64), MaxBackends));
 }
 
-char *
-ph_admission_init(PhAdmission *admission, char *storage)
+void
+ph_admission_shmem_request(void)
 {
+	RequestAddinShmemSpace(admission_shmem_size());
+	RequestNamedLWLockTranche("pool_health admission", 1);
+}
+
+/* Caller holds AddinShmemInitLock. */
+void
+ph_admission_shmem_startup(void)
+{
+	bool		found;
+	char	   *storage;
+
+	admission = ShmemInitStruct("pool_health admission", admission_shmem_size(), &found);
+	if (found)
+		return;
+	memset(admission, 0, sizeof(AdmissionShared));
+	admission->lock = &(GetNamedLWLockTranche("pool_health admission"))->lock;
+	storage = (char *) admission + MAXALIGN(sizeof(AdmissionShared));
 	pg_atomic_init_u32(&admission->clients, 0);
 	admission->ncounters = 2 * ph_max_policies;
-	admission->counters = (PhQuotaCounter *) storage;
-	storage += MAXALIGN(sizeof(PhQuotaCounter) * admission->ncounters);
+	admission->counters = (QuotaCounter *) storage;
+	storage += MAXALIGN(sizeof(QuotaCounter) * admission->ncounters);
 	for (int i = 0; i < admission->ncounters; i++)
 	{
 		memset(&admission->counters[i].policy, 0, sizeof(NameData));
@@ -111,13 +173,11 @@ ph_admission_init(PhAdmission *admission, char *storage)
 	admission->counted = (pg_atomic_uint64 *) storage;
 	for (int i = 0; i < admission->nprocs; i++)
 		pg_atomic_init_u64(&admission->counted[i], 0);
-	return storage + sizeof(pg_atomic_uint64) * admission->nprocs;
 }
 
 static pg_atomic_uint64 *
 counted_entry(int procno)
 {
-	PhAdmission *admission = &ph_shared->admission;
 
 	if (procno < 0 || procno >= admission->nprocs)
 		return NULL;
@@ -128,9 +188,8 @@ counted_entry(int procno)
 static void
 release_count(uint32 state)
 {
-	PhAdmission *admission = &ph_shared->admission;
 
-	if (state != 0 && state != PH_COUNTED_EXITED && state <= (uint32) admission->ncounters)
+	if (state != 0 && state != COUNTED_EXITED && state <= (uint32) admission->ncounters)
 		pg_atomic_fetch_sub_u32(&admission->counters[state - 1].connections, 1);
 }
 
@@ -148,10 +207,10 @@ admission_exit(int code, Datum arg)
 	{
 		uint64		old = pg_atomic_read_u64(entry);
 
-		while (COUNTED_PID(old) == MyProcPid && COUNTED_STATE(old) != PH_COUNTED_EXITED)
+		while (COUNTED_PID(old) == MyProcPid && COUNTED_STATE(old) != COUNTED_EXITED)
 		{
 			if (pg_atomic_compare_exchange_u64(entry, &old,
-											   COUNTED(MyProcPid, PH_COUNTED_EXITED)))
+											   COUNTED(MyProcPid, COUNTED_EXITED)))
 			{
 				release_count(COUNTED_STATE(old));
 				break;
@@ -160,7 +219,7 @@ admission_exit(int code, Datum arg)
 	}
 	if (counted_as_client)
 	{
-		pg_atomic_fetch_sub_u32(&ph_shared->admission.clients, 1);
+		pg_atomic_fetch_sub_u32(&admission->clients, 1);
 		counted_as_client = false;
 	}
 }
@@ -272,11 +331,10 @@ static bool
 role_setting_application_name(const char *database, Oid role, char *out,
 							  size_t size)
 {
-	PhAdmission *admission = &ph_shared->admission;
 	int			best = -1;
 	int			best_rank = 5;
 
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
+	LWLockAcquire(admission->lock, LW_SHARED);
 	for (int i = 0; i < admission->nsettings; i++)
 	{
 		const PhRoleSetting *setting = &admission->settings[i];
@@ -297,7 +355,7 @@ role_setting_application_name(const char *database, Oid role, char *out,
 	}
 	if (best >= 0)
 		strlcpy(out, admission->settings[best].application_name, size);
-	LWLockRelease(ph_shared->lock);
+	LWLockRelease(admission->lock);
 	return best >= 0;
 }
 
@@ -357,8 +415,8 @@ count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
 {
 	ph_accounting_refused(port->database_name, role, application);
 	if (counter >= 0)
-		pg_atomic_fetch_add_u64(&ph_shared->admission.counters[counter].refused, 1);
-	pg_atomic_fetch_add_u64(&ph_shared->refusals, 1);
+		pg_atomic_fetch_add_u64(&admission->counters[counter].refused, 1);
+	ph_history_count_refusal();
 	if (entry != NULL)
 	{
 		uint64		old = pg_atomic_exchange_u64(entry, COUNTED(MyProcPid, 0));
@@ -368,6 +426,41 @@ count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
 	}
 }
 
+/* What a login takes from its governing policy, under the set's lock. */
+typedef struct LoginMatch
+{
+	pg_atomic_uint64 *entry;	/* this backend's counted[] entry, or NULL */
+	NameData	policy_name;
+	int32		max_connections;
+	int8		refuse_at;
+	int32		counter;		/* -1: not counted */
+	uint32		connections;	/* counted in it, this login included */
+} LoginMatch;
+
+/*
+ * Called under the published set's lock (shared): count the login in its
+ * policy's counter, first, then check: concurrent logins cannot both slip
+ * in.  Raises nothing.
+ */
+static void
+count_login(const PhPolicy *p, void *arg)
+{
+	LoginMatch *m = (LoginMatch *) arg;
+
+	m->policy_name = p->name;
+	m->max_connections = p->max_connections;
+	m->refuse_at = p->refuse_at;
+	m->counter = p->counter;
+	if (m->counter >= 0 && m->counter < admission->ncounters)
+	{
+		m->connections = pg_atomic_add_fetch_u32(&admission->counters[m->counter].connections, 1);
+		if (m->entry != NULL)
+			pg_atomic_write_u64(m->entry, COUNTED(MyProcPid, m->counter + 1));
+	}
+	else
+		m->counter = -1;		/* no counter: the quota cannot be kept */
+}
+
 /*
  * The admission decision for an authenticated, non-replication connection
  * (admission on).
@@ -375,18 +468,15 @@ count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
 static void
 admit(Port *port, pg_atomic_uint64 *entry)
 {
-	PhPolicySet *set = &ph_shared->policy_set;
-	PhAdmission *admission = &ph_shared->admission;
 	Oid			role;
 	char		name[NAMEDATALEN];
 	PhMatchKey	key;
-	const PhPolicy *p;
+	LoginMatch	m;
 	NameData	policy_name;
-	int32		max_connections = -1;
-	int8		refuse_at = -1;
-	int32		counter = -1;
-	uint32		connections = 0;
-	bool		governed = false;
+	int32		max_connections;
+	int8		refuse_at;
+	int32		counter;
+	uint32		connections;
 
 	/* the lookups InitializeSessionUserId() makes right after this hook */
 	role = get_role_oid(port->user_name, true);
@@ -401,28 +491,15 @@ admit(Port *port, pg_atomic_uint64 *entry)
 	key.application_name = name;
 	key.client_addr = &port->raddr;
 
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
-	if (set->compiled &&
-		(p = ph_policy_match(set->policies, set->count, &key)) != NULL)
-	{
-		governed = true;
-		policy_name = p->name;
-		max_connections = p->max_connections;
-		refuse_at = p->refuse_at;
-		counter = p->counter;
-		if (counter >= 0 && counter < admission->ncounters)
-		{
-			/* count first, then check: concurrent logins cannot both slip in */
-			connections = pg_atomic_add_fetch_u32(&admission->counters[counter].connections, 1);
-			if (entry != NULL)
-				pg_atomic_write_u64(entry, COUNTED(MyProcPid, counter + 1));
-		}
-		else
-			counter = -1;		/* no counter: the quota cannot be kept */
-	}
-	LWLockRelease(ph_shared->lock);
-	if (!governed)
+	memset(&m, 0, sizeof(m));
+	m.entry = entry;
+	if (!ph_policy_set_match(&key, count_login, &m))
 		return;
+	policy_name = m.policy_name;
+	max_connections = m.max_connections;
+	refuse_at = m.refuse_at;
+	counter = m.counter;
+	connections = m.connections;
 
 	if (max_connections > 0 && counter >= 0 && connections > (uint32) max_connections)
 	{
@@ -464,7 +541,7 @@ ph_client_authentication(Port *port, int status)
 
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
-	if (status != STATUS_OK || ph_shared == NULL || am_walsender)
+	if (status != STATUS_OK || admission == NULL || am_walsender)
 		return;
 
 	/*
@@ -493,10 +570,10 @@ ph_client_authentication(Port *port, int status)
 		 * count back for it (it is gone from backend status); its exit
 		 * callback finds the entry taken and does nothing.
 		 */
-		if (COUNTED_PID(old) != MyProcPid && COUNTED_STATE(old) != PH_COUNTED_EXITED)
+		if (COUNTED_PID(old) != MyProcPid && COUNTED_STATE(old) != COUNTED_EXITED)
 			release_count(COUNTED_STATE(old));
 	}
-	pg_atomic_fetch_add_u32(&ph_shared->admission.clients, 1);
+	pg_atomic_fetch_add_u32(&admission->clients, 1);
 	counted_as_client = true;
 
 	if (ph_admission)
@@ -536,7 +613,7 @@ same_match(const PhPolicy *a, const PhPolicy *b)
  * logins count only in the published set's counters).  A policy left
  * without a counter (more policies than counters) is not counted and its
  * quota not enforced until one frees up.
- * Called by the worker with ph_shared->lock held exclusively, with the
+ * Called by the worker with the policy set's lock held exclusively, with the
  * set still published (old, nold): raises nothing.  named is the caller's
  * scratch space, ph_admission_ncounters() booleans, allocated before the
  * lock was taken.
@@ -545,7 +622,6 @@ void
 ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 							 int nold, bool *named)
 {
-	PhAdmission *admission = &ph_shared->admission;
 
 	memset(named, 0, sizeof(bool) * admission->ncounters);
 	for (int i = 0; i < count; i++)
@@ -553,7 +629,7 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 		items[i].counter = -1;
 		for (int c = 0; c < admission->ncounters; c++)
 		{
-			PhQuotaCounter *counter = &admission->counters[c];
+			QuotaCounter *counter = &admission->counters[c];
 
 			if (counter->in_use &&
 				strcmp(NameStr(counter->policy), NameStr(items[i].name)) == 0)
@@ -585,7 +661,7 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 	}
 	for (int c = 0; c < admission->ncounters; c++)
 	{
-		PhQuotaCounter *counter = &admission->counters[c];
+		QuotaCounter *counter = &admission->counters[c];
 
 		if (counter->in_use && !named[c] &&
 			pg_atomic_read_u32(&counter->connections) == 0)
@@ -615,15 +691,14 @@ static bool settings_overflow_logged = false;	/* worker */
 void
 ph_admission_publish_settings(void)
 {
-	PhAdmission *admission = &ph_shared->admission;
 	PhRoleSetting *settings = palloc(sizeof(PhRoleSetting) * PH_MAX_ROLE_SETTINGS);
 	bool		overflow;
 	int			n = ph_role_settings_read(settings, PH_MAX_ROLE_SETTINGS, &overflow);
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(admission->lock, LW_EXCLUSIVE);
 	memcpy(admission->settings, settings, sizeof(PhRoleSetting) * n);
 	admission->nsettings = n;
-	LWLockRelease(ph_shared->lock);
+	LWLockRelease(admission->lock);
 	pfree(settings);
 	if (overflow && !settings_overflow_logged)
 		ereport(WARNING,
@@ -637,7 +712,7 @@ ph_admission_publish_settings(void)
 int
 ph_admission_ncounters(void)
 {
-	return ph_shared->admission.ncounters;
+	return admission->ncounters;
 }
 
 /*
@@ -650,7 +725,6 @@ ph_admission_ncounters(void)
 void
 ph_admission_rehome(const PhEvaluation *eval)
 {
-	PhAdmission *admission = &ph_shared->admission;
 	static uint64 *last_seen = NULL;	/* per PGPROC: pid, wanted counter */
 
 	if (!eval->policies.published)
@@ -675,7 +749,7 @@ ph_admission_rehome(const PhEvaluation *eval)
 
 		old = pg_atomic_read_u64(entry);
 		current = COUNTED_STATE(old);
-		if (COUNTED_PID(old) != be->pid || current == PH_COUNTED_EXITED ||
+		if (COUNTED_PID(old) != be->pid || current == COUNTED_EXITED ||
 			current == want)
 		{
 			last_seen[be->procno] = 0;
@@ -701,20 +775,20 @@ ph_admission_rehome(const PhEvaluation *eval)
 }
 
 /* The counter of a published policy, or NULL. */
-static PhQuotaCounter *
+static QuotaCounter *
 counter_of(const PhPolicy *policy)
 {
-	if (ph_shared == NULL || policy->counter < 0 ||
-		policy->counter >= ph_shared->admission.ncounters)
+	if (admission == NULL || policy->counter < 0 ||
+		policy->counter >= admission->ncounters)
 		return NULL;
-	return &ph_shared->admission.counters[policy->counter];
+	return &admission->counters[policy->counter];
 }
 
 /* Sessions counted against a published policy's quota now. */
 uint32
 ph_admission_counted(const PhPolicy *policy)
 {
-	PhQuotaCounter *counter = counter_of(policy);
+	QuotaCounter *counter = counter_of(policy);
 
 	return counter ? pg_atomic_read_u32(&counter->connections) : 0;
 }
@@ -723,7 +797,7 @@ ph_admission_counted(const PhPolicy *policy)
 uint64
 ph_admission_refused(const PhPolicy *policy)
 {
-	PhQuotaCounter *counter = counter_of(policy);
+	QuotaCounter *counter = counter_of(policy);
 
 	return counter ? pg_atomic_read_u64(&counter->refused) : 0;
 }

@@ -32,8 +32,9 @@
  * the in-memory records of its own sessions (pool_health.my_terminations,
  * ph_audit_copy_role): each entry keeps the session's login role OID.
  *
- * Shared state: ph_shared->worker_actions and ph_shared->call_actions,
- * under ph_shared->lock (exclusive to append, shared to copy out).
+ * Shared state: AuditShared ("pool_health audit"): the two in-memory
+ * lists, under the module's own LWLock (tranche "pool_health audit"):
+ * exclusive to append, shared to copy out.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,6 +54,8 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
@@ -68,37 +71,76 @@
 #include "shmem.h"
 #include "sql_comments.h"
 
-Size
-ph_audit_shmem_size(void)
+/*
+ * An in-memory audit list: its newest "count" entries, the next one going
+ * to [next].  The worker's actions and the functions' have a list each, so
+ * calls cannot push the worker's records out.
+ */
+typedef struct AuditRing
 {
-	return mul_size(mul_size(sizeof(PhAuditEntry), ph_audit_memory), 2);
+	int			capacity;		/* fixed */
+	int			count;			/* lock */
+	int			next;			/* lock */
+	PhAuditEntry *entries;		/* fixed; entries: lock */
+} AuditRing;
+
+typedef struct AuditShared
+{
+	LWLock	   *lock;			/* fixed at start */
+	AuditRing	worker_actions;
+	AuditRing	call_actions;
+} AuditShared;
+
+static AuditShared *audit = NULL;
+
+static Size
+audit_shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(AuditShared)),
+					mul_size(mul_size(sizeof(PhAuditEntry), ph_audit_memory), 2));
+}
+
+void
+ph_audit_shmem_request(void)
+{
+	RequestAddinShmemSpace(audit_shmem_size());
+	RequestNamedLWLockTranche("pool_health audit", 1);
 }
 
 static char *
-ring_init(PhAuditRing *ring, char *storage)
+ring_init(AuditRing *ring, char *storage)
 {
-	memset(ring, 0, sizeof(PhAuditRing));
+	memset(ring, 0, sizeof(AuditRing));
 	ring->capacity = ph_audit_memory;
 	ring->entries = (PhAuditEntry *) storage;
 	return storage + sizeof(PhAuditEntry) * ring->capacity;
 }
 
-char *
-ph_audit_init(PhShared *shared, char *storage)
+/* Caller holds AddinShmemInitLock. */
+void
+ph_audit_shmem_startup(void)
 {
-	storage = ring_init(&shared->worker_actions, storage);
-	return ring_init(&shared->call_actions, storage);
+	bool		found;
+	char	   *storage;
+
+	audit = ShmemInitStruct("pool_health audit", audit_shmem_size(), &found);
+	if (found)
+		return;
+	audit->lock = &(GetNamedLWLockTranche("pool_health audit"))->lock;
+	storage = (char *) audit + MAXALIGN(sizeof(AuditShared));
+	storage = ring_init(&audit->worker_actions, storage);
+	(void) ring_init(&audit->call_actions, storage);
 }
 
 /* Room ph_audit_copy() needs: both lists full. */
 int
 ph_audit_capacity(void)
 {
-	return ph_shared->worker_actions.capacity + ph_shared->call_actions.capacity;
+	return audit->worker_actions.capacity + audit->call_actions.capacity;
 }
 
 static const PhAuditEntry *
-ring_entry(const PhAuditRing *ring, int i)
+ring_entry(const AuditRing *ring, int i)
 {
 	int			first = (ring->next - ring->count + ring->capacity) % ring->capacity;
 
@@ -112,13 +154,13 @@ ring_entry(const PhAuditRing *ring, int i)
 int
 ph_audit_copy(PhAuditEntry *out, int max)
 {
-	const PhAuditRing *w = &ph_shared->worker_actions;
-	const PhAuditRing *c = &ph_shared->call_actions;
+	const AuditRing *w = &audit->worker_actions;
+	const AuditRing *c = &audit->call_actions;
 	int			n = 0;
 	int			i = 0;
 	int			j = 0;
 
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
+	LWLockAcquire(audit->lock, LW_SHARED);
 	while ((i < w->count || j < c->count) && n < max)
 	{
 		if (j >= c->count ||
@@ -127,20 +169,20 @@ ph_audit_copy(PhAuditEntry *out, int max)
 		else
 			out[n++] = *ring_entry(c, j++);
 	}
-	LWLockRelease(ph_shared->lock);
+	LWLockRelease(audit->lock);
 	return n;
 }
 
 /*
  * Copy, oldest first, the entries of both lists for sessions of one login
  * role into out (room for max); returns how many there are, which may be
- * more than max.  Caller holds ph_shared->lock (shared at least).
+ * more than max.  Caller holds audit->lock (shared at least).
  */
 static int
 copy_role_locked(Oid role_id, PhAuditEntry *out, int max)
 {
-	const PhAuditRing *w = &ph_shared->worker_actions;
-	const PhAuditRing *c = &ph_shared->call_actions;
+	const AuditRing *w = &audit->worker_actions;
+	const AuditRing *c = &audit->call_actions;
 	int			n = 0;
 	int			i = 0;
 	int			j = 0;
@@ -179,9 +221,9 @@ ph_audit_copy_role(Oid role_id, int *count)
 	{
 		int			n;
 
-		LWLockAcquire(ph_shared->lock, LW_SHARED);
+		LWLockAcquire(audit->lock, LW_SHARED);
 		n = copy_role_locked(role_id, out, room);
-		LWLockRelease(ph_shared->lock);
+		LWLockRelease(audit->lock);
 		if (n <= room)
 		{
 			*count = n;
@@ -197,16 +239,16 @@ ph_audit_copy_role(Oid role_id, int *count)
 static void
 append_to_ring(const PhAuditEntry *e)
 {
-	PhAuditRing *ring = e->requested_by.data[0] ?
-		&ph_shared->call_actions : &ph_shared->worker_actions;
+	AuditRing *ring = e->requested_by.data[0] ?
+		&audit->call_actions : &audit->worker_actions;
 
 	if (ring->capacity == 0)
 		return;
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 	ring->entries[ring->next] = *e;
 	ring->next = (ring->next + 1) % ring->capacity;
 	ring->count = Min(ring->count + 1, ring->capacity);
-	LWLockRelease(ph_shared->lock);
+	LWLockRelease(audit->lock);
 }
 
 static const char *
@@ -495,7 +537,7 @@ ph_audit_log(const PhAuditEntry *e)
 					   NameStr(e->requested_by)[0] ? ", requested by " : "",
 					   NameStr(e->requested_by),
 					   e->xact_first_query[0] ? e->xact_first_query : "(not recorded)")));
-	if (ph_shared != NULL)
+	if (audit != NULL)
 		append_to_ring(e);
 }
 

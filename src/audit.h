@@ -44,22 +44,9 @@ typedef struct PhAuditEntry
 								 * process that made the entry) */
 } PhAuditEntry;
 
-/*
- * An in-memory audit list (audit.c), under ph_shared->lock: exclusive to
- * append, shared to copy out.  The worker's actions and the functions'
- * have a list each, so calls cannot push the worker's records out.
- */
-typedef struct PhAuditRing
-{
-	int			capacity;		/* fixed */
-	int			count;
-	int			next;
-	PhAuditEntry *entries;
-} PhAuditRing;
 
-extern Size ph_audit_shmem_size(void);
-struct PhShared;
-extern char *ph_audit_init(struct PhShared *shared, char *storage);
+extern void ph_audit_shmem_request(void);
+extern void ph_audit_shmem_startup(void);
 extern void ph_audit_log(const PhAuditEntry *entry);
 extern void ph_audit_store(const PhAuditEntry *entry);
 extern void ph_audit_record(const PhAuditEntry *entry);

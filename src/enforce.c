@@ -16,7 +16,7 @@
  * Sessions idle in transaction ignore a cancel, so they are terminated:
  * SIGTERM to the backend's process group, as pg_terminate_backend() does.
  *
- * Shared state: only the atomic counter ph_shared->terminations.
+ * Shared state: none of its own (it counts terminations in history.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -37,6 +37,7 @@
 #include "backend_snapshot.h"
 #include "enforce.h"
 #include "evaluate.h"
+#include "history.h"
 #include "policy.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -238,8 +239,8 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 		ph_xact_origin_note(be->procno, be->pid, be->backend_start,
 							explanation(e, policy));
 		e->success = ph_signal_backend(be->pid, SIGTERM) == 0 ? 1 : 0;
-		if (e->success == 1 && ph_shared != NULL)
-			pg_atomic_fetch_add_u64(&ph_shared->terminations, 1);
+		if (e->success == 1)
+			ph_history_count_terminations(1);
 	}
 	return true;
 }

@@ -459,7 +459,7 @@ ph_evaluate(PhEvaluation *eval, int flags)
 	if (flags & PH_EVAL_NO_CATALOG)
 	{
 		/* the published set, or none: the table cannot be read */
-		if (ph_shared == NULL || !ph_policy_set_copy(&policies))
+		if (!ph_shmem_ready() || !ph_policy_set_copy(&policies))
 			memset(&policies, 0, sizeof(policies));
 	}
 	else

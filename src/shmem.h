@@ -10,34 +10,20 @@
 #define PH_SHMEM_H
 
 #include "ph_model.h"
-#include "admission.h"
-#include "audit.h"
-#include "history.h"
-#include "policy.h"
-#include "worker.h"
 
-/* pool_health's shared memory (shmem.c). */
+/*
+ * The HTTP worker's counters (http.c writes them, health.c reads them):
+ * atomics, no lock.
+ */
 typedef struct PhShared
 {
-	LWLock	   *lock;			/* protects what each member says */
-	PhWorkerState worker;
-	struct PGPROC *worker_proc; /* to wake the worker; NULL when not
-								 * running; written by the worker under
-								 * the lock (exclusive: at start and in
-								 * worker_exit()), read under it */
-	pg_atomic_uint64 terminations;	/* sessions ended since the history began */
-	pg_atomic_uint64 refusals;	/* connections refused, likewise */
 	pg_atomic_uint32 http_pid;	/* the HTTP worker (http.c), 0 if none */
 	pg_atomic_uint64 http_requests; /* requests it answered */
-	PhHistory	history;
-	PhPolicySet policy_set;
-	PhAdmission admission;
-	PhAuditRing worker_actions;
-	PhAuditRing call_actions;
 } PhShared;
 
 extern PhShared *ph_shared;
 extern void ph_shmem_install_hooks(void);
-extern PhShared *ph_shared_required(const char *what);
+extern bool ph_shmem_ready(void);
+extern void ph_require_preload(const char *what);
 
 #endif							/* PH_SHMEM_H */

@@ -32,9 +32,10 @@
  * cycle's locks and transaction are released, and the next cycles run,
  * backing off up to ERROR_BACKOFF_MAX_MS while the errors go on.
  *
- * Shared state: ph_shared->worker and ph_shared->history, under
- * ph_shared->lock (exclusive, a few microseconds per sample); the policy
- * set through policy_set.c, the counters through admission.c.
+ * Shared state: WorkerShared ("pool_health worker"), under its own LWLock
+ * (tranche "pool_health worker"), field by field below; the history
+ * through history.c, the policy set through policy_set.c, the counters
+ * through admission.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,6 +54,8 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
 #include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -96,6 +99,24 @@
 #define POLICY_RECOMPILE_STANDBY_MS	1000
 
 /* Process-local state of the worker. */
+/*
+ * The worker's shared state.  Every field is written by the worker holding
+ * the lock exclusively (also at its exit, in worker_exit(), and
+ * connect_to_database by the postmaster before any worker runs) and read
+ * under it, shared at least: status() and metrics() copy the whole state,
+ * so that pid and mode are seen together.  Nothing reads them without the
+ * lock.
+ */
+typedef struct WorkerShared
+{
+	LWLock	   *lock;			/* fixed at start */
+	PhWorkerState state;		/* lock */
+	PGPROC	   *worker_proc;	/* to wake the worker; NULL when not
+								 * running; lock */
+} WorkerShared;
+
+static WorkerShared *worker_shared = NULL;
+
 static bool connected_to_database = false;
 static PhWorkerMode last_logged_mode = PH_WORKER_STARTING;
 static uint64 seen_terminations = 0;
@@ -136,6 +157,56 @@ static HTAB *acted = NULL;
 
 /* The wait event the worker shows between samples (compat.h). */
 static uint32 worker_wait_event = 0;
+
+void
+ph_worker_shmem_request(void)
+{
+	RequestAddinShmemSpace(sizeof(WorkerShared));
+	RequestNamedLWLockTranche("pool_health worker", 1);
+}
+
+/* Caller holds AddinShmemInitLock. */
+void
+ph_worker_shmem_startup(void)
+{
+	bool		found;
+
+	worker_shared = ShmemInitStruct("pool_health worker", sizeof(WorkerShared), &found);
+	if (!found)
+	{
+		memset(worker_shared, 0, sizeof(WorkerShared));
+		worker_shared->lock = &(GetNamedLWLockTranche("pool_health worker"))->lock;
+		/* optimistic: the first start connects to pool_health.database */
+		worker_shared->state.connect_to_database = true;
+	}
+}
+
+/* The worker's state, copied under its lock; false without the preload. */
+bool
+ph_worker_state(PhWorkerState *out)
+{
+	if (worker_shared == NULL)
+		return false;
+	LWLockAcquire(worker_shared->lock, LW_SHARED);
+	*out = worker_shared->state;
+	LWLockRelease(worker_shared->lock);
+	return true;
+}
+
+/* Wake the worker, if it runs (a change of the policies was committed). */
+void
+ph_worker_wake(void)
+{
+	PGPROC	   *worker;
+
+	if (worker_shared == NULL)
+		return;
+	LWLockAcquire(worker_shared->lock, LW_SHARED);
+	worker = worker_shared->worker_proc;
+	if (worker != NULL)
+		SetLatch(&worker->procLatch);
+	LWLockRelease(worker_shared->lock);
+}
 
 /*
  * Register one of pool_health's background workers (from _PG_init): its
@@ -198,20 +269,20 @@ static void
 worker_exit(int code, Datum arg)
 {
 	LWLockReleaseAll();
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker_proc = NULL;
-	ph_shared->worker.pid = 0;
-	ph_shared->worker.mode = PH_WORKER_STOPPED;
-	LWLockRelease(ph_shared->lock);
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->worker_proc = NULL;
+	worker_shared->state.pid = 0;
+	worker_shared->state.mode = PH_WORKER_STOPPED;
+	LWLockRelease(worker_shared->lock);
 }
 
 static void
 set_mode(PhWorkerMode mode, bool on_standby)
 {
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker.mode = mode;
-	ph_shared->worker.on_standby = on_standby;
-	LWLockRelease(ph_shared->lock);
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->state.mode = mode;
+	worker_shared->state.on_standby = on_standby;
+	LWLockRelease(worker_shared->lock);
 
 	if (mode == last_logged_mode)
 		return;
@@ -248,9 +319,10 @@ record_sample(const PhEvaluation *eval, bool can_notify)
 	PhUsage		usage = eval->usage;
 	PhSample	sample;
 	PhLevel		old_level;
-	uint64		terminations = pg_atomic_read_u64(&ph_shared->terminations);
-	uint64		refusals = pg_atomic_read_u64(&ph_shared->refusals);
+	uint64		terminations;
+	uint64		refusals;
 
+	ph_history_totals(&terminations, &refusals);
 	memset(&sample, 0, sizeof(sample));
 	sample.at = eval->snap.taken_at;
 	sample.usable = usage.usable;
@@ -266,13 +338,13 @@ record_sample(const PhEvaluation *eval, bool can_notify)
 	seen_terminations = terminations;
 	seen_refusals = refusals;
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_history_append(&ph_shared->history, &sample);
-	old_level = (PhLevel) ph_shared->worker.level;
-	ph_shared->worker.level = (uint8) usage.level;
-	ph_shared->worker.last_sample_at = sample.at;
-	ph_shared->worker.samples++;
-	LWLockRelease(ph_shared->lock);
+	ph_history_append(&sample);
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	old_level = (PhLevel) worker_shared->state.level;
+	worker_shared->state.level = (uint8) usage.level;
+	worker_shared->state.last_sample_at = sample.at;
+	worker_shared->state.samples++;
+	LWLockRelease(worker_shared->lock);
 
 	if (old_level != usage.level)
 		ph_alert_level_change(old_level, &usage, can_notify);
@@ -314,7 +386,7 @@ refresh_policies(Oid extension, bool standby)
 
 	if (!policies_stale && generation == policies_generation &&
 		extension == policies_extension &&
-		ph_shared->policy_set.compiled &&
+		ph_policy_set_compiled() &&
 		!TimestampDifferenceExceeds(policies_compiled_at, now,
 									standby ? POLICY_RECOMPILE_STANDBY_MS : POLICY_RECOMPILE_MS))
 		return;
@@ -496,9 +568,9 @@ check_for_database(void)
 	CommitTransactionCommand();
 	if (usable)
 	{
-		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-		ph_shared->worker.connect_to_database = true;
-		LWLockRelease(ph_shared->lock);
+		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+		worker_shared->state.connect_to_database = true;
+		LWLockRelease(worker_shared->lock);
 		ereport(LOG,
 				(errmsg("pool_health: database \"%s\" can be used now; restarting the worker to connect to it",
 						ph_database)));
@@ -531,9 +603,9 @@ leave_unusable_database(void)
 	CommitTransactionCommand();
 	if (usable)
 		return;
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker.connect_to_database = false;
-	LWLockRelease(ph_shared->lock);
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->state.connect_to_database = false;
+	LWLockRelease(worker_shared->lock);
 	set_mode(PH_WORKER_BAD_DATABASE, RecoveryInProgress());
 	proc_exit(1);
 }
@@ -553,7 +625,7 @@ cpu_usec(void)
  * (then count it, and say so every ERROR_REPEAT_LOG_MS), and record it for
  * status().  Called in PG_CATCH with the error still on the stack, after
  * the cycle's transaction is aborted and its LWLocks released: it takes
- * ph_shared->lock, which the error may have interrupted the worker
+ * worker_shared->lock, which the error may have interrupted the worker
  * holding (an LWLock is not re-entrant: taking it again would wait for
  * ever on itself).
  */
@@ -564,7 +636,7 @@ report_cycle_error(MemoryContext cycle_context)
 	TimestampTz now = GetCurrentTimestamp();
 	const char *message;
 
-	Assert(!LWLockHeldByMe(ph_shared->lock));
+	Assert(!LWLockHeldByMe(worker_shared->lock));
 	MemoryContextSwitchTo(cycle_context);
 	edata = CopyErrorData();
 	message = edata->message ? edata->message : "";
@@ -589,11 +661,11 @@ report_cycle_error(MemoryContext cycle_context)
 	FlushErrorState();
 	errors_in_a_row++;
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker.errors++;
-	ph_shared->worker.last_error_at = now;
-	strlcpy(ph_shared->worker.last_error, message, sizeof(ph_shared->worker.last_error));
-	LWLockRelease(ph_shared->lock);
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->state.errors++;
+	worker_shared->state.last_error_at = now;
+	strlcpy(worker_shared->state.last_error, message, sizeof(worker_shared->state.last_error));
+	LWLockRelease(worker_shared->lock);
 }
 
 /* How long to wait after errors in a row before the next cycle. */
@@ -671,9 +743,9 @@ run_cycle(MemoryContext cycle_context, bool record)
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker.sample_cpu_us += cpu_usec() - cpu_start;
-	LWLockRelease(ph_shared->lock);
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->state.sample_cpu_us += cpu_usec() - cpu_start;
+	LWLockRelease(worker_shared->lock);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(cycle_context);
@@ -694,36 +766,35 @@ pool_health_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (ph_shared == NULL)
+	if (worker_shared == NULL)
 		elog(ERROR, "pool_health shared memory is not initialized");
 	on_shmem_exit(worker_exit, (Datum) 0);
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker_proc = MyProc;
-	ph_shared->worker.pid = MyProcPid;
-	ph_shared->worker.mode = PH_WORKER_STARTING;
-	ph_shared->worker.started_at = GetCurrentTimestamp();
-	ph_shared->worker.restarts++;
-	connect = ph_shared->worker.connect_to_database;
+	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+	worker_shared->worker_proc = MyProc;
+	worker_shared->state.pid = MyProcPid;
+	worker_shared->state.mode = PH_WORKER_STARTING;
+	worker_shared->state.started_at = GetCurrentTimestamp();
+	worker_shared->state.restarts++;
+	connect = worker_shared->state.connect_to_database;
 	/* if connecting fails (the database is gone), the next start waits */
-	ph_shared->worker.connect_to_database = false;
-	LWLockRelease(ph_shared->lock);
+	worker_shared->state.connect_to_database = false;
+	LWLockRelease(worker_shared->lock);
 
 	if (connect)
 	{
 		BackgroundWorkerInitializeConnection(ph_database, NULL, 0);
 		connected_to_database = true;
-		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-		ph_shared->worker.connect_to_database = true;
-		LWLockRelease(ph_shared->lock);
+		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
+		worker_shared->state.connect_to_database = true;
+		LWLockRelease(worker_shared->lock);
 		leave_unusable_database();
 	}
 	else
 		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
 	SetConfigOption("application_name", "pool_health", PGC_USERSET, PGC_S_SESSION);
-	seen_terminations = pg_atomic_read_u64(&ph_shared->terminations);
-	seen_refusals = pg_atomic_read_u64(&ph_shared->refusals);
+	ph_history_totals(&seen_terminations, &seen_refusals);
 
 	cycle_context = AllocSetContextCreate(TopMemoryContext,
 										  "pool_health cycle",
