@@ -71,6 +71,7 @@
 #include "evaluate.h"
 #include "history.h"
 #include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -480,8 +481,9 @@ admit(Port *port, pg_atomic_uint64 *entry)
 
 	/* the lookups InitializeSessionUserId() makes right after this hook */
 	role = get_role_oid(port->user_name, true);
-	if (!OidIsValid(role) || superuser_arg(role) ||
-		ph_role_name_protected(port->user_name))
+	if (ph_rules_exemption(true, OidIsValid(role), false,
+						   OidIsValid(role) && ph_role_name_protected(port->user_name),
+						   OidIsValid(role) && superuser_arg(role), false) != PH_EXEMPT_NONE)
 		return;
 
 	effective_application_name(port, role, name);
@@ -515,7 +517,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 	}
 	if (refuse_at >= 0)
 	{
-		int			usable = Max(MaxConnections - ph_reserved_connections(), 0);
+		int			usable = ph_rules_usable(NULL);
 		int			used = (int) pg_atomic_read_u32(&admission->clients) - 1;
 		PhLevel		level = ph_capacity_level(used, usable);
 
@@ -541,7 +543,8 @@ ph_client_authentication(Port *port, int status)
 
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
-	if (status != STATUS_OK || admission == NULL || am_walsender)
+	if (status != STATUS_OK || admission == NULL ||
+		!ph_rules_is_client(MyBackendType, am_walsender))
 		return;
 
 	/*
@@ -743,8 +746,7 @@ ph_admission_rehome(const PhEvaluation *eval)
 		if (!be->is_client || be->exemption == PH_EXEMPT_STARTING ||
 			(entry = counted_entry(be->procno)) == NULL)
 			continue;
-		if (be->policy != NULL && be->policy->counter >= 0 &&
-			!be->superuser && be->exemption != PH_EXEMPT_PROTECTED)
+		if (ph_rules_counted_in_quota(be))
 			want = (uint32) be->policy->counter + 1;
 
 		old = pg_atomic_read_u64(entry);

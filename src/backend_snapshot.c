@@ -46,6 +46,7 @@
 
 #include "compat.h"
 #include "backend_snapshot.h"
+#include "rules.h"
 #include "xact_origin.h"
 
 /* A pid and where to find it, in an array sorted by pid. */
@@ -767,7 +768,7 @@ ph_snapshot_take(PhSnapshot *snap, int flags)
 													   &be->xact_first_query_at,
 													   &be->xact_tags);
 
-		be->is_client = be->backend_type == B_BACKEND;
+		be->is_client = ph_rules_is_client(be->backend_type, false);
 		be->waiting = (be->wait_event_info & 0xFF000000) == PG_WAIT_LOCK;
 		be->pins_xmin = TransactionIdIsValid(be->xid) ||
 			TransactionIdIsValid(be->xmin);

@@ -35,6 +35,7 @@
 #include "backend_snapshot.h"
 #include "evaluate.h"
 #include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -54,25 +55,24 @@ governing_deadline(PhBackend *be, const PhPolicy *p)
 	be->limit_usec = 0;
 	be->deadline = 0;
 
-#define CONSIDER(lim, usec, since) \
+#define CONSIDER(lim, usec) \
 	do { \
-		if ((usec) > 0 && (since) != 0 && \
-			(be->deadline == 0 || (since) + (usec) < be->deadline)) \
+		TimestampTz since = ph_rules_episode_start((lim), be->state, be->state_change, \
+												   be->xact_start, be->blocking_since); \
+		if ((usec) > 0 && since != 0 && \
+			(be->deadline == 0 || since + (usec) < be->deadline)) \
 		{ \
 			be->limit = (lim); \
 			be->limit_usec = (usec); \
-			be->deadline = (since) + (usec); \
+			be->deadline = since + (usec); \
 		} \
 	} while (0)
 
-	if (ph_idle_in_transaction(be->state))
-		CONSIDER(PH_LIMIT_IDLE_IN_TRANSACTION, p->idle_in_transaction_timeout,
-				 be->state_change);
-	if (be->state == STATE_IDLE)
-		CONSIDER(PH_LIMIT_IDLE, p->idle_timeout, be->state_change);
-	CONSIDER(PH_LIMIT_TRANSACTION, p->transaction_timeout, be->xact_start);
+	CONSIDER(PH_LIMIT_IDLE_IN_TRANSACTION, p->idle_in_transaction_timeout);
+	CONSIDER(PH_LIMIT_IDLE, p->idle_timeout);
+	CONSIDER(PH_LIMIT_TRANSACTION, p->transaction_timeout);
 	if (be->blocking > 0)
-		CONSIDER(PH_LIMIT_BLOCKING, p->blocking_timeout, be->blocking_since);
+		CONSIDER(PH_LIMIT_BLOCKING, p->blocking_timeout);
 #undef CONSIDER
 }
 
@@ -123,19 +123,16 @@ static PhExemption
 exemption(PhBackend *be, const Oid *protected_roles, int nprotected,
 		  SuperuserMemo *memo, bool owner_is_superuser)
 {
-	if (!be->is_client)
-		return PH_EXEMPT_NOT_CLIENT;
-	if (!OidIsValid(be->role_id))
-		return PH_EXEMPT_STARTING;
-	if (be->pid == MyProcPid)
-		return PH_EXEMPT_SELF;
-	if (oid_in(be->role_id, protected_roles, nprotected))
-		return PH_EXEMPT_PROTECTED;
-	be->superuser = is_superuser(memo, be->role_id);
-	if (be->superuser &&
-		!(be->policy != NULL && be->policy->allow_superuser && owner_is_superuser))
-		return PH_EXEMPT_SUPERUSER;
-	return PH_EXEMPT_NONE;
+	bool		known = OidIsValid(be->role_id);
+	bool		self = be->pid == MyProcPid;
+	bool		protected_role = known && oid_in(be->role_id, protected_roles, nprotected);
+
+	/* looked up only when it can matter */
+	if (be->is_client && known && !self && !protected_role)
+		be->superuser = is_superuser(memo, be->role_id);
+	return ph_rules_exemption(be->is_client, known, self, protected_role, be->superuser,
+							  be->policy != NULL && be->policy->allow_superuser &&
+							  owner_is_superuser);
 }
 
 /* Is used at or above pct percent of usable?  Exact, in integers. */
@@ -260,8 +257,7 @@ compute_usage(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 
 	memset(usage, 0, sizeof(PhUsage));
 	usage->max_connections = MaxConnections;
-	usage->reserved_connections = ph_reserved_connections();
-	usage->usable = Max(MaxConnections - usage->reserved_connections, 0);
+	usage->usable = ph_rules_usable(&usage->reserved_connections);
 	usage->oldest_xact_age = -1;
 	usage->longest_idle_in_transaction = -1;
 
@@ -272,22 +268,20 @@ compute_usage(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 		if (!be->is_client)
 			continue;
 		usage->used++;
-		switch (be->state)
+		switch (ph_rules_state_bucket(be->state))
 		{
-			case STATE_RUNNING:
-			case STATE_FASTPATH:
+			case PH_BUCKET_ACTIVE:
 				usage->active++;
 				break;
-			case STATE_IDLE:
+			case PH_BUCKET_IDLE:
 				usage->idle++;
 				break;
-			case STATE_IDLEINTRANSACTION:
-			case STATE_IDLEINTRANSACTION_ABORTED:
+			case PH_BUCKET_IDLE_IN_XACT:
 				usage->idle_in_transaction++;
 				usage->longest_idle_in_transaction =
 					Max(usage->longest_idle_in_transaction, be->idle_for);
 				break;
-			default:
+			case PH_BUCKET_OTHER:
 				break;
 		}
 		if (be->waiting)
@@ -403,8 +397,8 @@ evaluate_snapshot(PhEvaluation *eval, const PhPolicies *policies, bool catalog)
 			be->exemption = exemption(be, protected_roles, nprotected, &memo,
 									  owner_is_superuser);
 		else
-			be->exemption = !be->is_client ? PH_EXEMPT_NOT_CLIENT :
-				!OidIsValid(be->role_id) ? PH_EXEMPT_STARTING : PH_EXEMPT_NONE;
+			be->exemption = ph_rules_exemption(be->is_client, OidIsValid(be->role_id),
+											   false, false, false, false);
 		if (!be->is_client)
 			continue;
 
@@ -580,12 +574,20 @@ ph_evaluation_groups(const PhEvaluation *eval, PhGroupBy by, PhGroup **out)
 		}
 		g = &groups[ngroups - 1];
 		g->connections++;
-		if (be->state == STATE_RUNNING || be->state == STATE_FASTPATH)
-			g->active++;
-		else if (be->state == STATE_IDLE)
-			g->idle++;
-		else if (ph_idle_in_transaction(be->state))
-			g->idle_in_transaction++;
+		switch (ph_rules_state_bucket(be->state))
+		{
+			case PH_BUCKET_ACTIVE:
+				g->active++;
+				break;
+			case PH_BUCKET_IDLE:
+				g->idle++;
+				break;
+			case PH_BUCKET_IDLE_IN_XACT:
+				g->idle_in_transaction++;
+				break;
+			case PH_BUCKET_OTHER:
+				break;
+		}
 		if (be->waiting)
 			g->waiting++;
 		if (be->leak != PH_LEAK_NONE)

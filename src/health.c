@@ -29,6 +29,7 @@
 #include "json_writer.h"
 #include "metrics.h"
 #include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -320,5 +321,5 @@ pool_health_ping(PG_FUNCTION_ARGS)
 	PhEvaluation eval;
 
 	ph_evaluate(&eval, 0);
-	PG_RETURN_BOOL(eval.usage.level < PH_LEVEL_CRITICAL);
+	PG_RETURN_BOOL(ph_rules_healthy(eval.usage.level, false));
 }

@@ -39,4 +39,9 @@ extern bool ph_policy_set_copy(PhPolicies *out);
 extern void ph_policies_for_reading(PhPolicies *out);
 extern void ph_policies_for_acting(PhPolicies *out);
 
+/* policy_cache.c (the worker) */
+extern void ph_policy_cache_init(bool connected);
+extern bool ph_policy_cache_refresh(Oid extension, bool standby);
+extern const PhPolicies *ph_policy_cache(void);
+
 #endif							/* PH_POLICY_H */

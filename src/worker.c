@@ -22,11 +22,8 @@
  *
  * Each pass evaluates one snapshot with the published policies (the set
  * the views show, evaluate.c), records a sample, re-homes the admission
- * counters, and carries out what is due.  It acts with the rights of the
- * owner of pool_health.policies: a session that owner could not end with
- * pg_terminate_backend() is not ended (logged once).  Each action is
- * taken once per session and episode (the same idle period, transaction
- * or blocking spell): "acted" remembers them until the session moves on.
+ * counters, and carries out what is due (enforce.c).  The policies are
+ * the worker's copy of the published set (policy_cache.c).
  *
  * An error in a cycle is logged (a repeated one once, then counted), the
  * cycle's locks and transaction are released, and the next cycles run,
@@ -59,10 +56,8 @@
 #include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
-#include "utils/inval.h"
-#include "utils/syscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
@@ -76,6 +71,7 @@
 #include "evaluate.h"
 #include "history.h"
 #include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -90,13 +86,6 @@
 /* How often a repeated error is summarized in the log. */
 #define ERROR_REPEAT_LOG_MS			(5 * 60 * 1000)
 
-/*
- * How often the policies are compiled again even without a change notice:
- * triggers do not fire for replicated changes on a standby, nor with
- * session_replication_role = replica.
- */
-#define POLICY_RECOMPILE_MS			10000
-#define POLICY_RECOMPILE_STANDBY_MS	1000
 
 /* Process-local state of the worker. */
 /*
@@ -122,6 +111,7 @@ static PhWorkerMode last_logged_mode = PH_WORKER_STARTING;
 static uint64 seen_terminations = 0;
 static uint64 seen_refusals = 0;
 static TimestampTz last_database_check = 0;
+static bool rehome_due = false;	/* republished: re-home the counters now */
 
 /* Errors in a row, and the last one logged. */
 static int	errors_in_a_row = 0;
@@ -129,31 +119,7 @@ static char last_error_logged[256] = "";
 static int	error_repeats = 0;
 static TimestampTz error_repeat_logged_at = 0;
 
-/* The compiled policies, and what they were compiled from. */
-static MemoryContext policy_context = NULL;
-static PhPolicies policies;
-static uint64 policies_generation = 0;
-static bool policies_stale = true;	/* roles or databases changed */
-static TimestampTz policies_compiled_at = 0;
-static bool rehome_due = false;	/* republished: re-home the counters now */
-static Oid	policies_extension = InvalidOid;	/* the extension they came from */
 
-/* A session, in one episode, that enforcement has dealt with. */
-typedef struct ActedKey
-{
-	int			pid;
-	TimestampTz backend_start;
-	TimestampTz episode;		/* state_change or xact_start */
-	PhLimit		limit;
-} ActedKey;
-
-typedef struct ActedEntry
-{
-	ActedKey	key;
-	bool		seen;
-} ActedEntry;
-
-static HTAB *acted = NULL;
 
 /* The wait event the worker shows between samples (compat.h). */
 static uint32 worker_wait_event = 0;
@@ -350,172 +316,6 @@ record_sample(const PhEvaluation *eval, bool can_notify)
 		ph_alert_level_change(old_level, &usage, can_notify);
 }
 
-/* A role or database was created, renamed or dropped: recompile. */
-static void
-catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
-{
-	policies_stale = true;
-}
-
-/*
- * A relation changed: if it may be the policies table (altered, renamed,
- * replaced, owner changed), recompile.
- */
-static void
-relation_changed(Datum arg, Oid relid)
-{
-	if (!OidIsValid(relid) || relid == policies.relid || !OidIsValid(policies.relid))
-		policies_stale = true;
-}
-
-/*
- * Compile the policies again if the table changed (a new generation), a
- * role or database did, the extension was dropped or created (no trigger
- * fires then), or a while has passed, and publish them.  Without the
- * extension the set is empty: nothing is enforced or refused.  If the
- * table is locked by another session, the published set stays as it is
- * and the worker tries again next cycle.  Inside the cycle's transaction.
- */
-static void
-refresh_policies(Oid extension, bool standby)
-{
-	uint64		generation = ph_policy_set_generation();
-	TimestampTz now = GetCurrentTimestamp();
-	PhPolicies	fresh;
-	MemoryContext old;
-
-	if (!policies_stale && generation == policies_generation &&
-		extension == policies_extension &&
-		ph_policy_set_compiled() &&
-		!TimestampDifferenceExceeds(policies_compiled_at, now,
-									standby ? POLICY_RECOMPILE_STANDBY_MS : POLICY_RECOMPILE_MS))
-		return;
-
-	/* read into the cycle's context, publish, keep a copy */
-	memset(&fresh, 0, sizeof(fresh));
-	if (OidIsValid(extension) && !ph_policies_read(&fresh, false) && fresh.locked)
-	{
-		policies_stale = true;	/* keep what is published; look again */
-		return;
-	}
-	policies_compiled_at = now;
-	policies_generation = generation;
-	policies_extension = extension;
-	policies_stale = false;
-	if (ph_policy_set_publish(&fresh, generation))
-		rehome_due = true;		/* count sessions where they now belong */
-	ph_admission_publish_settings();
-
-	MemoryContextReset(policy_context);
-	old = MemoryContextSwitchTo(policy_context);
-	policies = fresh;
-	policies.items = palloc(sizeof(PhPolicy) * Max(fresh.count, 1));
-	memcpy(policies.items, fresh.items, sizeof(PhPolicy) * fresh.count);
-	policies.errors = palloc(sizeof(PhPolicyError) * Max(fresh.nerrors, 1));
-	memcpy(policies.errors, fresh.errors, sizeof(PhPolicyError) * fresh.nerrors);
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Carry out the policies on an evaluation: act on every governed session
- * past its deadline (once per episode), and return the earliest deadline
- * still to come (0: none).
- *
- * Every due session is re-checked and signalled first, and only then are
- * the actions recorded: writing the log line and the audit row of one
- * session can take milliseconds while many others are exiting, and the
- * sessions due later in the same pass should not wait for that.  The log
- * and the in-memory list are written for all of them before any table
- * row, so an error while inserting (say, a concurrent DROP EXTENSION)
- * leaves no signalled session unrecorded.
- */
-static TimestampTz
-enforce_policies(const PhEvaluation *eval)
-{
-	const PhSnapshot *snap = &eval->snap;
-	TimestampTz next_deadline = 0;
-	HASH_SEQ_STATUS scan;
-	ActedEntry *entry;
-	PhAuditEntry *done = NULL;	/* the actions taken, to record */
-	int			ndone = 0;
-	int			done_size = 0;
-
-	hash_seq_init(&scan, acted);
-	while ((entry = hash_seq_search(&scan)) != NULL)
-		entry->seen = false;
-
-	for (int i = 0; i < snap->nbackends; i++)
-	{
-		const PhBackend *be = &snap->backends[i];
-		ActedKey	key;
-		bool		found;
-		const PhPolicy *p = be->policy;
-
-		if (p == NULL || be->deadline == 0 || be->exemption != PH_EXEMPT_NONE)
-			continue;
-		memset(&key, 0, sizeof(key));
-		key.pid = be->pid;
-		key.backend_start = be->backend_start;
-		key.limit = be->limit;
-		switch (be->limit)
-		{
-			case PH_LIMIT_IDLE:
-			case PH_LIMIT_IDLE_IN_TRANSACTION:
-				key.episode = be->state_change;
-				break;
-			case PH_LIMIT_BLOCKING:
-				key.episode = be->blocking_since;
-				break;
-			default:
-				key.episode = be->xact_start;
-				break;
-		}
-		entry = hash_search(acted, &key, HASH_FIND, NULL);
-		if (entry != NULL)
-		{
-			entry->seen = true;
-			continue;
-		}
-		if (be->deadline > snap->taken_at)
-		{
-			if (next_deadline == 0 || be->deadline < next_deadline)
-				next_deadline = be->deadline;
-			continue;
-		}
-		if (!ph_may_signal(eval->policies.owner, be->role_id))
-			ereport(LOG,
-					(errmsg("pool_health: policy \"%s\" does not end session %d: the owner of pool_health.policies could not end it with pg_terminate_backend()",
-							NameStr(p->name), be->pid)));
-		else
-		{
-			if (ndone == done_size)
-			{
-				done_size = Max(16, done_size * 2);
-				done = done ? repalloc(done, sizeof(PhAuditEntry) * done_size) :
-					palloc(sizeof(PhAuditEntry) * done_size);
-			}
-			if (!ph_enforce_signal(be, p, be->limit, be->limit_usec, NULL,
-								   p->terminate, p->dry_run || ph_enforce == PH_ENFORCE_DRY_RUN,
-								   "worker", &done[ndone]))
-				continue;		/* it moved on: look again next time */
-			ndone++;
-		}
-		entry = hash_search(acted, &key, HASH_ENTER, &found);
-		entry->seen = true;
-	}
-
-	for (int i = 0; i < ndone; i++)
-		ph_audit_log(&done[i]);
-	for (int i = 0; i < ndone; i++)
-		ph_audit_store(&done[i]);
-
-	hash_seq_init(&scan, acted);
-	while ((entry = hash_seq_search(&scan)) != NULL)
-		if (!entry->seen)
-			hash_search(acted, &entry->key, HASH_REMOVE, NULL);
-	return next_deadline;
-}
-
 /*
  * One pass: evaluate a snapshot with the published policies, then record
  * a sample and re-home the admission counters (when a sample is due), and
@@ -525,22 +325,23 @@ static TimestampTz
 observe_and_enforce(bool record, bool connected, bool standby)
 {
 	PhEvaluation eval;
+	const PhPolicies *policies = ph_policy_cache();
 	bool		enforcing = connected && ph_enforce != PH_ENFORCE_OFF &&
-		policies.count > 0;
+		policies->count > 0;
 
-	ph_evaluate_with(&eval, &policies, 0);
+	ph_evaluate_with(&eval, policies, 0);
 	if (record)
 	{
 		record_sample(&eval, connected && !standby);
 		ph_accounting_sample(eval.snap.taken_at);
-		ph_accounting_warn_pooled(&policies);
+		ph_accounting_warn_pooled(policies);
 	}
 	if (record || rehome_due)
 	{
 		ph_admission_rehome(&eval);
 		rehome_due = false;
 	}
-	return enforcing ? enforce_policies(&eval) : 0;
+	return enforcing ? ph_enforce_due(&eval) : 0;
 }
 
 /*
@@ -705,7 +506,8 @@ run_cycle(MemoryContext cycle_context, bool record)
 			extension = get_extension_oid("pool_health", true);
 			set_mode(OidIsValid(extension) ? PH_WORKER_RUNNING : PH_WORKER_NO_EXTENSION,
 					 standby);
-			refresh_policies(extension, standby);
+			if (ph_policy_cache_refresh(extension, standby))
+				rehome_due = true;	/* count sessions where they now belong */
 			next_deadline = observe_and_enforce(record, true, standby);
 			PopActiveSnapshot();
 			CommitTransactionCommand();
@@ -799,23 +601,7 @@ pool_health_worker_main(Datum arg)
 	cycle_context = AllocSetContextCreate(TopMemoryContext,
 										  "pool_health cycle",
 										  ALLOCSET_DEFAULT_SIZES);
-	policy_context = AllocSetContextCreate(TopMemoryContext,
-										   "pool_health policies",
-										   ALLOCSET_SMALL_SIZES);
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(ActedKey);
-		ctl.entrysize = sizeof(ActedEntry);
-		acted = hash_create("pool_health acted", 256, &ctl, HASH_ELEM | HASH_BLOBS);
-	}
-	if (connected_to_database)
-	{
-		CacheRegisterSyscacheCallback(AUTHOID, catalog_changed, (Datum) 0);
-		CacheRegisterSyscacheCallback(DATABASEOID, catalog_changed, (Datum) 0);
-		CacheRegisterRelcacheCallback(relation_changed, (Datum) 0);
-	}
+	ph_policy_cache_init(connected_to_database);
 	next_sample = GetCurrentTimestamp();
 
 	for (;;)
