@@ -44,8 +44,8 @@
  * Shared state: AdmissionShared ("pool_health admission"), field by field
  * below: atomics; the counters' names, under the published policy set's
  * lock (policy_set.c), which the login path holds while it matches and
- * counts; the application_name settings, under the module's own LWLock
- * (tranche "pool_health admission").
+ * counts.  The application_name a connection will have is settled by
+ * login_name.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -70,6 +70,7 @@
 #include "app_accounting.h"
 #include "evaluate.h"
 #include "history.h"
+#include "login_name.h"
 #include "policy.h"
 #include "rules.h"
 #include "settings.h"
@@ -122,10 +123,6 @@ typedef struct AdmissionShared
 	QuotaCounter *counters;		/* fixed; see QuotaCounter */
 	int			nprocs;			/* fixed */
 	pg_atomic_uint64 *counted;	/* fixed; atomics, see above */
-	LWLock	   *lock;			/* fixed: protects the settings */
-	/* written by the worker under the lock (exclusive), read under it */
-	int			nsettings;
-	PhRoleSetting settings[PH_MAX_ROLE_SETTINGS];
 } AdmissionShared;
 
 static AdmissionShared *admission = NULL;
@@ -143,7 +140,6 @@ void
 ph_admission_shmem_request(void)
 {
 	RequestAddinShmemSpace(admission_shmem_size());
-	RequestNamedLWLockTranche("pool_health admission", 1);
 }
 
 /* Caller holds AddinShmemInitLock. */
@@ -157,7 +153,6 @@ ph_admission_shmem_startup(void)
 	if (found)
 		return;
 	memset(admission, 0, sizeof(AdmissionShared));
-	admission->lock = &(GetNamedLWLockTranche("pool_health admission"))->lock;
 	storage = (char *) admission + MAXALIGN(sizeof(AdmissionShared));
 	pg_atomic_init_u32(&admission->clients, 0);
 	admission->ncounters = 2 * ph_max_policies;
@@ -223,185 +218,6 @@ admission_exit(int code, Datum arg)
 		pg_atomic_fetch_sub_u32(&admission->clients, 1);
 		counted_as_client = false;
 	}
-}
-
-/* ---- the application_name the connection will have ---- */
-
-/* Letters of the server's command-line switches that take an argument. */
-#define SWITCHES_WITH_ARGUMENT "BCcDdfhkNprStvW-"
-
-/*
- * If arg is "application_name=value" (a setting of -c or --, whose name
- * the server reads case-insensitively with '-' for '_'), copy the value
- * into out and return true.
- */
-static bool
-setting_is_application_name(const char *arg, char *out, size_t size)
-{
-	static const char name[] = "application_name";
-	int			i;
-
-	for (i = 0; name[i] != '\0'; i++)
-	{
-		char		c = arg[i] == '-' ? '_' : (char) tolower((unsigned char) arg[i]);
-
-		if (c != name[i])
-			return false;
-	}
-	if (arg[i] != '=')
-		return false;
-	strlcpy(out, arg + i + 1, size);
-	return true;
-}
-
-/*
- * The last application_name set in a startup packet's "options", read as
- * the server reads them (pg_split_opts: whitespace separates, a backslash
- * escapes the next byte; then -c name=value, -cname=value, --name=value).
- * Copies it into out; false if there is none.  Allocates nothing.
- */
-static bool
-options_application_name(const char *options, char *out, size_t size)
-{
-	const char *p = options;
-	bool		found = false;
-	bool		setting_next = false;	/* the next token is -c's argument */
-	bool		skip_next = false;	/* the next token is another argument */
-	char		token[NAMEDATALEN * 4 + 32];
-
-	for (;;)
-	{
-		size_t		len = 0;
-
-		while (*p != '\0' && isspace((unsigned char) *p))
-			p++;
-		if (*p == '\0')
-			break;
-		while (*p != '\0' && !isspace((unsigned char) *p))
-		{
-			if (*p == '\\')
-			{
-				p++;			/* escapes the next byte; a last one is dropped */
-				if (*p == '\0')
-					break;
-			}
-			if (len < sizeof(token) - 1)
-				token[len++] = *p;
-			p++;
-		}
-		token[len] = '\0';
-
-		if (setting_next || skip_next)
-		{
-			if (setting_next && setting_is_application_name(token, out, size))
-				found = true;
-			setting_next = skip_next = false;
-			continue;
-		}
-		if (token[0] != '-')
-			continue;
-		for (const char *c = token + 1; *c != '\0'; c++)
-		{
-			if (strchr(SWITCHES_WITH_ARGUMENT, *c) == NULL)
-				continue;		/* a switch without argument */
-			if (c[1] != '\0')
-			{
-				if ((*c == 'c' || *c == '-') &&
-					setting_is_application_name(c + 1, out, size))
-					found = true;
-			}
-			else if (*c == 'c' || *c == '-')
-				setting_next = true;
-			else
-				skip_next = true;
-			break;
-		}
-	}
-	return found;
-}
-
-/*
- * The application_name ALTER ROLE/DATABASE ... SET gives a session of this
- * role in this database, from what the worker published, as the server
- * applies those settings: for the database and role, else the role, else
- * the database, else all.  Copies it into out; false if none (or not
- * known: the worker has not published them, or there are more than it
- * keeps).  Takes the lock shared; copies only.
- */
-static bool
-role_setting_application_name(const char *database, Oid role, char *out,
-							  size_t size)
-{
-	int			best = -1;
-	int			best_rank = 5;
-
-	LWLockAcquire(admission->lock, LW_SHARED);
-	for (int i = 0; i < admission->nsettings; i++)
-	{
-		const PhRoleSetting *setting = &admission->settings[i];
-		bool		any_database = NameStr(setting->database)[0] == '\0';
-		bool		any_role = !OidIsValid(setting->role);
-		int			rank;
-
-		if ((!any_database && strncmp(NameStr(setting->database), database, NAMEDATALEN) != 0) ||
-			(!any_role && setting->role != role))
-			continue;
-		rank = !any_database && !any_role ? 0 : any_database && !any_role ? 1 :
-			!any_database && any_role ? 2 : 3;
-		if (rank < best_rank)
-		{
-			best_rank = rank;
-			best = i;
-		}
-	}
-	if (best >= 0)
-		strlcpy(out, admission->settings[best].application_name, size);
-	LWLockRelease(admission->lock);
-	return best >= 0;
-}
-
-/*
- * The application_name the session will report (pgstat_report_appname),
- * as the server settles it: the startup packet's parameter (its name read
- * case-insensitively; the last one wins), else "options", else ALTER
- * ROLE/DATABASE ... SET (as the worker published them), else the server's
- * own setting; made clean ASCII as the server makes it; truncated to
- * NAMEDATALEN - 1 bytes.  out has NAMEDATALEN bytes.  Reads no catalog.
- */
-static void
-effective_application_name(const Port *port, Oid role, char *out)
-{
-	char		found[NAMEDATALEN * 4 + 32];
-	const char *raw = NULL;
-	ListCell   *lc;
-	size_t		len = 0;
-
-	/* startup packet parameters: name, value, name, value, ... */
-	foreach(lc, port->guc_options)
-	{
-		const char *name = (const char *) lfirst(lc);
-
-		lc = lnext(port->guc_options, lc);
-		if (lc == NULL)
-			break;
-		if (pg_strcasecmp(name, "application_name") == 0)
-			raw = (const char *) lfirst(lc);
-	}
-	if (raw == NULL && port->cmdline_options != NULL &&
-		options_application_name(port->cmdline_options, found, sizeof(found)))
-		raw = found;
-	if (raw == NULL)
-		raw = role_setting_application_name(port->database_name, role, found,
-											sizeof(found)) ? found : application_name;
-	for (const char *c = raw ? raw : ""; *c != '\0' && len < NAMEDATALEN - 1; c++)
-	{
-		char		clean[4];
-		int			n = ph_clean_ascii_byte((unsigned char) *c, clean);
-
-		for (int i = 0; i < n && len < NAMEDATALEN - 1; i++)
-			out[len++] = clean[i];
-	}
-	out[len] = '\0';
 }
 
 /* ---- the hook ---- */
@@ -486,7 +302,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 						   OidIsValid(role) && superuser_arg(role), false) != PH_EXEMPT_NONE)
 		return;
 
-	effective_application_name(port, role, name);
+	ph_login_application_name(port, role, name);
 	key.database_id = InvalidOid;
 	key.role_id = role;
 	key.database = port->database_name;
@@ -683,32 +499,6 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 		pg_atomic_write_u64(&admission->counters[c].refused, 0);
 		items[i].counter = c;
 	}
-}
-
-static bool settings_overflow_logged = false;	/* worker */
-
-/*
- * Worker: publish the application_name settings of pg_db_role_setting for
- * the login path.  Read first, then copied in under the lock.
- */
-void
-ph_admission_publish_settings(void)
-{
-	PhRoleSetting *settings = palloc(sizeof(PhRoleSetting) * PH_MAX_ROLE_SETTINGS);
-	bool		overflow;
-	int			n = ph_role_settings_read(settings, PH_MAX_ROLE_SETTINGS, &overflow);
-
-	LWLockAcquire(admission->lock, LW_EXCLUSIVE);
-	memcpy(admission->settings, settings, sizeof(PhRoleSetting) * n);
-	admission->nsettings = n;
-	LWLockRelease(admission->lock);
-	pfree(settings);
-	if (overflow && !settings_overflow_logged)
-		ereport(WARNING,
-				(errmsg("pool_health: more than %d ALTER ROLE/DATABASE ... SET application_name settings; admission control sees the first %d only",
-						PH_MAX_ROLE_SETTINGS, PH_MAX_ROLE_SETTINGS),
-				 errdetail("Connections named by the others are counted against their quota at the worker's next sample, not at login.")));
-	settings_overflow_logged = overflow;
 }
 
 /* How many quota counters there are (fixed at server start). */

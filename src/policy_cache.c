@@ -19,7 +19,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "admission.h"
+#include "login_name.h"
 #include "policy.h"
 
 /*
@@ -94,7 +94,7 @@ ph_policy_cache_refresh(Oid extension, bool standby)
 	policies_extension = extension;
 	policies_stale = false;
 	changed = ph_policy_set_publish(&fresh, generation);
-	ph_admission_publish_settings();
+	ph_login_settings_publish();
 
 	MemoryContextReset(policy_context);
 	old = MemoryContextSwitchTo(policy_context);

@@ -7,7 +7,7 @@
  *
  * Each module owns its area ("pool_health <module>", ShmemInitStruct), its
  * layout and its lock, stated field by field in its .c file: history.c,
- * worker.c, policy_set.c, admission.c, audit.c, the accounting and
+ * worker.c, policy_set.c, admission.c, login_name.c, audit.c, the accounting and
  * xact_origin.c, http.c.  This file holds no shared state of its own
  * beyond the HTTP worker's two counters (PhShared, below).
  *
@@ -24,6 +24,7 @@
 #include "app_accounting.h"
 #include "audit.h"
 #include "history.h"
+#include "login_name.h"
 #include "policy.h"
 #include "shmem.h"
 #include "worker.h"
@@ -45,6 +46,7 @@ ph_shmem_request(void)
 	ph_worker_shmem_request();
 	ph_policy_set_shmem_request();
 	ph_admission_shmem_request();
+	ph_login_settings_shmem_request();
 	ph_audit_shmem_request();
 	RequestAddinShmemSpace(ph_accounting_shmem_size());
 	RequestNamedLWLockTranche("pool_health accounting", 1);
@@ -71,6 +73,7 @@ ph_shmem_startup(void)
 	ph_worker_shmem_startup();
 	ph_policy_set_shmem_startup();
 	ph_admission_shmem_startup();
+	ph_login_settings_shmem_startup();
 	ph_audit_shmem_startup();
 	/* the accounting and xact_origin's slots: set up in every process */
 	storage = ShmemInitStruct("pool_health accounting", ph_accounting_shmem_size(), &found);
