@@ -23,6 +23,7 @@
 #include "admission.h"
 #include "app_accounting.h"
 #include "evaluate.h"
+#include "groups.h"
 #include "history.h"
 #include "health.h"
 #include "http.h"

@@ -31,6 +31,7 @@
 #include "admission.h"
 #include "app_accounting.h"
 #include "evaluate.h"
+#include "groups.h"
 #include "history.h"
 #include "metrics.h"
 #include "policy.h"
