@@ -45,17 +45,21 @@ typedef struct PhAuditEntry
 } PhAuditEntry;
 
 
-extern void ph_audit_shmem_request(void);
-extern void ph_audit_shmem_startup(void);
+/* audit.c: the log line, the table row, NOTIFY */
 extern void ph_audit_log(const PhAuditEntry *entry);
 extern void ph_audit_store(const PhAuditEntry *entry);
 extern void ph_audit_record(const PhAuditEntry *entry);
 #define PH_AUDIT_COLS 23
 extern void ph_audit_datums(const PhAuditEntry *entry, bool visible,
 							Datum *values, bool *isnull);
+extern void ph_audit_check_version(void);
+
+/* audit_memory.c: the in-memory lists */
+extern void ph_audit_shmem_request(void);
+extern void ph_audit_shmem_startup(void);
+extern void ph_audit_memory_append(const PhAuditEntry *entry);
+extern int	ph_audit_capacity(void);
 extern int	ph_audit_copy(PhAuditEntry *out, int max);
 extern PhAuditEntry *ph_audit_copy_role(Oid role_id, int *count);
-extern void ph_audit_check_version(void);
-extern int	ph_audit_capacity(void);
 
 #endif							/* PH_AUDIT_H */
