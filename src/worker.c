@@ -29,10 +29,9 @@
  * cycle's locks and transaction are released, and the next cycles run,
  * backing off up to ERROR_BACKOFF_MAX_MS while the errors go on.
  *
- * Shared state: WorkerShared ("pool_health worker"), under its own LWLock
- * (tranche "pool_health worker"), field by field below; the history
- * through history.c, the policy set through policy_set.c, the counters
- * through admission.c.
+ * Shared state: none here.  The worker's state that status() shows is
+ * worker_state.c's; the history is history.c's, the policy set
+ * policy_set.c's, the counters admission.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -88,23 +87,6 @@
 
 
 /* Process-local state of the worker. */
-/*
- * The worker's shared state.  Every field is written by the worker holding
- * the lock exclusively (also at its exit, in worker_exit(), and
- * connect_to_database by the postmaster before any worker runs) and read
- * under it, shared at least: status() and metrics() copy the whole state,
- * so that pid and mode are seen together.  Nothing reads them without the
- * lock.
- */
-typedef struct WorkerShared
-{
-	LWLock	   *lock;			/* fixed at start */
-	PhWorkerState state;		/* lock */
-	PGPROC	   *worker_proc;	/* to wake the worker; NULL when not
-								 * running; lock */
-} WorkerShared;
-
-static WorkerShared *worker_shared = NULL;
 
 static bool connected_to_database = false;
 static PhWorkerMode last_logged_mode = PH_WORKER_STARTING;
@@ -124,106 +106,6 @@ static TimestampTz error_repeat_logged_at = 0;
 /* The wait event the worker shows between samples (compat.h). */
 static uint32 worker_wait_event = 0;
 
-void
-ph_worker_shmem_request(void)
-{
-	RequestAddinShmemSpace(sizeof(WorkerShared));
-	RequestNamedLWLockTranche("pool_health worker", 1);
-}
-
-/* Caller holds AddinShmemInitLock. */
-void
-ph_worker_shmem_startup(void)
-{
-	bool		found;
-
-	worker_shared = ShmemInitStruct("pool_health worker", sizeof(WorkerShared), &found);
-	if (!found)
-	{
-		memset(worker_shared, 0, sizeof(WorkerShared));
-		worker_shared->lock = &(GetNamedLWLockTranche("pool_health worker"))->lock;
-		/* optimistic: the first start connects to pool_health.database */
-		worker_shared->state.connect_to_database = true;
-	}
-}
-
-/* The worker's state, copied under its lock; false without the preload. */
-bool
-ph_worker_state(PhWorkerState *out)
-{
-	if (worker_shared == NULL)
-		return false;
-	LWLockAcquire(worker_shared->lock, LW_SHARED);
-	*out = worker_shared->state;
-	LWLockRelease(worker_shared->lock);
-	return true;
-}
-
-/* Wake the worker, if it runs (a change of the policies was committed). */
-void
-ph_worker_wake(void)
-{
-	PGPROC	   *worker;
-
-	if (worker_shared == NULL)
-		return;
-	LWLockAcquire(worker_shared->lock, LW_SHARED);
-	worker = worker_shared->worker_proc;
-	if (worker != NULL)
-		SetLatch(&worker->procLatch);
-	LWLockRelease(worker_shared->lock);
-}
-
-/*
- * Register one of pool_health's background workers (from _PG_init): its
- * name is also its type; it runs function of this library.
- */
-void
-ph_register_background_worker(const char *name, const char *function, int flags,
-							  BgWorkerStartTime start_time, int restart_seconds)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = flags;
-	worker.bgw_start_time = start_time;
-	worker.bgw_restart_time = restart_seconds;
-	strlcpy(worker.bgw_library_name, "pool_health", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
-	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
-	strlcpy(worker.bgw_type, name, BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-}
-
-void
-ph_worker_register(void)
-{
-	ph_register_background_worker("pool_health", "pool_health_worker_main",
-								  BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION,
-								  BgWorkerStart_ConsistentState, 1);
-}
-
-const char *
-ph_worker_mode_name(PhWorkerMode mode)
-{
-	switch (mode)
-	{
-		case PH_WORKER_STOPPED:
-			return "stopped";
-		case PH_WORKER_STARTING:
-			return "starting";
-		case PH_WORKER_NO_DATABASE:
-			return "waiting for database";
-		case PH_WORKER_BAD_DATABASE:
-			return "database not usable";
-		case PH_WORKER_NO_EXTENSION:
-			return "waiting for extension";
-		case PH_WORKER_RUNNING:
-			return "running";
-	}
-	return "unknown";
-}
-
 /*
  * At exit, however it happens: say the worker is gone, under the lock as
  * those fields' rule says (a reader copies them together).  The exit may
@@ -235,20 +117,13 @@ static void
 worker_exit(int code, Datum arg)
 {
 	LWLockReleaseAll();
-	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->worker_proc = NULL;
-	worker_shared->state.pid = 0;
-	worker_shared->state.mode = PH_WORKER_STOPPED;
-	LWLockRelease(worker_shared->lock);
+	ph_worker_state_stopped();
 }
 
 static void
 set_mode(PhWorkerMode mode, bool on_standby)
 {
-	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->state.mode = mode;
-	worker_shared->state.on_standby = on_standby;
-	LWLockRelease(worker_shared->lock);
+	ph_worker_state_mode(mode, on_standby);
 
 	if (mode == last_logged_mode)
 		return;
@@ -305,12 +180,7 @@ record_sample(const PhEvaluation *eval, bool can_notify)
 	seen_refusals = refusals;
 
 	ph_history_append(&sample);
-	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	old_level = (PhLevel) worker_shared->state.level;
-	worker_shared->state.level = (uint8) usage.level;
-	worker_shared->state.last_sample_at = sample.at;
-	worker_shared->state.samples++;
-	LWLockRelease(worker_shared->lock);
+	old_level = ph_worker_state_sampled(usage.level, sample.at);
 
 	if (old_level != usage.level)
 		ph_alert_level_change(old_level, &usage, can_notify);
@@ -369,9 +239,7 @@ check_for_database(void)
 	CommitTransactionCommand();
 	if (usable)
 	{
-		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-		worker_shared->state.connect_to_database = true;
-		LWLockRelease(worker_shared->lock);
+		ph_worker_state_connect_next(true);
 		ereport(LOG,
 				(errmsg("pool_health: database \"%s\" can be used now; restarting the worker to connect to it",
 						ph_database)));
@@ -404,9 +272,7 @@ leave_unusable_database(void)
 	CommitTransactionCommand();
 	if (usable)
 		return;
-	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->state.connect_to_database = false;
-	LWLockRelease(worker_shared->lock);
+	ph_worker_state_connect_next(false);
 	set_mode(PH_WORKER_BAD_DATABASE, RecoveryInProgress());
 	proc_exit(1);
 }
@@ -426,9 +292,9 @@ cpu_usec(void)
  * (then count it, and say so every ERROR_REPEAT_LOG_MS), and record it for
  * status().  Called in PG_CATCH with the error still on the stack, after
  * the cycle's transaction is aborted and its LWLocks released: it takes
- * worker_shared->lock, which the error may have interrupted the worker
- * holding (an LWLock is not re-entrant: taking it again would wait for
- * ever on itself).
+ * the worker's lock (worker_state.c), which the error may have interrupted
+ * the worker holding (an LWLock is not re-entrant: taking it again would
+ * wait for ever on itself).
  */
 static void
 report_cycle_error(MemoryContext cycle_context)
@@ -437,7 +303,6 @@ report_cycle_error(MemoryContext cycle_context)
 	TimestampTz now = GetCurrentTimestamp();
 	const char *message;
 
-	Assert(!LWLockHeldByMe(worker_shared->lock));
 	MemoryContextSwitchTo(cycle_context);
 	edata = CopyErrorData();
 	message = edata->message ? edata->message : "";
@@ -462,11 +327,7 @@ report_cycle_error(MemoryContext cycle_context)
 	FlushErrorState();
 	errors_in_a_row++;
 
-	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->state.errors++;
-	worker_shared->state.last_error_at = now;
-	strlcpy(worker_shared->state.last_error, message, sizeof(worker_shared->state.last_error));
-	LWLockRelease(worker_shared->lock);
+	ph_worker_state_error(now, message);
 }
 
 /* How long to wait after errors in a row before the next cycle. */
@@ -545,9 +406,7 @@ run_cycle(MemoryContext cycle_context, bool record)
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->state.sample_cpu_us += cpu_usec() - cpu_start;
-	LWLockRelease(worker_shared->lock);
+	ph_worker_state_cpu(cpu_usec() - cpu_start);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(cycle_context);
@@ -568,28 +427,16 @@ pool_health_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (worker_shared == NULL)
+	if (!ph_shmem_ready())
 		elog(ERROR, "pool_health shared memory is not initialized");
 	on_shmem_exit(worker_exit, (Datum) 0);
-
-	LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-	worker_shared->worker_proc = MyProc;
-	worker_shared->state.pid = MyProcPid;
-	worker_shared->state.mode = PH_WORKER_STARTING;
-	worker_shared->state.started_at = GetCurrentTimestamp();
-	worker_shared->state.restarts++;
-	connect = worker_shared->state.connect_to_database;
-	/* if connecting fails (the database is gone), the next start waits */
-	worker_shared->state.connect_to_database = false;
-	LWLockRelease(worker_shared->lock);
+	connect = ph_worker_state_started();
 
 	if (connect)
 	{
 		BackgroundWorkerInitializeConnection(ph_database, NULL, 0);
 		connected_to_database = true;
-		LWLockAcquire(worker_shared->lock, LW_EXCLUSIVE);
-		worker_shared->state.connect_to_database = true;
-		LWLockRelease(worker_shared->lock);
+		ph_worker_state_connect_next(true);
 		leave_unusable_database();
 	}
 	else

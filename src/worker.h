@@ -47,6 +47,13 @@ extern void ph_worker_shmem_request(void);
 extern void ph_worker_shmem_startup(void);
 extern bool ph_worker_state(PhWorkerState *out);
 extern void ph_worker_wake(void);
+extern bool ph_worker_state_started(void);
+extern void ph_worker_state_stopped(void);
+extern void ph_worker_state_connect_next(bool connect);
+extern void ph_worker_state_mode(PhWorkerMode mode, bool on_standby);
+extern PhLevel ph_worker_state_sampled(PhLevel level, TimestampTz at);
+extern void ph_worker_state_error(TimestampTz at, const char *message);
+extern void ph_worker_state_cpu(int64 usec);
 extern void ph_worker_register(void);
 extern void ph_register_background_worker(const char *name, const char *function, int flags,
 										  BgWorkerStartTime start_time, int restart_seconds);
