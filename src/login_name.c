@@ -6,7 +6,8 @@
  *		"options" (-c and --), else ALTER ROLE/DATABASE ... SET (which the
  *		worker publishes here from pg_db_role_setting: the login path cannot
  *		read it before its database is selected), else the server's setting.
- *		Reads no catalog, raises nothing: the login path calls it.
+ *		Reads no catalog; the login path calls it once superusers are
+ *		admitted (what it allocates, it frees).
  *
  * Shared state: LoginSettingsShared ("pool_health login settings"), under
  * its own LWLock (tranche "pool_health login settings"): the worker writes
@@ -19,6 +20,7 @@
 #include <ctype.h>
 
 #include "libpq/libpq-be.h"
+#include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
@@ -61,65 +63,51 @@ ph_login_settings_shmem_startup(void)
 #define SWITCHES_WITH_ARGUMENT "BCcDdfhkNprStvW-"
 
 /*
- * If arg is "application_name=value" (a setting of -c or --, whose name
- * the server reads case-insensitively with '-' for '_'), copy the value
- * into out and return true.
+ * If arg is "application_name=value" (a setting of -c or --), copy the
+ * value into out and return true: ParseLongOption() reads it as the
+ * server does ('-' for '_'), and the name is compared as GUC names are,
+ * case-insensitively.
  */
 static bool
 setting_is_application_name(const char *arg, char *out, size_t size)
 {
-	static const char name[] = "application_name";
-	int			i;
+	char	   *name;
+	char	   *value;
+	bool		is;
 
-	for (i = 0; name[i] != '\0'; i++)
-	{
-		char		c = arg[i] == '-' ? '_' : (char) tolower((unsigned char) arg[i]);
-
-		if (c != name[i])
-			return false;
-	}
-	if (arg[i] != '=')
-		return false;
-	strlcpy(out, arg + i + 1, size);
-	return true;
+	ParseLongOption(arg, &name, &value);
+	is = value != NULL && pg_strcasecmp(name, "application_name") == 0;
+	if (is)
+		strlcpy(out, value, size);
+	pfree(name);
+	if (value)
+		pfree(value);
+	return is;
 }
 
 /*
  * The last application_name set in a startup packet's "options", read as
- * the server reads them (pg_split_opts: whitespace separates, a backslash
- * escapes the next byte; then -c name=value, -cname=value, --name=value).
- * Copies it into out; false if there is none.  Allocates nothing.
+ * the server reads them: split by pg_split_opts() (whitespace separates, a
+ * backslash escapes the next byte), then the switches as
+ * process_postgres_switches() takes them: -c name=value, -cname=value,
+ * --name=value, any other switch's argument skipped.  Copies it into out;
+ * false if there is none.  Linear in the options' length; what it
+ * allocates it frees.
  */
 static bool
 options_application_name(const char *options, char *out, size_t size)
 {
-	const char *p = options;
+	int			maxac = 2 + (strlen(options) + 1) / 2;
+	char	  **av = palloc(sizeof(char *) * maxac);
+	int			ac = 0;
 	bool		found = false;
 	bool		setting_next = false;	/* the next token is -c's argument */
 	bool		skip_next = false;	/* the next token is another argument */
-	char		token[NAMEDATALEN * 4 + 32];
 
-	for (;;)
+	pg_split_opts(av, &ac, options);
+	for (int i = 0; i < ac; i++)
 	{
-		size_t		len = 0;
-
-		while (*p != '\0' && isspace((unsigned char) *p))
-			p++;
-		if (*p == '\0')
-			break;
-		while (*p != '\0' && !isspace((unsigned char) *p))
-		{
-			if (*p == '\\')
-			{
-				p++;			/* escapes the next byte; a last one is dropped */
-				if (*p == '\0')
-					break;
-			}
-			if (len < sizeof(token) - 1)
-				token[len++] = *p;
-			p++;
-		}
-		token[len] = '\0';
+		const char *token = av[i];
 
 		if (setting_next || skip_next)
 		{
@@ -147,6 +135,9 @@ options_application_name(const char *options, char *out, size_t size)
 			break;
 		}
 	}
+	for (int i = 0; i < ac; i++)
+		pfree(av[i]);
+	pfree(av);
 	return found;
 }
 
