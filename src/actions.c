@@ -312,12 +312,13 @@ Datum
 pool_health_get_recent_actions(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	PhShared   *shared = ph_shared_required("pool_health.recent_actions");
-	int			capacity = ph_audit_capacity();
-	PhAuditEntry *entries = palloc(sizeof(PhAuditEntry) * Max(capacity, 1));
+	int			capacity;
+	PhAuditEntry *entries;
 	int			n;
 
-	(void) shared;
+	ph_require_preload("pool_health.recent_actions");
+	capacity = ph_audit_capacity();
+	entries = palloc(sizeof(PhAuditEntry) * Max(capacity, 1));
 	n = ph_audit_copy(entries, capacity);
 	InitMaterializedSRF(fcinfo, 0);
 	for (int i = 0; i < n; i++)
@@ -353,7 +354,7 @@ pool_health_get_my_recent_actions(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	/* (a session user dropped while connected: nothing) */
 	my_name = GetUserNameFromId(me, true);
-	if (ph_shared == NULL || my_name == NULL)
+	if (!ph_shmem_ready() || my_name == NULL)
 		return (Datum) 0;
 	entries = ph_audit_copy_role(me, &n);
 	for (int i = 0; i < n; i++)

@@ -17,7 +17,7 @@
  * reading any catalog but the role lookups.  Matching cannot raise: patterns, networks and
  * names were validated when the worker compiled them, and the matcher
  * (policy_match.c) allocates nothing.  Nothing that can raise runs while
- * ph_shared->lock is held; a refusal is raised after it is released.
+ * a lock is held; a refusal is raised after it is released.
  *
  * The counts are exact by construction, O(1) per connection:
  *	- admission.clients counts client backends from authentication to
@@ -41,10 +41,11 @@
  *	  login but not yet visible in backend status.
  * Superusers and protected roles are neither refused nor counted.
  *
- * Shared state: ph_shared->admission (atomics, no lock; counter names and
- * in_use are written by the worker under ph_shared->lock, exclusive, and
- * read under it) and ph_shared->policy_set (read under ph_shared->lock,
- * shared).
+ * Shared state: AdmissionShared ("pool_health admission"), field by field
+ * below: atomics; the counters' names, under the published policy set's
+ * lock (policy_set.c), which the login path holds while it matches and
+ * counts.  The application_name a connection will have is settled by
+ * login_name.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -59,6 +60,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/shmem.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -67,7 +69,10 @@
 #include "admission.h"
 #include "app_accounting.h"
 #include "evaluate.h"
+#include "history.h"
+#include "login_name.h"
 #include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -86,20 +91,73 @@ static int	my_procno = -1;
 #define COUNTED_PID(v)		((int) (uint32) ((v) >> 32))
 #define COUNTED_STATE(v)	((uint32) ((v) & 0xFFFFFFFF))
 
-Size
-ph_admission_shmem_size(void)
+/*
+ * A quota counter.  Keyed by policy name, so that a republication keeps
+ * what was counted.  policy and in_use are written by the worker under the
+ * policy set's lock, exclusive (ph_admission_assign_counters, called back
+ * by ph_policy_set_publish), and read under it; the counts are atomics,
+ * changed without the lock by connecting and exiting backends and by the
+ * worker.
+ */
+typedef struct QuotaCounter
 {
-	return add_size(MAXALIGN(mul_size(sizeof(PhQuotaCounter), 2 * ph_max_policies)),
-					mul_size(sizeof(pg_atomic_uint64), MaxBackends));
+	NameData	policy;
+	bool		in_use;
+	pg_atomic_uint32 connections;	/* sessions counted in it now */
+	pg_atomic_uint64 refused;	/* connections refused since it was made */
+} QuotaCounter;
+
+/*
+ * counted[] holds, per PGPROC number, the pid of the client backend in it
+ * (high 32 bits) and the counter it is counted in (low 32 bits: 0 none,
+ * k + 1 counter k, COUNTED_EXITED once it has given its count back).
+ * Only the backend itself (at login and exit) and the worker (by
+ * compare-and-swap on an entry with that backend's pid) change an entry.
+ */
+#define COUNTED_EXITED	0xFFFFFFFF
+
+typedef struct AdmissionShared
+{
+	pg_atomic_uint32 clients;	/* client backends past authentication */
+	int			ncounters;		/* fixed: 2 x pool_health.max_policies */
+	QuotaCounter *counters;		/* fixed; see QuotaCounter */
+	int			nprocs;			/* fixed */
+	pg_atomic_uint64 *counted;	/* fixed; atomics, see above */
+} AdmissionShared;
+
+static AdmissionShared *admission = NULL;
+
+static Size
+admission_shmem_size(void)
+{
+	Size		size = MAXALIGN(sizeof(AdmissionShared));
+
+	size = add_size(size, MAXALIGN(mul_size(sizeof(QuotaCounter), 2 * ph_max_policies)));
+	return add_size(size, mul_size(sizeof(pg_atomic_uint64), MaxBackends));
 }
 
-char *
-ph_admission_init(PhAdmission *admission, char *storage)
+void
+ph_admission_shmem_request(void)
 {
+	RequestAddinShmemSpace(admission_shmem_size());
+}
+
+/* Caller holds AddinShmemInitLock. */
+void
+ph_admission_shmem_startup(void)
+{
+	bool		found;
+	char	   *storage;
+
+	admission = ShmemInitStruct("pool_health admission", admission_shmem_size(), &found);
+	if (found)
+		return;
+	memset(admission, 0, sizeof(AdmissionShared));
+	storage = (char *) admission + MAXALIGN(sizeof(AdmissionShared));
 	pg_atomic_init_u32(&admission->clients, 0);
 	admission->ncounters = 2 * ph_max_policies;
-	admission->counters = (PhQuotaCounter *) storage;
-	storage += MAXALIGN(sizeof(PhQuotaCounter) * admission->ncounters);
+	admission->counters = (QuotaCounter *) storage;
+	storage += MAXALIGN(sizeof(QuotaCounter) * admission->ncounters);
 	for (int i = 0; i < admission->ncounters; i++)
 	{
 		memset(&admission->counters[i].policy, 0, sizeof(NameData));
@@ -111,13 +169,11 @@ ph_admission_init(PhAdmission *admission, char *storage)
 	admission->counted = (pg_atomic_uint64 *) storage;
 	for (int i = 0; i < admission->nprocs; i++)
 		pg_atomic_init_u64(&admission->counted[i], 0);
-	return storage + sizeof(pg_atomic_uint64) * admission->nprocs;
 }
 
 static pg_atomic_uint64 *
 counted_entry(int procno)
 {
-	PhAdmission *admission = &ph_shared->admission;
 
 	if (procno < 0 || procno >= admission->nprocs)
 		return NULL;
@@ -128,9 +184,8 @@ counted_entry(int procno)
 static void
 release_count(uint32 state)
 {
-	PhAdmission *admission = &ph_shared->admission;
 
-	if (state != 0 && state != PH_COUNTED_EXITED && state <= (uint32) admission->ncounters)
+	if (state != 0 && state != COUNTED_EXITED && state <= (uint32) admission->ncounters)
 		pg_atomic_fetch_sub_u32(&admission->counters[state - 1].connections, 1);
 }
 
@@ -148,10 +203,10 @@ admission_exit(int code, Datum arg)
 	{
 		uint64		old = pg_atomic_read_u64(entry);
 
-		while (COUNTED_PID(old) == MyProcPid && COUNTED_STATE(old) != PH_COUNTED_EXITED)
+		while (COUNTED_PID(old) == MyProcPid && COUNTED_STATE(old) != COUNTED_EXITED)
 		{
 			if (pg_atomic_compare_exchange_u64(entry, &old,
-											   COUNTED(MyProcPid, PH_COUNTED_EXITED)))
+											   COUNTED(MyProcPid, COUNTED_EXITED)))
 			{
 				release_count(COUNTED_STATE(old));
 				break;
@@ -160,189 +215,9 @@ admission_exit(int code, Datum arg)
 	}
 	if (counted_as_client)
 	{
-		pg_atomic_fetch_sub_u32(&ph_shared->admission.clients, 1);
+		pg_atomic_fetch_sub_u32(&admission->clients, 1);
 		counted_as_client = false;
 	}
-}
-
-/* ---- the application_name the connection will have ---- */
-
-/* Letters of the server's command-line switches that take an argument. */
-#define SWITCHES_WITH_ARGUMENT "BCcDdfhkNprStvW-"
-
-/*
- * If arg is "application_name=value" (a setting of -c or --, whose name
- * the server reads case-insensitively with '-' for '_'), copy the value
- * into out and return true.
- */
-static bool
-setting_is_application_name(const char *arg, char *out, size_t size)
-{
-	static const char name[] = "application_name";
-	int			i;
-
-	for (i = 0; name[i] != '\0'; i++)
-	{
-		char		c = arg[i] == '-' ? '_' : (char) tolower((unsigned char) arg[i]);
-
-		if (c != name[i])
-			return false;
-	}
-	if (arg[i] != '=')
-		return false;
-	strlcpy(out, arg + i + 1, size);
-	return true;
-}
-
-/*
- * The last application_name set in a startup packet's "options", read as
- * the server reads them (pg_split_opts: whitespace separates, a backslash
- * escapes the next byte; then -c name=value, -cname=value, --name=value).
- * Copies it into out; false if there is none.  Allocates nothing.
- */
-static bool
-options_application_name(const char *options, char *out, size_t size)
-{
-	const char *p = options;
-	bool		found = false;
-	bool		setting_next = false;	/* the next token is -c's argument */
-	bool		skip_next = false;	/* the next token is another argument */
-	char		token[NAMEDATALEN * 4 + 32];
-
-	for (;;)
-	{
-		size_t		len = 0;
-
-		while (*p != '\0' && isspace((unsigned char) *p))
-			p++;
-		if (*p == '\0')
-			break;
-		while (*p != '\0' && !isspace((unsigned char) *p))
-		{
-			if (*p == '\\')
-			{
-				p++;			/* escapes the next byte; a last one is dropped */
-				if (*p == '\0')
-					break;
-			}
-			if (len < sizeof(token) - 1)
-				token[len++] = *p;
-			p++;
-		}
-		token[len] = '\0';
-
-		if (setting_next || skip_next)
-		{
-			if (setting_next && setting_is_application_name(token, out, size))
-				found = true;
-			setting_next = skip_next = false;
-			continue;
-		}
-		if (token[0] != '-')
-			continue;
-		for (const char *c = token + 1; *c != '\0'; c++)
-		{
-			if (strchr(SWITCHES_WITH_ARGUMENT, *c) == NULL)
-				continue;		/* a switch without argument */
-			if (c[1] != '\0')
-			{
-				if ((*c == 'c' || *c == '-') &&
-					setting_is_application_name(c + 1, out, size))
-					found = true;
-			}
-			else if (*c == 'c' || *c == '-')
-				setting_next = true;
-			else
-				skip_next = true;
-			break;
-		}
-	}
-	return found;
-}
-
-/*
- * The application_name ALTER ROLE/DATABASE ... SET gives a session of this
- * role in this database, from what the worker published, as the server
- * applies those settings: for the database and role, else the role, else
- * the database, else all.  Copies it into out; false if none (or not
- * known: the worker has not published them, or there are more than it
- * keeps).  Takes the lock shared; copies only.
- */
-static bool
-role_setting_application_name(const char *database, Oid role, char *out,
-							  size_t size)
-{
-	PhAdmission *admission = &ph_shared->admission;
-	int			best = -1;
-	int			best_rank = 5;
-
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
-	for (int i = 0; i < admission->nsettings; i++)
-	{
-		const PhRoleSetting *setting = &admission->settings[i];
-		bool		any_database = NameStr(setting->database)[0] == '\0';
-		bool		any_role = !OidIsValid(setting->role);
-		int			rank;
-
-		if ((!any_database && strncmp(NameStr(setting->database), database, NAMEDATALEN) != 0) ||
-			(!any_role && setting->role != role))
-			continue;
-		rank = !any_database && !any_role ? 0 : any_database && !any_role ? 1 :
-			!any_database && any_role ? 2 : 3;
-		if (rank < best_rank)
-		{
-			best_rank = rank;
-			best = i;
-		}
-	}
-	if (best >= 0)
-		strlcpy(out, admission->settings[best].application_name, size);
-	LWLockRelease(ph_shared->lock);
-	return best >= 0;
-}
-
-/*
- * The application_name the session will report (pgstat_report_appname),
- * as the server settles it: the startup packet's parameter (its name read
- * case-insensitively; the last one wins), else "options", else ALTER
- * ROLE/DATABASE ... SET (as the worker published them), else the server's
- * own setting; made clean ASCII as the server makes it; truncated to
- * NAMEDATALEN - 1 bytes.  out has NAMEDATALEN bytes.  Reads no catalog.
- */
-static void
-effective_application_name(const Port *port, Oid role, char *out)
-{
-	char		found[NAMEDATALEN * 4 + 32];
-	const char *raw = NULL;
-	ListCell   *lc;
-	size_t		len = 0;
-
-	/* startup packet parameters: name, value, name, value, ... */
-	foreach(lc, port->guc_options)
-	{
-		const char *name = (const char *) lfirst(lc);
-
-		lc = lnext(port->guc_options, lc);
-		if (lc == NULL)
-			break;
-		if (pg_strcasecmp(name, "application_name") == 0)
-			raw = (const char *) lfirst(lc);
-	}
-	if (raw == NULL && port->cmdline_options != NULL &&
-		options_application_name(port->cmdline_options, found, sizeof(found)))
-		raw = found;
-	if (raw == NULL)
-		raw = role_setting_application_name(port->database_name, role, found,
-											sizeof(found)) ? found : application_name;
-	for (const char *c = raw ? raw : ""; *c != '\0' && len < NAMEDATALEN - 1; c++)
-	{
-		char		clean[4];
-		int			n = ph_clean_ascii_byte((unsigned char) *c, clean);
-
-		for (int i = 0; i < n && len < NAMEDATALEN - 1; i++)
-			out[len++] = clean[i];
-	}
-	out[len] = '\0';
 }
 
 /* ---- the hook ---- */
@@ -357,8 +232,8 @@ count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
 {
 	ph_accounting_refused(port->database_name, role, application);
 	if (counter >= 0)
-		pg_atomic_fetch_add_u64(&ph_shared->admission.counters[counter].refused, 1);
-	pg_atomic_fetch_add_u64(&ph_shared->refusals, 1);
+		pg_atomic_fetch_add_u64(&admission->counters[counter].refused, 1);
+	ph_history_count_refusal();
 	if (entry != NULL)
 	{
 		uint64		old = pg_atomic_exchange_u64(entry, COUNTED(MyProcPid, 0));
@@ -368,6 +243,41 @@ count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
 	}
 }
 
+/* What a login takes from its governing policy, under the set's lock. */
+typedef struct LoginMatch
+{
+	pg_atomic_uint64 *entry;	/* this backend's counted[] entry, or NULL */
+	NameData	policy_name;
+	int32		max_connections;
+	int8		refuse_at;
+	int32		counter;		/* -1: not counted */
+	uint32		connections;	/* counted in it, this login included */
+} LoginMatch;
+
+/*
+ * Called under the published set's lock (shared): count the login in its
+ * policy's counter, first, then check: concurrent logins cannot both slip
+ * in.  Raises nothing.
+ */
+static void
+count_login(const PhPolicy *p, void *arg)
+{
+	LoginMatch *m = (LoginMatch *) arg;
+
+	m->policy_name = p->name;
+	m->max_connections = p->max_connections;
+	m->refuse_at = p->refuse_at;
+	m->counter = p->counter;
+	if (m->counter >= 0 && m->counter < admission->ncounters)
+	{
+		m->connections = pg_atomic_add_fetch_u32(&admission->counters[m->counter].connections, 1);
+		if (m->entry != NULL)
+			pg_atomic_write_u64(m->entry, COUNTED(MyProcPid, m->counter + 1));
+	}
+	else
+		m->counter = -1;		/* no counter: the quota cannot be kept */
+}
+
 /*
  * The admission decision for an authenticated, non-replication connection
  * (admission on).
@@ -375,54 +285,39 @@ count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
 static void
 admit(Port *port, pg_atomic_uint64 *entry)
 {
-	PhPolicySet *set = &ph_shared->policy_set;
-	PhAdmission *admission = &ph_shared->admission;
 	Oid			role;
 	char		name[NAMEDATALEN];
 	PhMatchKey	key;
-	const PhPolicy *p;
+	LoginMatch	m;
 	NameData	policy_name;
-	int32		max_connections = -1;
-	int8		refuse_at = -1;
-	int32		counter = -1;
-	uint32		connections = 0;
-	bool		governed = false;
+	int32		max_connections;
+	int8		refuse_at;
+	int32		counter;
+	uint32		connections;
 
 	/* the lookups InitializeSessionUserId() makes right after this hook */
 	role = get_role_oid(port->user_name, true);
-	if (!OidIsValid(role) || superuser_arg(role) ||
-		ph_role_name_protected(port->user_name))
+	if (ph_rules_exemption(true, OidIsValid(role), false,
+						   OidIsValid(role) && ph_role_name_protected(port->user_name),
+						   OidIsValid(role) && superuser_arg(role), false) != PH_EXEMPT_NONE)
 		return;
 
-	effective_application_name(port, role, name);
+	ph_login_application_name(port, role, name);
 	key.database_id = InvalidOid;
 	key.role_id = role;
 	key.database = port->database_name;
 	key.application_name = name;
 	key.client_addr = &port->raddr;
 
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
-	if (set->compiled &&
-		(p = ph_policy_match(set->policies, set->count, &key)) != NULL)
-	{
-		governed = true;
-		policy_name = p->name;
-		max_connections = p->max_connections;
-		refuse_at = p->refuse_at;
-		counter = p->counter;
-		if (counter >= 0 && counter < admission->ncounters)
-		{
-			/* count first, then check: concurrent logins cannot both slip in */
-			connections = pg_atomic_add_fetch_u32(&admission->counters[counter].connections, 1);
-			if (entry != NULL)
-				pg_atomic_write_u64(entry, COUNTED(MyProcPid, counter + 1));
-		}
-		else
-			counter = -1;		/* no counter: the quota cannot be kept */
-	}
-	LWLockRelease(ph_shared->lock);
-	if (!governed)
+	memset(&m, 0, sizeof(m));
+	m.entry = entry;
+	if (!ph_policy_set_match(&key, count_login, &m))
 		return;
+	policy_name = m.policy_name;
+	max_connections = m.max_connections;
+	refuse_at = m.refuse_at;
+	counter = m.counter;
+	connections = m.connections;
 
 	if (max_connections > 0 && counter >= 0 && connections > (uint32) max_connections)
 	{
@@ -438,7 +333,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 	}
 	if (refuse_at >= 0)
 	{
-		int			usable = Max(MaxConnections - ph_reserved_connections(), 0);
+		int			usable = ph_rules_usable(NULL);
 		int			used = (int) pg_atomic_read_u32(&admission->clients) - 1;
 		PhLevel		level = ph_capacity_level(used, usable);
 
@@ -464,7 +359,8 @@ ph_client_authentication(Port *port, int status)
 
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
-	if (status != STATUS_OK || ph_shared == NULL || am_walsender)
+	if (status != STATUS_OK || admission == NULL ||
+		!ph_rules_is_client(MyBackendType, am_walsender))
 		return;
 
 	/*
@@ -493,10 +389,10 @@ ph_client_authentication(Port *port, int status)
 		 * count back for it (it is gone from backend status); its exit
 		 * callback finds the entry taken and does nothing.
 		 */
-		if (COUNTED_PID(old) != MyProcPid && COUNTED_STATE(old) != PH_COUNTED_EXITED)
+		if (COUNTED_PID(old) != MyProcPid && COUNTED_STATE(old) != COUNTED_EXITED)
 			release_count(COUNTED_STATE(old));
 	}
-	pg_atomic_fetch_add_u32(&ph_shared->admission.clients, 1);
+	pg_atomic_fetch_add_u32(&admission->clients, 1);
 	counted_as_client = true;
 
 	if (ph_admission)
@@ -536,7 +432,7 @@ same_match(const PhPolicy *a, const PhPolicy *b)
  * logins count only in the published set's counters).  A policy left
  * without a counter (more policies than counters) is not counted and its
  * quota not enforced until one frees up.
- * Called by the worker with ph_shared->lock held exclusively, with the
+ * Called by the worker with the policy set's lock held exclusively, with the
  * set still published (old, nold): raises nothing.  named is the caller's
  * scratch space, ph_admission_ncounters() booleans, allocated before the
  * lock was taken.
@@ -545,7 +441,6 @@ void
 ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 							 int nold, bool *named)
 {
-	PhAdmission *admission = &ph_shared->admission;
 
 	memset(named, 0, sizeof(bool) * admission->ncounters);
 	for (int i = 0; i < count; i++)
@@ -553,7 +448,7 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 		items[i].counter = -1;
 		for (int c = 0; c < admission->ncounters; c++)
 		{
-			PhQuotaCounter *counter = &admission->counters[c];
+			QuotaCounter *counter = &admission->counters[c];
 
 			if (counter->in_use &&
 				strcmp(NameStr(counter->policy), NameStr(items[i].name)) == 0)
@@ -585,7 +480,7 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 	}
 	for (int c = 0; c < admission->ncounters; c++)
 	{
-		PhQuotaCounter *counter = &admission->counters[c];
+		QuotaCounter *counter = &admission->counters[c];
 
 		if (counter->in_use && !named[c] &&
 			pg_atomic_read_u32(&counter->connections) == 0)
@@ -606,38 +501,11 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 	}
 }
 
-static bool settings_overflow_logged = false;	/* worker */
-
-/*
- * Worker: publish the application_name settings of pg_db_role_setting for
- * the login path.  Read first, then copied in under the lock.
- */
-void
-ph_admission_publish_settings(void)
-{
-	PhAdmission *admission = &ph_shared->admission;
-	PhRoleSetting *settings = palloc(sizeof(PhRoleSetting) * PH_MAX_ROLE_SETTINGS);
-	bool		overflow;
-	int			n = ph_role_settings_read(settings, PH_MAX_ROLE_SETTINGS, &overflow);
-
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	memcpy(admission->settings, settings, sizeof(PhRoleSetting) * n);
-	admission->nsettings = n;
-	LWLockRelease(ph_shared->lock);
-	pfree(settings);
-	if (overflow && !settings_overflow_logged)
-		ereport(WARNING,
-				(errmsg("pool_health: more than %d ALTER ROLE/DATABASE ... SET application_name settings; admission control sees the first %d only",
-						PH_MAX_ROLE_SETTINGS, PH_MAX_ROLE_SETTINGS),
-				 errdetail("Connections named by the others are counted against their quota at the worker's next sample, not at login.")));
-	settings_overflow_logged = overflow;
-}
-
 /* How many quota counters there are (fixed at server start). */
 int
 ph_admission_ncounters(void)
 {
-	return ph_shared->admission.ncounters;
+	return admission->ncounters;
 }
 
 /*
@@ -650,7 +518,6 @@ ph_admission_ncounters(void)
 void
 ph_admission_rehome(const PhEvaluation *eval)
 {
-	PhAdmission *admission = &ph_shared->admission;
 	static uint64 *last_seen = NULL;	/* per PGPROC: pid, wanted counter */
 
 	if (!eval->policies.published)
@@ -669,13 +536,12 @@ ph_admission_rehome(const PhEvaluation *eval)
 		if (!be->is_client || be->exemption == PH_EXEMPT_STARTING ||
 			(entry = counted_entry(be->procno)) == NULL)
 			continue;
-		if (be->policy != NULL && be->policy->counter >= 0 &&
-			!be->superuser && be->exemption != PH_EXEMPT_PROTECTED)
+		if (ph_rules_counted_in_quota(be))
 			want = (uint32) be->policy->counter + 1;
 
 		old = pg_atomic_read_u64(entry);
 		current = COUNTED_STATE(old);
-		if (COUNTED_PID(old) != be->pid || current == PH_COUNTED_EXITED ||
+		if (COUNTED_PID(old) != be->pid || current == COUNTED_EXITED ||
 			current == want)
 		{
 			last_seen[be->procno] = 0;
@@ -701,20 +567,20 @@ ph_admission_rehome(const PhEvaluation *eval)
 }
 
 /* The counter of a published policy, or NULL. */
-static PhQuotaCounter *
+static QuotaCounter *
 counter_of(const PhPolicy *policy)
 {
-	if (ph_shared == NULL || policy->counter < 0 ||
-		policy->counter >= ph_shared->admission.ncounters)
+	if (admission == NULL || policy->counter < 0 ||
+		policy->counter >= admission->ncounters)
 		return NULL;
-	return &ph_shared->admission.counters[policy->counter];
+	return &admission->counters[policy->counter];
 }
 
 /* Sessions counted against a published policy's quota now. */
 uint32
 ph_admission_counted(const PhPolicy *policy)
 {
-	PhQuotaCounter *counter = counter_of(policy);
+	QuotaCounter *counter = counter_of(policy);
 
 	return counter ? pg_atomic_read_u32(&counter->connections) : 0;
 }
@@ -723,7 +589,7 @@ ph_admission_counted(const PhPolicy *policy)
 uint64
 ph_admission_refused(const PhPolicy *policy)
 {
-	PhQuotaCounter *counter = counter_of(policy);
+	QuotaCounter *counter = counter_of(policy);
 
 	return counter ? pg_atomic_read_u64(&counter->refused) : 0;
 }

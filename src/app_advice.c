@@ -76,7 +76,7 @@ PG_FUNCTION_INFO_V1(pool_health_reset_application_stats);
 static PhAccounting *
 accounting_required(void)
 {
-	(void) ph_shared_required("per-application accounting");
+	ph_require_preload("per-application accounting");
 	if (ph_accounting() == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -32,8 +32,7 @@
  * the in-memory records of its own sessions (pool_health.my_terminations,
  * ph_audit_copy_role): each entry keeps the session's login role OID.
  *
- * Shared state: ph_shared->worker_actions and ph_shared->call_actions,
- * under ph_shared->lock (exclusive to append, shared to copy out).
+ * Shared state: none here; the in-memory lists are audit_memory.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,6 +52,8 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
@@ -67,147 +68,6 @@
 #include "settings.h"
 #include "shmem.h"
 #include "sql_comments.h"
-
-Size
-ph_audit_shmem_size(void)
-{
-	return mul_size(mul_size(sizeof(PhAuditEntry), ph_audit_memory), 2);
-}
-
-static char *
-ring_init(PhAuditRing *ring, char *storage)
-{
-	memset(ring, 0, sizeof(PhAuditRing));
-	ring->capacity = ph_audit_memory;
-	ring->entries = (PhAuditEntry *) storage;
-	return storage + sizeof(PhAuditEntry) * ring->capacity;
-}
-
-char *
-ph_audit_init(PhShared *shared, char *storage)
-{
-	storage = ring_init(&shared->worker_actions, storage);
-	return ring_init(&shared->call_actions, storage);
-}
-
-/* Room ph_audit_copy() needs: both lists full. */
-int
-ph_audit_capacity(void)
-{
-	return ph_shared->worker_actions.capacity + ph_shared->call_actions.capacity;
-}
-
-static const PhAuditEntry *
-ring_entry(const PhAuditRing *ring, int i)
-{
-	int			first = (ring->next - ring->count + ring->capacity) % ring->capacity;
-
-	return &ring->entries[(first + i) % ring->capacity];
-}
-
-/*
- * The entries of both lists, oldest first, into out (room for max, at
- * least ph_audit_capacity()).
- */
-int
-ph_audit_copy(PhAuditEntry *out, int max)
-{
-	const PhAuditRing *w = &ph_shared->worker_actions;
-	const PhAuditRing *c = &ph_shared->call_actions;
-	int			n = 0;
-	int			i = 0;
-	int			j = 0;
-
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
-	while ((i < w->count || j < c->count) && n < max)
-	{
-		if (j >= c->count ||
-			(i < w->count && ring_entry(w, i)->at <= ring_entry(c, j)->at))
-			out[n++] = *ring_entry(w, i++);
-		else
-			out[n++] = *ring_entry(c, j++);
-	}
-	LWLockRelease(ph_shared->lock);
-	return n;
-}
-
-/*
- * Copy, oldest first, the entries of both lists for sessions of one login
- * role into out (room for max); returns how many there are, which may be
- * more than max.  Caller holds ph_shared->lock (shared at least).
- */
-static int
-copy_role_locked(Oid role_id, PhAuditEntry *out, int max)
-{
-	const PhAuditRing *w = &ph_shared->worker_actions;
-	const PhAuditRing *c = &ph_shared->call_actions;
-	int			n = 0;
-	int			i = 0;
-	int			j = 0;
-
-	while (i < w->count || j < c->count)
-	{
-		const PhAuditEntry *e;
-
-		if (j >= c->count ||
-			(i < w->count && ring_entry(w, i)->at <= ring_entry(c, j)->at))
-			e = ring_entry(w, i++);
-		else
-			e = ring_entry(c, j++);
-		if (e->role_id != role_id)
-			continue;
-		if (n < max)
-			out[n] = *e;
-		n++;
-	}
-	return n;
-}
-
-/*
- * The entries of both lists for sessions of one login role, oldest first,
- * palloc'd, their number in *count.  Only those are copied (the lists may
- * hold a thousand entries of a few kB): counted first, then copied, again
- * if more came in between.  Nothing that can fail runs under the lock.
- */
-PhAuditEntry *
-ph_audit_copy_role(Oid role_id, int *count)
-{
-	PhAuditEntry *out = NULL;
-	int			room = 0;
-
-	for (;;)
-	{
-		int			n;
-
-		LWLockAcquire(ph_shared->lock, LW_SHARED);
-		n = copy_role_locked(role_id, out, room);
-		LWLockRelease(ph_shared->lock);
-		if (n <= room)
-		{
-			*count = n;
-			return out;
-		}
-		if (out != NULL)
-			pfree(out);
-		room = n;
-		out = palloc(sizeof(PhAuditEntry) * room);
-	}
-}
-
-static void
-append_to_ring(const PhAuditEntry *e)
-{
-	PhAuditRing *ring = e->requested_by.data[0] ?
-		&ph_shared->call_actions : &ph_shared->worker_actions;
-
-	if (ring->capacity == 0)
-		return;
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ring->entries[ring->next] = *e;
-	ring->next = (ring->next + 1) % ring->capacity;
-	ring->count = Min(ring->count + 1, ring->capacity);
-	LWLockRelease(ph_shared->lock);
-}
 
 static const char *
 what_was_done(const PhAuditEntry *e)
@@ -495,8 +355,7 @@ ph_audit_log(const PhAuditEntry *e)
 					   NameStr(e->requested_by)[0] ? ", requested by " : "",
 					   NameStr(e->requested_by),
 					   e->xact_first_query[0] ? e->xact_first_query : "(not recorded)")));
-	if (ph_shared != NULL)
-		append_to_ring(e);
+	ph_audit_memory_append(e);
 }
 
 /* NOTIFY's limit on a payload (commands/async.c, not exported) */

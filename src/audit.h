@@ -44,31 +44,22 @@ typedef struct PhAuditEntry
 								 * process that made the entry) */
 } PhAuditEntry;
 
-/*
- * An in-memory audit list (audit.c), under ph_shared->lock: exclusive to
- * append, shared to copy out.  The worker's actions and the functions'
- * have a list each, so calls cannot push the worker's records out.
- */
-typedef struct PhAuditRing
-{
-	int			capacity;		/* fixed */
-	int			count;
-	int			next;
-	PhAuditEntry *entries;
-} PhAuditRing;
 
-extern Size ph_audit_shmem_size(void);
-struct PhShared;
-extern char *ph_audit_init(struct PhShared *shared, char *storage);
+/* audit.c: the log line, the table row, NOTIFY */
 extern void ph_audit_log(const PhAuditEntry *entry);
 extern void ph_audit_store(const PhAuditEntry *entry);
 extern void ph_audit_record(const PhAuditEntry *entry);
 #define PH_AUDIT_COLS 23
 extern void ph_audit_datums(const PhAuditEntry *entry, bool visible,
 							Datum *values, bool *isnull);
+extern void ph_audit_check_version(void);
+
+/* audit_memory.c: the in-memory lists */
+extern void ph_audit_shmem_request(void);
+extern void ph_audit_shmem_startup(void);
+extern void ph_audit_memory_append(const PhAuditEntry *entry);
+extern int	ph_audit_capacity(void);
 extern int	ph_audit_copy(PhAuditEntry *out, int max);
 extern PhAuditEntry *ph_audit_copy_role(Oid role_id, int *count);
-extern void ph_audit_check_version(void);
-extern int	ph_audit_capacity(void);
 
 #endif							/* PH_AUDIT_H */

@@ -5,8 +5,9 @@
  *		the re-check right before signalling (same session, same state,
  *		still past its limit), the signal itself, and the audit entry of
  *		what was done, with the limit's name (recorded by audit.c).  Used
- *		by the worker's continuous enforcement and by the functions of
- *		actions.c alike.
+ *		by the worker's continuous enforcement (ph_enforce_due(), here, with
+ *		the sessions it has dealt with in each episode) and by the
+ *		functions of actions.c alike.
  *
  * Which sessions may never be touched is decided by the evaluation
  * (evaluate.c, PhBackend.exemption): anything but client backends, the
@@ -16,7 +17,8 @@
  * Sessions idle in transaction ignore a cancel, so they are terminated:
  * SIGTERM to the backend's process group, as pg_terminate_backend() does.
  *
- * Shared state: only the atomic counter ph_shared->terminations.
+ * Shared state: none of its own (it counts terminations in history.c);
+ * "acted" is the worker's own memory.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,6 +32,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -37,7 +40,10 @@
 #include "backend_snapshot.h"
 #include "enforce.h"
 #include "evaluate.h"
+#include "history.h"
 #include "policy.h"
+#include "rules.h"
+#include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
 #include "xact_origin.h"
@@ -158,34 +164,18 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 	if (!ph_snapshot_reread(be, &now) ||
 		now.pid != be->pid || now.backend_start != be->backend_start)
 		return false;
-	switch (limit)
-	{
-		case PH_LIMIT_IDLE_IN_TRANSACTION:
-			if (!ph_idle_in_transaction(now.state) ||
-				now.state_change != be->state_change)
-				return false;
-			since = now.state_change;
-			break;
-		case PH_LIMIT_IDLE:
-			if (now.state != STATE_IDLE || now.state_change != be->state_change)
-				return false;
-			since = now.state_change;
-			break;
-		case PH_LIMIT_TRANSACTION:
-			if (now.xact_start == 0 || now.xact_start != be->xact_start)
-				return false;
-			since = now.xact_start;
-			break;
-		case PH_LIMIT_BLOCKING:
-			/* still blocking the earliest waiter: one look at its lock */
-			if (now.xact_start == 0 || now.xact_start != be->xact_start ||
-				!ph_snapshot_still_blocking(be))
-				return false;
-			since = be->blocking_since;
-			break;
-		default:
-			return false;
-	}
+	/* the same episode (idle period, transaction, blocking spell) */
+	since = ph_rules_episode_start(limit, now.state, now.state_change, now.xact_start,
+								   be->blocking_since);
+	if (since == 0 ||
+		since != ph_rules_episode_start(limit, be->state, be->state_change,
+										be->xact_start, be->blocking_since))
+		return false;
+	/* blocking: still in the transaction, blocking the earliest waiter (one look at its lock) */
+	if (limit == PH_LIMIT_BLOCKING &&
+		(now.xact_start == 0 || now.xact_start != be->xact_start ||
+		 !ph_snapshot_still_blocking(be)))
+		return false;
 	at = GetCurrentTimestamp();
 	if (at - since < limit_usec)
 		return false;
@@ -238,8 +228,129 @@ ph_enforce_signal(const PhBackend *be, const PhPolicy *policy, PhLimit limit,
 		ph_xact_origin_note(be->procno, be->pid, be->backend_start,
 							explanation(e, policy));
 		e->success = ph_signal_backend(be->pid, SIGTERM) == 0 ? 1 : 0;
-		if (e->success == 1 && ph_shared != NULL)
-			pg_atomic_fetch_add_u64(&ph_shared->terminations, 1);
+		if (e->success == 1)
+			ph_history_count_terminations(1);
 	}
 	return true;
+}
+
+/* ---- the worker's continuous enforcement ---- */
+
+/* A session, in one episode, that enforcement has dealt with. */
+typedef struct ActedKey
+{
+	int			pid;
+	TimestampTz backend_start;
+	TimestampTz episode;		/* state_change or xact_start */
+	PhLimit		limit;
+} ActedKey;
+
+typedef struct ActedEntry
+{
+	ActedKey	key;
+	bool		seen;
+} ActedEntry;
+
+static HTAB *acted = NULL;
+
+/*
+ * Worker: carry out the policies on an evaluation: act on every governed
+ * session past its deadline, once per session and episode (the same idle
+ * period, transaction or blocking spell: "acted" remembers them, in the
+ * worker's memory, until the session moves on), and return the earliest
+ * deadline still to come (0: none).  It acts with the rights of the owner
+ * of pool_health.policies: a session that owner could not end with
+ * pg_terminate_backend() is not ended (logged).
+ *
+ * Every due session is re-checked and signalled first, and only then are
+ * the actions recorded: writing the log line and the audit row of one
+ * session can take milliseconds while many others are exiting, and the
+ * sessions due later in the same pass should not wait for that.  The log
+ * and the in-memory list are written for all of them before any table
+ * row, so an error while inserting (say, a concurrent DROP EXTENSION)
+ * leaves no signalled session unrecorded.
+ */
+TimestampTz
+ph_enforce_due(const PhEvaluation *eval)
+{
+	const PhSnapshot *snap = &eval->snap;
+	TimestampTz next_deadline = 0;
+	HASH_SEQ_STATUS scan;
+	ActedEntry *entry;
+	PhAuditEntry *done = NULL;	/* the actions taken, to record */
+	int			ndone = 0;
+	int			done_size = 0;
+
+	if (acted == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(ActedKey);
+		ctl.entrysize = sizeof(ActedEntry);
+		acted = hash_create("pool_health acted", 256, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	hash_seq_init(&scan, acted);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+		entry->seen = false;
+
+	for (int i = 0; i < snap->nbackends; i++)
+	{
+		const PhBackend *be = &snap->backends[i];
+		ActedKey	key;
+		bool		found;
+		const PhPolicy *p = be->policy;
+
+		if (p == NULL || be->deadline == 0 || be->exemption != PH_EXEMPT_NONE)
+			continue;
+		memset(&key, 0, sizeof(key));
+		key.pid = be->pid;
+		key.backend_start = be->backend_start;
+		key.limit = be->limit;
+		key.episode = ph_rules_episode_start(be->limit, be->state, be->state_change,
+											 be->xact_start, be->blocking_since);
+		entry = hash_search(acted, &key, HASH_FIND, NULL);
+		if (entry != NULL)
+		{
+			entry->seen = true;
+			continue;
+		}
+		if (be->deadline > snap->taken_at)
+		{
+			if (next_deadline == 0 || be->deadline < next_deadline)
+				next_deadline = be->deadline;
+			continue;
+		}
+		if (!ph_may_signal(eval->policies.owner, be->role_id))
+			ereport(LOG,
+					(errmsg("pool_health: policy \"%s\" does not end session %d: the owner of pool_health.policies could not end it with pg_terminate_backend()",
+							NameStr(p->name), be->pid)));
+		else
+		{
+			if (ndone == done_size)
+			{
+				done_size = Max(16, done_size * 2);
+				done = done ? repalloc(done, sizeof(PhAuditEntry) * done_size) :
+					palloc(sizeof(PhAuditEntry) * done_size);
+			}
+			if (!ph_enforce_signal(be, p, be->limit, be->limit_usec, NULL,
+								   p->terminate, p->dry_run || ph_enforce == PH_ENFORCE_DRY_RUN,
+								   "worker", &done[ndone]))
+				continue;		/* it moved on: look again next time */
+			ndone++;
+		}
+		entry = hash_search(acted, &key, HASH_ENTER, &found);
+		entry->seen = true;
+	}
+
+	for (int i = 0; i < ndone; i++)
+		ph_audit_log(&done[i]);
+	for (int i = 0; i < ndone; i++)
+		ph_audit_store(&done[i]);
+
+	hash_seq_init(&scan, acted);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+		if (!entry->seen)
+			hash_search(acted, &entry->key, HASH_REMOVE, NULL);
+	return next_deadline;
 }

@@ -17,4 +17,6 @@ extern bool ph_enforce_signal(const PhBackend *be, const PhPolicy *policy,
 							  bool terminate, bool dry_run, const char *source,
 							  PhAuditEntry *entry);
 
+extern TimestampTz ph_enforce_due(const PhEvaluation *eval);
+
 #endif							/* PH_ENFORCE_H */

@@ -35,6 +35,7 @@
 #include "backend_snapshot.h"
 #include "evaluate.h"
 #include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -54,25 +55,24 @@ governing_deadline(PhBackend *be, const PhPolicy *p)
 	be->limit_usec = 0;
 	be->deadline = 0;
 
-#define CONSIDER(lim, usec, since) \
+#define CONSIDER(lim, usec) \
 	do { \
-		if ((usec) > 0 && (since) != 0 && \
-			(be->deadline == 0 || (since) + (usec) < be->deadline)) \
+		TimestampTz since = ph_rules_episode_start((lim), be->state, be->state_change, \
+												   be->xact_start, be->blocking_since); \
+		if ((usec) > 0 && since != 0 && \
+			(be->deadline == 0 || since + (usec) < be->deadline)) \
 		{ \
 			be->limit = (lim); \
 			be->limit_usec = (usec); \
-			be->deadline = (since) + (usec); \
+			be->deadline = since + (usec); \
 		} \
 	} while (0)
 
-	if (ph_idle_in_transaction(be->state))
-		CONSIDER(PH_LIMIT_IDLE_IN_TRANSACTION, p->idle_in_transaction_timeout,
-				 be->state_change);
-	if (be->state == STATE_IDLE)
-		CONSIDER(PH_LIMIT_IDLE, p->idle_timeout, be->state_change);
-	CONSIDER(PH_LIMIT_TRANSACTION, p->transaction_timeout, be->xact_start);
+	CONSIDER(PH_LIMIT_IDLE_IN_TRANSACTION, p->idle_in_transaction_timeout);
+	CONSIDER(PH_LIMIT_IDLE, p->idle_timeout);
+	CONSIDER(PH_LIMIT_TRANSACTION, p->transaction_timeout);
 	if (be->blocking > 0)
-		CONSIDER(PH_LIMIT_BLOCKING, p->blocking_timeout, be->blocking_since);
+		CONSIDER(PH_LIMIT_BLOCKING, p->blocking_timeout);
 #undef CONSIDER
 }
 
@@ -123,19 +123,16 @@ static PhExemption
 exemption(PhBackend *be, const Oid *protected_roles, int nprotected,
 		  SuperuserMemo *memo, bool owner_is_superuser)
 {
-	if (!be->is_client)
-		return PH_EXEMPT_NOT_CLIENT;
-	if (!OidIsValid(be->role_id))
-		return PH_EXEMPT_STARTING;
-	if (be->pid == MyProcPid)
-		return PH_EXEMPT_SELF;
-	if (oid_in(be->role_id, protected_roles, nprotected))
-		return PH_EXEMPT_PROTECTED;
-	be->superuser = is_superuser(memo, be->role_id);
-	if (be->superuser &&
-		!(be->policy != NULL && be->policy->allow_superuser && owner_is_superuser))
-		return PH_EXEMPT_SUPERUSER;
-	return PH_EXEMPT_NONE;
+	bool		known = OidIsValid(be->role_id);
+	bool		self = be->pid == MyProcPid;
+	bool		protected_role = known && oid_in(be->role_id, protected_roles, nprotected);
+
+	/* looked up only when it can matter */
+	if (be->is_client && known && !self && !protected_role)
+		be->superuser = is_superuser(memo, be->role_id);
+	return ph_rules_exemption(be->is_client, known, self, protected_role, be->superuser,
+							  be->policy != NULL && be->policy->allow_superuser &&
+							  owner_is_superuser);
 }
 
 /* Is used at or above pct percent of usable?  Exact, in integers. */
@@ -260,8 +257,7 @@ compute_usage(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 
 	memset(usage, 0, sizeof(PhUsage));
 	usage->max_connections = MaxConnections;
-	usage->reserved_connections = ph_reserved_connections();
-	usage->usable = Max(MaxConnections - usage->reserved_connections, 0);
+	usage->usable = ph_rules_usable(&usage->reserved_connections);
 	usage->oldest_xact_age = -1;
 	usage->longest_idle_in_transaction = -1;
 
@@ -272,22 +268,20 @@ compute_usage(const PhSnapshot *snap, PhUsage *usage, bool catalog)
 		if (!be->is_client)
 			continue;
 		usage->used++;
-		switch (be->state)
+		switch (ph_rules_state_bucket(be->state))
 		{
-			case STATE_RUNNING:
-			case STATE_FASTPATH:
+			case PH_BUCKET_ACTIVE:
 				usage->active++;
 				break;
-			case STATE_IDLE:
+			case PH_BUCKET_IDLE:
 				usage->idle++;
 				break;
-			case STATE_IDLEINTRANSACTION:
-			case STATE_IDLEINTRANSACTION_ABORTED:
+			case PH_BUCKET_IDLE_IN_XACT:
 				usage->idle_in_transaction++;
 				usage->longest_idle_in_transaction =
 					Max(usage->longest_idle_in_transaction, be->idle_for);
 				break;
-			default:
+			case PH_BUCKET_OTHER:
 				break;
 		}
 		if (be->waiting)
@@ -403,8 +397,8 @@ evaluate_snapshot(PhEvaluation *eval, const PhPolicies *policies, bool catalog)
 			be->exemption = exemption(be, protected_roles, nprotected, &memo,
 									  owner_is_superuser);
 		else
-			be->exemption = !be->is_client ? PH_EXEMPT_NOT_CLIENT :
-				!OidIsValid(be->role_id) ? PH_EXEMPT_STARTING : PH_EXEMPT_NONE;
+			be->exemption = ph_rules_exemption(be->is_client, OidIsValid(be->role_id),
+											   false, false, false, false);
 		if (!be->is_client)
 			continue;
 
@@ -459,176 +453,12 @@ ph_evaluate(PhEvaluation *eval, int flags)
 	if (flags & PH_EVAL_NO_CATALOG)
 	{
 		/* the published set, or none: the table cannot be read */
-		if (ph_shared == NULL || !ph_policy_set_copy(&policies))
+		if (!ph_shmem_ready() || !ph_policy_set_copy(&policies))
 			memset(&policies, 0, sizeof(policies));
 	}
 	else
 		ph_policies_for_reading(&policies);
 	ph_evaluate_with(eval, &policies, flags);
-}
-
-/* ---- groups ---- */
-
-static const void *
-client_address_bytes(const SockAddr *addr, int *len)
-{
-	if (addr->addr.ss_family == AF_INET)
-	{
-		*len = 4;
-		return &((const struct sockaddr_in *) &addr->addr)->sin_addr;
-	}
-	if (addr->addr.ss_family == AF_INET6)
-	{
-		*len = 16;
-		return &((const struct sockaddr_in6 *) &addr->addr)->sin6_addr;
-	}
-	*len = 0;					/* Unix socket or unknown: one group */
-	return NULL;
-}
-
-static int
-oid_order(Oid a, Oid b)
-{
-	return (a > b) - (a < b);
-}
-
-static int
-group_key_cmp(const PhBackend *x, const PhBackend *y, PhGroupBy by)
-{
-	int			c;
-
-	switch (by)
-	{
-		case PH_GROUP_DATABASE:
-			return oid_order(x->database_id, y->database_id);
-		case PH_GROUP_ROLE:
-			return oid_order(x->role_id, y->role_id);
-		case PH_GROUP_APPLICATION:
-			return strcmp(x->application_name, y->application_name);
-		case PH_GROUP_CLIENT:
-			{
-				int			xlen;
-				int			ylen;
-				const void *xb = client_address_bytes(&x->client_addr, &xlen);
-				const void *yb = client_address_bytes(&y->client_addr, &ylen);
-
-				if (xlen != ylen)
-					return xlen - ylen;
-				return xlen == 0 ? 0 : memcmp(xb, yb, xlen);
-			}
-		case PH_GROUP_CONSUMER:
-			if ((c = oid_order(x->database_id, y->database_id)) != 0 ||
-				(c = oid_order(x->role_id, y->role_id)) != 0)
-				return c;
-			return strcmp(x->application_name, y->application_name);
-	}
-	return 0;
-}
-
-static PhGroupBy sort_by;		/* for the qsort comparators below */
-
-static int
-member_cmp(const void *a, const void *b)
-{
-	return group_key_cmp(*(PhBackend *const *) a, *(PhBackend *const *) b, sort_by);
-}
-
-static int
-group_cmp(const void *a, const void *b)
-{
-	const PhGroup *x = a;
-	const PhGroup *y = b;
-
-	if (x->connections != y->connections)
-		return x->connections > y->connections ? -1 : 1;
-	return group_key_cmp(x->first, y->first, sort_by);
-}
-
-/*
- * The groups of client sessions by a key, largest first (ties in key
- * order), into *out (palloc'd); returns how many.
- */
-int
-ph_evaluation_groups(const PhEvaluation *eval, PhGroupBy by, PhGroup **out)
-{
-	const PhSnapshot *snap = &eval->snap;
-	PhBackend **members = palloc(sizeof(PhBackend *) * Max(snap->nbackends, 1));
-	PhGroup    *groups = palloc(sizeof(PhGroup) * Max(snap->nbackends, 1));
-	int			nmembers = 0;
-	int			ngroups = 0;
-	bool		mixed = false;
-
-	for (int i = 0; i < snap->nbackends; i++)
-		if (snap->backends[i].is_client)
-			members[nmembers++] = &snap->backends[i];
-	sort_by = by;
-	qsort(members, nmembers, sizeof(PhBackend *), member_cmp);
-	for (int i = 0; i < nmembers; i++)
-	{
-		const PhBackend *be = members[i];
-		PhGroup    *g;
-
-		if (i == 0 || group_key_cmp(members[i - 1], be, by) != 0)
-		{
-			g = &groups[ngroups++];
-			memset(g, 0, sizeof(PhGroup));
-			g->first = be;
-			g->oldest_xact_age = -1;
-			g->longest_idle = -1;
-			g->policy = be->policy;
-			mixed = false;
-		}
-		g = &groups[ngroups - 1];
-		g->connections++;
-		if (be->state == STATE_RUNNING || be->state == STATE_FASTPATH)
-			g->active++;
-		else if (be->state == STATE_IDLE)
-			g->idle++;
-		else if (ph_idle_in_transaction(be->state))
-			g->idle_in_transaction++;
-		if (be->waiting)
-			g->waiting++;
-		if (be->leak != PH_LEAK_NONE)
-			g->leaked++;
-		g->oldest_xact_age = Max(g->oldest_xact_age, be->xact_age);
-		g->longest_idle = Max(g->longest_idle, be->idle_for);
-		if (be->policy != g->policy || mixed)
-		{
-			mixed = true;
-			g->policy = NULL;
-		}
-	}
-	qsort(groups, ngroups, sizeof(PhGroup), group_cmp);
-	pfree(members);
-	*out = groups;
-	return ngroups;
-}
-
-/* The key of a group as text (palloc'd), or NULL (no database, Unix socket). */
-char *
-ph_group_key(const PhGroup *group, PhGroupBy by)
-{
-	const PhBackend *be = group->first;
-
-	switch (by)
-	{
-		case PH_GROUP_DATABASE:
-			return OidIsValid(be->database_id) ? ph_database_name(be->database_id) : NULL;
-		case PH_GROUP_ROLE:
-			return OidIsValid(be->role_id) ? ph_role_name(be->role_id) : NULL;
-		case PH_GROUP_APPLICATION:
-			return pstrdup(be->application_name);
-		case PH_GROUP_CLIENT:
-			{
-				char		host[64];
-
-				return ph_client_addr_text(&be->client_addr, host, sizeof(host), NULL) ?
-					pstrdup(host) : NULL;
-			}
-		case PH_GROUP_CONSUMER:
-			break;
-	}
-	return NULL;
 }
 
 /*

@@ -16,9 +16,6 @@ extern void ph_evaluate_with(PhEvaluation *eval, const PhPolicies *policies,
 							 int flags);
 extern PhLevel ph_capacity_level(int used, int usable);
 extern char *ph_usage_words(int used, int usable);
-extern int	ph_evaluation_groups(const PhEvaluation *eval, PhGroupBy by,
-								 PhGroup **out);
-extern char *ph_group_key(const PhGroup *group, PhGroupBy by);
 extern PhThrottle ph_throttle_advice(const PhUsage *usage, int *new_connections);
 extern const char *ph_level_name(PhLevel level);
 extern const char *ph_leak_name(PhLeak leak);

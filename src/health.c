@@ -8,7 +8,7 @@
  *
  * Each formats one evaluation (evaluate.c), whose copy of the published
  * policies was taken in one go under the lock with its version; the
- * worker's state is copied under ph_shared->lock (shared).
+ * worker's state is copied under the worker's lock (worker.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -23,10 +23,14 @@
 #include "admission.h"
 #include "app_accounting.h"
 #include "evaluate.h"
+#include "groups.h"
+#include "history.h"
 #include "health.h"
 #include "http.h"
 #include "json_writer.h"
 #include "metrics.h"
+#include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -81,12 +85,12 @@ append_worker_state(StringInfo buf)
 
 	ph_json_open(buf, "worker", '{');
 	ph_json_bool(buf, "preloaded", ph_preloaded);
-	if (ph_shared != NULL)
+	if (ph_worker_state(&w))
 	{
-		LWLockAcquire(ph_shared->lock, LW_SHARED);
-		w = ph_shared->worker;
-		LWLockRelease(ph_shared->lock);
+		uint64		terminations;
+		uint64		refusals;
 
+		ph_history_totals(&terminations, &refusals);
 		ph_json_bool(buf, "running", w.pid != 0);
 		ph_json_int(buf, "pid", w.pid);
 		ph_json_str(buf, "mode", ph_worker_mode_name(w.mode));
@@ -102,11 +106,11 @@ append_worker_state(StringInfo buf)
 		ph_json_int(buf, "starts", (int64) w.restarts);
 		ph_json_double(buf, "cpu_per_sample_us",
 					   w.samples > 0 ? (double) w.sample_cpu_us / w.samples : 0.0, 1);
-		ph_json_int(buf, "terminations", (int64) pg_atomic_read_u64(&ph_shared->terminations));
-		ph_json_int(buf, "refusals", (int64) pg_atomic_read_u64(&ph_shared->refusals));
+		ph_json_int(buf, "terminations", (int64) terminations);
+		ph_json_int(buf, "refusals", (int64) refusals);
 	}
 	ph_json_close(buf, '}');
-	if (ph_shared != NULL)
+	if (ph_shmem_ready())
 	{
 		ph_json_open(buf, "http", '{');
 		ph_json_str(buf, "listen", ph_http_listen[0] ? ph_http_listen : NULL);
@@ -206,19 +210,14 @@ append_pooler_warnings(StringInfo buf, const PhPolicies *policies)
 static void
 append_policy_state(StringInfo buf, const PhPolicies *policies)
 {
+	uint64		generation;
+	uint64		compiled_generation;
+	bool		compiled;
+
 	ph_json_open(buf, "policies", '{');
 	ph_json_int(buf, "enabled", policies->count);
-	if (ph_shared != NULL)
+	if (ph_policy_set_state(&generation, &compiled_generation, &compiled))
 	{
-		uint64		generation;
-		uint64		compiled_generation;
-		bool		compiled;
-
-		LWLockAcquire(ph_shared->lock, LW_SHARED);
-		generation = ph_shared->policy_set.generation;
-		compiled_generation = ph_shared->policy_set.compiled_generation;
-		compiled = ph_shared->policy_set.compiled;
-		LWLockRelease(ph_shared->lock);
 		ph_json_bool(buf, "in_effect", compiled && compiled_generation == generation);
 		ph_json_int(buf, "changes", (int64) generation);
 		ph_json_int(buf, "version", (int64) policies->version);
@@ -323,5 +322,5 @@ pool_health_ping(PG_FUNCTION_ARGS)
 	PhEvaluation eval;
 
 	ph_evaluate(&eval, 0);
-	PG_RETURN_BOOL(eval.usage.level < PH_LEVEL_CRITICAL);
+	PG_RETURN_BOOL(ph_rules_healthy(eval.usage.level, false));
 }

@@ -7,8 +7,11 @@
  *		written by the postmaster at a clean shutdown and read back at the
  *		next start, as pg_stat_statements does with its statistics.
  *
- * Locking: every function that reads or writes the rings says which mode
- * of ph_shared->lock its caller holds.  Saving and loading run in the
+ * Shared state: one HistoryShared ("pool_health history"), its own LWLock
+ * (tranche "pool_health history") held exclusively to append a sample
+ * (the worker) and shared to copy the rings out; the totals of
+ * terminations and refusals are atomics, added to by the processes that
+ * end a session or refuse a login.  Saving and loading run in the
  * postmaster when no other process is attached, without the lock.
  *
  * With the defaults (3600 raw samples, 7 days of minutes) the rings take
@@ -27,6 +30,10 @@
 #include "storage/fd.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 
 #include "history.h"
 #include "settings.h"
@@ -50,29 +57,121 @@ typedef struct HistoryFileHeader
 	PhMinute	current;
 } HistoryFileHeader;
 
-Size
-ph_history_shmem_size(void)
+/*
+ * The rings: each holds its newest "count" entries, the next one going to
+ * [next].  raw[] and minutes[] follow the struct in shared memory.
+ */
+typedef struct HistoryShared
 {
-	return add_size(MAXALIGN(mul_size(sizeof(PhSample), ph_history_raw_samples)),
-					mul_size(sizeof(PhMinute), ph_history_minutes));
+	LWLock	   *lock;			/* fixed at start */
+	int			raw_capacity;	/* fixed at start */
+	int			raw_count;		/* lock */
+	int			raw_next;		/* lock */
+	int			minute_capacity;	/* fixed at start */
+	int			minute_count;	/* lock */
+	int			minute_next;	/* lock */
+	PhMinute	current;		/* the minute being aggregated (samples 0:
+								 * none); lock */
+	PhSample   *raw;			/* fixed at start; entries: lock */
+	PhMinute   *minutes;		/* likewise */
+	pg_atomic_uint64 terminations;	/* sessions ended since the history
+									 * began; atomic */
+	pg_atomic_uint64 refusals;	/* connections refused, likewise */
+} HistoryShared;
+
+static HistoryShared *history = NULL;
+
+static void history_save(void);
+static void history_load(void);
+
+static Size
+history_shmem_size(void)
+{
+	Size		size = MAXALIGN(sizeof(HistoryShared));
+
+	size = add_size(size, MAXALIGN(mul_size(sizeof(PhSample), ph_history_raw_samples)));
+	return add_size(size, mul_size(sizeof(PhMinute), ph_history_minutes));
+}
+
+void
+ph_history_shmem_request(void)
+{
+	RequestAddinShmemSpace(history_shmem_size());
+	RequestNamedLWLockTranche("pool_health history", 1);
+}
+
+/* At postmaster exit: keep the history for the next start (not after a crash). */
+static void
+history_shutdown(int code, Datum arg)
+{
+	if (code == 0 && history != NULL)
+		history_save();
+}
+
+static bool history_created = false;	/* by this process, empty */
+
+/* Caller holds AddinShmemInitLock. */
+void
+ph_history_shmem_startup(void)
+{
+	bool		found;
+	char	   *storage;
+
+	history = ShmemInitStruct("pool_health history", history_shmem_size(), &found);
+	history_created = !found;
+	if (!found)
+	{
+		/* the settings' minima (10 and 60) keep the rings' modulos nonzero */
+		Assert(ph_history_raw_samples > 0 && ph_history_minutes > 0);
+		memset(history, 0, sizeof(HistoryShared));
+		history->lock = &(GetNamedLWLockTranche("pool_health history"))->lock;
+		history->raw_capacity = ph_history_raw_samples;
+		history->minute_capacity = ph_history_minutes;
+		storage = (char *) history + MAXALIGN(sizeof(HistoryShared));
+		history->raw = (PhSample *) storage;
+		history->minutes = (PhMinute *)
+			(storage + MAXALIGN(sizeof(PhSample) * ph_history_raw_samples));
+		pg_atomic_init_u64(&history->terminations, 0);
+		pg_atomic_init_u64(&history->refusals, 0);
+	}
 }
 
 /*
- * Set up empty rings in storage (ph_history_shmem_size() bytes); returns
- * the end of it.
+ * After the shared memory is made (AddinShmemInitLock released): in the
+ * postmaster, fill new rings from the file, and save them to it at a
+ * clean exit.
  */
-char *
-ph_history_init(PhHistory *history, char *storage)
+void
+ph_history_restore(void)
 {
-	/* the settings' minima (10 and 60) keep the rings' modulos nonzero */
-	Assert(ph_history_raw_samples > 0 && ph_history_minutes > 0);
-	memset(history, 0, sizeof(PhHistory));
-	history->raw_capacity = ph_history_raw_samples;
-	history->minute_capacity = ph_history_minutes;
-	history->raw = (PhSample *) storage;
-	history->minutes = (PhMinute *)
-		(storage + MAXALIGN(sizeof(PhSample) * ph_history_raw_samples));
-	return (char *) history->minutes + sizeof(PhMinute) * ph_history_minutes;
+	if (IsUnderPostmaster || history == NULL)
+		return;
+	if (history_created)
+		history_load();
+	on_shmem_exit(history_shutdown, (Datum) 0);
+}
+
+/* Count sessions ended, connections refused (any process; no lock). */
+void
+ph_history_count_terminations(uint64 n)
+{
+	if (history != NULL)
+		pg_atomic_fetch_add_u64(&history->terminations, n);
+}
+
+void
+ph_history_count_refusal(void)
+{
+	if (history != NULL)
+		pg_atomic_fetch_add_u64(&history->refusals, 1);
+}
+
+/* The totals since the history began (0 without the preload). */
+void
+ph_history_totals(uint64 *terminations, uint64 *refusals)
+{
+	*terminations = history ? pg_atomic_read_u64(&history->terminations) : 0;
+	*refusals = history ? pg_atomic_read_u64(&history->refusals) : 0;
 }
 
 static TimestampTz
@@ -84,30 +183,28 @@ minute_start(TimestampTz at)
 }
 
 static void
-push_minute(PhHistory *history, const PhMinute *minute)
+push_minute(const PhMinute *minute)
 {
 	history->minutes[history->minute_next] = *minute;
 	history->minute_next = (history->minute_next + 1) % history->minute_capacity;
 	history->minute_count = Min(history->minute_count + 1, history->minute_capacity);
 }
 
-/*
- * Add a raw sample, and fold it into its minute.  Caller holds the lock
- * exclusively.
- */
+/* Worker: add a raw sample, and fold it into its minute. */
 void
-ph_history_append(PhHistory *history, const PhSample *sample)
+ph_history_append(const PhSample *sample)
 {
 	PhMinute   *cur = &history->current;
 	TimestampTz minute = minute_start(sample->at);
 
+	LWLockAcquire(history->lock, LW_EXCLUSIVE);
 	history->raw[history->raw_next] = *sample;
 	history->raw_next = (history->raw_next + 1) % history->raw_capacity;
 	history->raw_count = Min(history->raw_count + 1, history->raw_capacity);
 
 	if (cur->samples > 0 && cur->at != minute)
 	{
-		push_minute(history, cur);
+		push_minute(cur);
 		cur->samples = 0;
 	}
 	if (cur->samples == 0)
@@ -130,14 +227,15 @@ ph_history_append(PhHistory *history, const PhSample *sample)
 	cur->terminated += sample->terminated;
 	cur->refused += sample->refused;
 	cur->worst_level = Max(cur->worst_level, sample->level);
+	LWLockRelease(history->lock);
 }
 
 /*
  * Copy the raw samples, oldest first, into out (room for raw_capacity).
- * Caller holds the lock, shared at least.
+ * Caller holds the lock, shared at least (or is alone: the postmaster).
  */
-int
-ph_history_copy_raw(const PhHistory *history, PhSample *out)
+static int
+copy_raw(PhSample *out)
 {
 	int			first = (history->raw_next - history->raw_count + history->raw_capacity) %
 		history->raw_capacity;
@@ -149,10 +247,11 @@ ph_history_copy_raw(const PhHistory *history, PhSample *out)
 
 /*
  * Copy the minutes, oldest first, then the minute in progress, into out
- * (room for minute_capacity + 1).  Caller holds the lock, shared at least.
+ * (room for minute_capacity + 1).  Caller holds the lock, shared at least
+ * (or is alone).
  */
-int
-ph_history_copy_minutes(const PhHistory *history, PhMinute *out)
+static int
+copy_minutes(PhMinute *out)
 {
 	int			first = (history->minute_next - history->minute_count +
 						 history->minute_capacity) % history->minute_capacity;
@@ -166,13 +265,32 @@ ph_history_copy_minutes(const PhHistory *history, PhMinute *out)
 }
 
 /*
+ * The rings, copied out under the lock (shared) into memory allocated
+ * before it is taken: raw samples oldest first, then the minutes oldest
+ * first with the minute in progress last.  Without the preload, the error
+ * of the feature (what) that needs it.
+ */
+void
+ph_history_copy(const char *what, PhSample **raw, int *nraw, PhMinute **minutes,
+				int *nminutes)
+{
+	ph_require_preload(what);
+	/* the capacities are fixed at server start */
+	*raw = palloc(sizeof(PhSample) * Max(history->raw_capacity, 1));
+	*minutes = palloc(sizeof(PhMinute) * (history->minute_capacity + 1));
+	LWLockAcquire(history->lock, LW_SHARED);
+	*nraw = copy_raw(*raw);
+	*nminutes = copy_minutes(*minutes);
+	LWLockRelease(history->lock);
+}
+
+/*
  * Write the history to its file (postmaster, at a clean shutdown).  A
  * failure is logged and costs only the history.
  */
-void
-ph_history_save(void)
+static void
+history_save(void)
 {
-	PhHistory  *history = &ph_shared->history;
 	HistoryFileHeader header;
 	PhSample   *raw = palloc(sizeof(PhSample) * Max(history->raw_capacity, 1));
 	PhMinute   *minutes = palloc(sizeof(PhMinute) * (history->minute_capacity + 1));
@@ -186,12 +304,12 @@ ph_history_save(void)
 	header.format = HISTORY_FORMAT;
 	header.sample_size = sizeof(PhSample);
 	header.minute_size = sizeof(PhMinute);
-	header.raw_count = ph_history_copy_raw(history, raw);
+	header.raw_count = copy_raw(raw);
 	header.minute_count = history->minute_count;
-	(void) ph_history_copy_minutes(history, minutes);
+	(void) copy_minutes(minutes);
 	header.current = history->current;
-	header.terminations = pg_atomic_read_u64(&ph_shared->terminations);
-	header.refusals = pg_atomic_read_u64(&ph_shared->refusals);
+	header.terminations = pg_atomic_read_u64(&history->terminations);
+	header.refusals = pg_atomic_read_u64(&history->refusals);
 
 	INIT_CRC32C(crc);
 	COMP_CRC32C(crc, &header, sizeof(header));
@@ -303,10 +421,9 @@ reject_file(const char *why)
  * file is removed afterwards, so that a crash never restores old data.
  * When the rings are now smaller, the newest entries are kept.
  */
-void
-ph_history_load(void)
+static void
+history_load(void)
 {
-	PhHistory  *history = &ph_shared->history;
 	HistoryFileHeader header;
 	struct stat st;
 	char	   *data = NULL;
@@ -408,7 +525,7 @@ ph_history_load(void)
 			continue;
 		}
 		prev_at = minutes[i].at;
-		push_minute(history, &minutes[i]);
+		push_minute(&minutes[i]);
 	}
 	memset(&history->current, 0, sizeof(PhMinute));
 	if (header.current.samples != 0)
@@ -418,8 +535,8 @@ ph_history_load(void)
 		else
 			bad_minutes++;
 	}
-	pg_atomic_write_u64(&ph_shared->terminations, header.terminations);
-	pg_atomic_write_u64(&ph_shared->refusals, header.refusals);
+	pg_atomic_write_u64(&history->terminations, header.terminations);
+	pg_atomic_write_u64(&history->refusals, header.refusals);
 	if (bad_samples > 0 || bad_minutes > 0)
 		ereport(WARNING,
 				(errmsg("pool_health history file \"%s\" holds %d samples and %d minutes that are not valid",

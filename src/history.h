@@ -46,31 +46,15 @@ typedef struct PhMinute
 	uint8		worst_level;	/* PhLevel */
 } PhMinute;
 
-/*
- * The history rings (history.c), under ph_shared->lock: exclusive to
- * append, shared to copy out.  raw[] and minutes[] follow PhShared in
- * shared memory; each ring holds its newest "count" entries, the next one
- * going to [next].
- */
-typedef struct PhHistory
-{
-	int			raw_capacity;	/* fixed at start */
-	int			raw_count;
-	int			raw_next;
-	int			minute_capacity;	/* fixed at start */
-	int			minute_count;
-	int			minute_next;
-	PhMinute	current;		/* the minute being aggregated (samples 0: none) */
-	PhSample   *raw;
-	PhMinute   *minutes;
-} PhHistory;
 
-extern Size ph_history_shmem_size(void);
-extern char *ph_history_init(PhHistory *history, char *storage);
-extern void ph_history_append(PhHistory *history, const PhSample *sample);
-extern int	ph_history_copy_raw(const PhHistory *history, PhSample *out);
-extern int	ph_history_copy_minutes(const PhHistory *history, PhMinute *out);
-extern void ph_history_save(void);
-extern void ph_history_load(void);
+extern void ph_history_shmem_request(void);
+extern void ph_history_shmem_startup(void);
+extern void ph_history_restore(void);
+extern void ph_history_append(const PhSample *sample);
+extern void ph_history_copy(const char *what, PhSample **raw, int *nraw,
+							PhMinute **minutes, int *nminutes);
+extern void ph_history_count_terminations(uint64 n);
+extern void ph_history_count_refusal(void);
+extern void ph_history_totals(uint64 *terminations, uint64 *refusals);
 
 #endif							/* PH_HISTORY_H */

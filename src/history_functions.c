@@ -2,9 +2,8 @@
  *
  * history_functions.c
  *		The functions behind pool_health.history and pool_health.forecast:
- *		the worker's samples copied out of the rings (history.c) under
- *		ph_shared->lock (shared), then formatted without it.  They need the
- *		preload.
+ *		the worker's samples copied out of the rings (history.c), then
+ *		formatted.  They need the preload.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,25 +24,6 @@
 
 PG_FUNCTION_INFO_V1(pool_health_get_history);
 PG_FUNCTION_INFO_V1(pool_health_get_forecast);
-
-/*
- * The rings, copied out under the lock (shared) into memory allocated
- * before it is taken: raw samples oldest first, then the minutes oldest
- * first with the minute in progress last.
- */
-static void
-copy_history(PhShared *shared, PhSample **raw, int *nraw,
-			 PhMinute **minutes, int *nminutes)
-{
-	/* the capacities are fixed at server start */
-	*raw = palloc(sizeof(PhSample) * Max(shared->history.raw_capacity, 1));
-	*minutes = palloc(sizeof(PhMinute) * (shared->history.minute_capacity + 1));
-	LWLockAcquire(shared->lock, LW_SHARED);
-	*nraw = ph_history_copy_raw(&shared->history, *raw);
-	*nminutes = ph_history_copy_minutes(&shared->history, *minutes);
-	LWLockRelease(shared->lock);
-}
-
 
 typedef enum HistoryResolution
 {
@@ -96,7 +76,6 @@ Datum
 pool_health_get_history(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	PhShared   *shared = ph_shared_required("pool_health history");
 	TimestampTz since = PG_ARGISNULL(0) ? DT_NOBEGIN : PG_GETARG_TIMESTAMPTZ(0);
 	TimestampTz until = PG_ARGISNULL(1) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(1);
 	char	   *resolution_name = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -122,7 +101,7 @@ pool_health_get_history(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	copy_history(shared, &raw, &nraw, &minutes, &nminutes);
+	ph_history_copy("pool_health history", &raw, &nraw, &minutes, &nminutes);
 
 	oldest_raw = nraw > 0 ? raw[0].at : DT_NOEND;
 	if (resolution != HISTORY_RAW)
@@ -179,7 +158,6 @@ pool_health_get_history(PG_FUNCTION_ARGS)
 Datum
 pool_health_get_forecast(PG_FUNCTION_ARGS)
 {
-	PhShared   *shared = ph_shared_required("pool_health.forecast");
 	TupleDesc	tupdesc;
 	Datum		values[FORECAST_COLS];
 	bool		nulls[FORECAST_COLS];
@@ -198,7 +176,7 @@ pool_health_get_forecast(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	copy_history(shared, &raw, &nraw, &minutes, &nminutes);
+	ph_history_copy("pool_health.forecast", &raw, &nraw, &minutes, &nminutes);
 
 	/*
 	 * Raw samples, unless they do not reach back over the window and the

@@ -15,8 +15,8 @@
  *		starts no series.
  *
  * Formats one evaluation (evaluate.c): its usage, groups and copy of the
- * published policies; the worker's figures come from shared memory (read
- * under ph_shared->lock, shared), the counters are atomics; the
+ * published policies; the worker's figures are a copy (worker.c), the
+ * totals of terminations and refusals come from history.c; the
  * per-application figures and ages are copied out of the accounting
  * (app_accounting.c).
  *
@@ -31,6 +31,8 @@
 #include "admission.h"
 #include "app_accounting.h"
 #include "evaluate.h"
+#include "groups.h"
+#include "history.h"
 #include "metrics.h"
 #include "policy.h"
 #include "settings.h"
@@ -274,10 +276,11 @@ shared_figures(StringInfo buf, const PhEvaluation *eval)
 {
 	PhWorkerState w;
 	const PhPolicies *policies = &eval->policies;
+	uint64		terminations;
+	uint64		refusals;
 
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
-	w = ph_shared->worker;
-	LWLockRelease(ph_shared->lock);
+	(void) ph_worker_state(&w);
+	ph_history_totals(&terminations, &refusals);
 
 	gauge(buf, "pool_health_worker_up", "Whether the pool_health worker is running (1) or not (0).",
 		  w.pid != 0);
@@ -293,10 +296,10 @@ shared_figures(StringInfo buf, const PhEvaluation *eval)
 			  (double) (eval->snap.taken_at - w.last_sample_at) / USECS_PER_SEC);
 	counter(buf, "pool_health_terminations_total",
 			"Sessions ended by pool_health (worker and functions).",
-			(double) pg_atomic_read_u64(&ph_shared->terminations));
+			(double) terminations);
 	counter(buf, "pool_health_refusals_total",
 			"Connections refused by pool_health admission control.",
-			(double) pg_atomic_read_u64(&ph_shared->refusals));
+			(double) refusals);
 	gauge(buf, "pool_health_policies", "Enabled policies in effect.", policies->count);
 	gauge(buf, "pool_health_policy_errors",
 		  "Rows of pool_health.policies not in effect (see pool_health.policy_errors).",
@@ -402,7 +405,7 @@ ph_metrics_text(const PhEvaluation *eval)
 		   "Client backends per application_name (the largest groups known for pool_health.metrics_min_age or matching pool_health.metrics_application_pattern; the rest in pool_health_application_connections_other).",
 		   &rule);
 
-	if (ph_shared != NULL)
+	if (ph_shmem_ready())
 	{
 		shared_figures(&buf, eval);
 		application_figures(&buf, &rule);

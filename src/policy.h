@@ -12,27 +12,8 @@
 
 #include "ph_model.h"
 
-/*
- * The policies the worker compiled and published (policy_set.c), under
- * ph_shared->lock: the worker writes them exclusively, readers copy them
- * out (shared) with their version.  generation is bumped by the commit of
- * any change to the table (shared lock is not enough: exclusive).
- * policies[] and errors[] follow PhShared in shared memory.
- */
-typedef struct PhPolicySet
-{
-	uint64		generation;		/* bumped at each commit that changes policies */
-	uint64		compiled_generation;	/* the generation "policies" reflects */
-	uint64		version;		/* bumped at each publication that changed it */
-	bool		compiled;		/* false until the worker has compiled once */
-	int			capacity;		/* pool_health.max_policies, fixed */
-	int			count;
-	PhPolicy   *policies;
-	int			error_capacity; /* fixed */
-	int			nerrors;
-	PhPolicyError *errors;
-	Oid			owner;			/* owner of the table the set came from */
-} PhPolicySet;
+/* Called under the published set's lock (ph_policy_set_match). */
+typedef void (*PhPolicyMatchFn) (const PhPolicy *policy, void *arg);
 
 extern bool ph_policies_read(PhPolicies *out, bool wait);
 extern bool ph_interval_usec(const Interval *iv, int64 *usec);
@@ -45,12 +26,22 @@ extern bool ph_like_pattern_valid(const char *pattern);
 extern bool ph_network_contains(const PhNetwork *net, const SockAddr *addr);
 extern const char *ph_limit_name(PhLimit limit);
 
-extern Size ph_policy_set_shmem_size(void);
-extern char *ph_policy_set_init(PhPolicySet *set, char *storage);
+extern void ph_policy_set_shmem_request(void);
+extern void ph_policy_set_shmem_startup(void);
+extern bool ph_policy_set_compiled(void);
+extern bool ph_policy_set_state(uint64 *generation, uint64 *compiled_generation,
+								bool *compiled);
+extern bool ph_policy_set_match(const PhMatchKey *key, PhPolicyMatchFn under_lock,
+								void *arg);
 extern bool ph_policy_set_publish(PhPolicies *policies, uint64 generation);
 extern uint64 ph_policy_set_generation(void);
 extern bool ph_policy_set_copy(PhPolicies *out);
 extern void ph_policies_for_reading(PhPolicies *out);
 extern void ph_policies_for_acting(PhPolicies *out);
+
+/* policy_cache.c (the worker) */
+extern void ph_policy_cache_init(bool connected);
+extern bool ph_policy_cache_refresh(Oid extension, bool standby);
+extern const PhPolicies *ph_policy_cache(void);
 
 #endif							/* PH_POLICY_H */

@@ -15,9 +15,14 @@
  *
  * Without the preload, each reader compiles the table of its own database.
  *
- * Shared state: ph_shared->policy_set, under ph_shared->lock.  Only the
- * worker writes it (exclusive); readers copy it out (shared).  The worker
- * reads its own set without the lock (no other writer).
+ * Shared state: PolicySetShared ("pool_health policies"), under its own
+ * LWLock (tranche "pool_health policies").  Only the worker writes the
+ * set (exclusive); readers copy it out (shared); the login path matches
+ * against it in place, under the lock (shared), and counts the session in
+ * its policy's quota counter before letting go of it.  The quota
+ * counters' names (admission.c) are written under the same lock, held
+ * exclusively, when a set is published: a login counts only in a counter
+ * of the set it matched.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,34 +36,79 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/shmem.h"
 
 #include "admission.h"
 #include "policy.h"
 #include "settings.h"
 #include "shmem.h"
+#include "worker.h"
 
 PG_FUNCTION_INFO_V1(pool_health_policies_changed);
 
 /* Room for the rows left out, beyond pool_health.max_policies. */
 #define ERROR_CAPACITY(max_policies) ((max_policies) + 32)
 
-Size
-ph_policy_set_shmem_size(void)
+/*
+ * The published set.  policies[] and errors[] follow it in shared memory.
+ */
+typedef struct PolicySetShared
 {
-	return add_size(MAXALIGN(mul_size(sizeof(PhPolicy), ph_max_policies)),
-					mul_size(sizeof(PhPolicyError), ERROR_CAPACITY(ph_max_policies)));
+	LWLock	   *lock;			/* fixed at start */
+	uint64		generation;		/* bumped at each commit that changes the
+								 * table: exclusive lock */
+	uint64		compiled_generation;	/* the generation "policies"
+										 * reflects: lock */
+	uint64		version;		/* bumped at each publication that changed
+								 * it: lock */
+	bool		compiled;		/* false until the worker has compiled
+								 * once: lock */
+	int			capacity;		/* pool_health.max_policies, fixed */
+	int			count;			/* lock */
+	PhPolicy   *policies;		/* fixed; entries: lock */
+	int			error_capacity; /* fixed */
+	int			nerrors;		/* lock */
+	PhPolicyError *errors;		/* fixed; entries: lock */
+	Oid			owner;			/* owner of the table the set came from:
+								 * lock */
+} PolicySetShared;
+
+static PolicySetShared *set = NULL;
+
+static Size
+policy_set_shmem_size(void)
+{
+	Size		size = MAXALIGN(sizeof(PolicySetShared));
+
+	size = add_size(size, MAXALIGN(mul_size(sizeof(PhPolicy), ph_max_policies)));
+	return add_size(size, mul_size(sizeof(PhPolicyError), ERROR_CAPACITY(ph_max_policies)));
 }
 
-char *
-ph_policy_set_init(PhPolicySet *set, char *storage)
+void
+ph_policy_set_shmem_request(void)
 {
-	memset(set, 0, sizeof(PhPolicySet));
+	RequestAddinShmemSpace(policy_set_shmem_size());
+	RequestNamedLWLockTranche("pool_health policies", 1);
+}
+
+/* Caller holds AddinShmemInitLock. */
+void
+ph_policy_set_shmem_startup(void)
+{
+	bool		found;
+	char	   *storage;
+
+	set = ShmemInitStruct("pool_health policies", policy_set_shmem_size(), &found);
+	if (found)
+		return;
+	memset(set, 0, sizeof(PolicySetShared));
+	set->lock = &(GetNamedLWLockTranche("pool_health policies"))->lock;
+	storage = (char *) set + MAXALIGN(sizeof(PolicySetShared));
 	set->capacity = ph_max_policies;
 	set->policies = (PhPolicy *) storage;
 	storage += MAXALIGN(sizeof(PhPolicy) * set->capacity);
 	set->error_capacity = ERROR_CAPACITY(ph_max_policies);
 	set->errors = (PhPolicyError *) storage;
-	return storage + sizeof(PhPolicyError) * set->error_capacity;
 }
 
 /*
@@ -85,7 +135,6 @@ limit_to_capacity(PhPolicies *policies)
 bool
 ph_policy_set_publish(PhPolicies *policies, uint64 generation)
 {
-	PhPolicySet *set = &ph_shared->policy_set;
 	bool		changed;
 	bool	   *scratch = palloc(sizeof(bool) * ph_admission_ncounters());
 	bool	   *is_new;
@@ -111,7 +160,7 @@ ph_policy_set_publish(PhPolicies *policies, uint64 generation)
 		}
 	}
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(set->lock, LW_EXCLUSIVE);
 	ph_admission_assign_counters(policies->items, policies->count,
 								 set->compiled ? set->policies : NULL,
 								 set->compiled ? set->count : 0, scratch);
@@ -133,7 +182,7 @@ ph_policy_set_publish(PhPolicies *policies, uint64 generation)
 	set->nerrors = nerrors;
 	policies->version = set->version;
 	policies->published = true;
-	LWLockRelease(ph_shared->lock);
+	LWLockRelease(set->lock);
 
 	for (int i = 0; i < nerrors; i++)
 		if (is_new[i])
@@ -154,10 +203,62 @@ ph_policy_set_generation(void)
 {
 	uint64		generation;
 
-	LWLockAcquire(ph_shared->lock, LW_SHARED);
-	generation = ph_shared->policy_set.generation;
-	LWLockRelease(ph_shared->lock);
+	LWLockAcquire(set->lock, LW_SHARED);
+	generation = set->generation;
+	LWLockRelease(set->lock);
 	return generation;
+}
+
+/* Has the worker published a set yet? */
+bool
+ph_policy_set_compiled(void)
+{
+	bool		compiled;
+
+	if (set == NULL)
+		return false;
+	LWLockAcquire(set->lock, LW_SHARED);
+	compiled = set->compiled;
+	LWLockRelease(set->lock);
+	return compiled;
+}
+
+/*
+ * The set's generations (status()): false without the preload.
+ */
+bool
+ph_policy_set_state(uint64 *generation, uint64 *compiled_generation, bool *compiled)
+{
+	if (set == NULL)
+		return false;
+	LWLockAcquire(set->lock, LW_SHARED);
+	*generation = set->generation;
+	*compiled_generation = set->compiled_generation;
+	*compiled = set->compiled;
+	LWLockRelease(set->lock);
+	return true;
+}
+
+/*
+ * Login path: the published policy governing key, if the worker has
+ * published a set and one matches; then under_lock(policy, arg) runs with
+ * the set's lock held (shared), so that what it does with the policy's
+ * counter cannot cross a publication.  Raises nothing; under_lock must
+ * not either.  False when no policy governs (or none is known).
+ */
+bool
+ph_policy_set_match(const PhMatchKey *key, PhPolicyMatchFn under_lock, void *arg)
+{
+	const PhPolicy *p = NULL;
+
+	if (set == NULL)
+		return false;
+	LWLockAcquire(set->lock, LW_SHARED);
+	if (set->compiled &&
+		(p = ph_policy_match(set->policies, set->count, key)) != NULL)
+		under_lock(p, arg);
+	LWLockRelease(set->lock);
+	return p != NULL;
 }
 
 /*
@@ -168,24 +269,23 @@ ph_policy_set_generation(void)
 bool
 ph_policy_set_copy(PhPolicies *out)
 {
-	PhPolicySet *set = &ph_shared->policy_set;
 	int			room_policies = 0;
 	int			room_errors = 0;
 
 	memset(out, 0, sizeof(PhPolicies));
 	for (;;)
 	{
-		LWLockAcquire(ph_shared->lock, LW_SHARED);
+		LWLockAcquire(set->lock, LW_SHARED);
 		if (!set->compiled)
 		{
-			LWLockRelease(ph_shared->lock);
+			LWLockRelease(set->lock);
 			return false;
 		}
 		if (set->count <= room_policies && set->nerrors <= room_errors)
 			break;
 		room_policies = set->count;
 		room_errors = set->nerrors;
-		LWLockRelease(ph_shared->lock);
+		LWLockRelease(set->lock);
 		out->items = palloc(sizeof(PhPolicy) * Max(room_policies, 1));
 		out->errors = palloc(sizeof(PhPolicyError) * Max(room_errors, 1));
 	}
@@ -198,7 +298,7 @@ ph_policy_set_copy(PhPolicies *out)
 	out->version = set->version;
 	out->owner = set->owner;
 	out->published = true;
-	LWLockRelease(ph_shared->lock);
+	LWLockRelease(set->lock);
 
 	for (int i = 0; i < out->count; i++)
 		if (out->items[i].blocking_timeout > 0)
@@ -214,10 +314,10 @@ ph_policy_set_copy(PhPolicies *out)
 void
 ph_policies_for_reading(PhPolicies *out)
 {
-	if (ph_shared != NULL && ph_policy_set_copy(out))
+	if (set != NULL && ph_policy_set_copy(out))
 		return;
 	(void) ph_policies_read(out, true);
-	if (ph_shared != NULL)
+	if (set != NULL)
 		limit_to_capacity(out);
 }
 
@@ -230,12 +330,12 @@ ph_policies_for_reading(PhPolicies *out)
 void
 ph_policies_for_acting(PhPolicies *out)
 {
-	if (ph_shared == NULL ||
+	if (set == NULL ||
 		MyDatabaseId == get_database_oid(ph_database, true))
 	{
 		if (ph_policies_read(out, true))
 		{
-			if (ph_shared != NULL)
+			if (set != NULL)
 				limit_to_capacity(out);
 			return;
 		}
@@ -255,14 +355,10 @@ policies_changed_callback(XactEvent event, void *arg)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
-		PGPROC	   *worker;
-
-		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-		ph_shared->policy_set.generation++;
-		worker = ph_shared->worker_proc;
-		LWLockRelease(ph_shared->lock);
-		if (worker != NULL)
-			SetLatch(&worker->procLatch);
+		LWLockAcquire(set->lock, LW_EXCLUSIVE);
+		set->generation++;
+		LWLockRelease(set->lock);
+		ph_worker_wake();
 		change_pending = false;
 	}
 	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
@@ -279,7 +375,7 @@ pool_health_policies_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("pool_health_policies_changed() was not called as a trigger")));
-	if (ph_shared != NULL)
+	if (set != NULL)
 	{
 		if (!registered)
 		{

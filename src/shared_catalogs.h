@@ -10,7 +10,7 @@
 #define PH_SHARED_CATALOGS_H
 
 #include "ph_model.h"
-#include "admission.h"
+#include "login_name.h"
 
 extern Oid	ph_database_lookup(const char *name, bool *usable);
 extern int	ph_role_settings_read(PhRoleSetting *out, int max, bool *overflow);

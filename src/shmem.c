@@ -1,22 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *		pool_health's shared memory: requested and created through the
- *		shmem hooks when the library is preloaded, and the error every
- *		feature that needs it raises otherwise.
+ *		pool_health's shared memory: the shmem hooks, which ask every
+ *		module for its own area and create it, and the error a feature
+ *		that needs it raises without the preload.
  *
- * Layout: one PhShared, followed by the history rings (history.c), the
- * published policies and their errors (policy_set.c), the quota counters
- * and per-backend admission entries (admission.c) and the in-memory audit
- * lists (audit.c), the per-application accounting (app_accounting.c: the
- * second LWLock of the tranche, its own), and the per-backend slots of
- * xact_origin.c (no lock: each says its protocol).  ph_shared->lock (the
- * first LWLock of the named tranche "pool_health") protects worker,
- * history, policy_set and the audit lists;
- * the counters in PhShared and PhAdmission are atomics and need no lock
- * (pool_health.h says it field by field).  At a clean shutdown the
- * postmaster saves the history to a file, and loads it back at the next
- * start (history.c).
+ * Each module owns its area ("pool_health <module>", ShmemInitStruct), its
+ * layout and its lock, stated field by field in its .c file: history.c,
+ * worker.c, policy_set.c, admission.c, login_name.c, audit.c, the accounting and
+ * xact_origin.c, http.c.  This file holds no shared state of its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,44 +24,32 @@
 #include "audit.h"
 #include "history.h"
 #include "http.h"
+#include "login_name.h"
 #include "policy.h"
 #include "shmem.h"
+#include "worker.h"
 #include "xact_origin.h"
 
-PhShared   *ph_shared = NULL;
+static bool shmem_ready = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-static Size
-shared_size(void)
-{
-	Size		size = MAXALIGN(sizeof(PhShared));
-
-	size = add_size(size, MAXALIGN(ph_history_shmem_size()));
-	size = add_size(size, MAXALIGN(ph_policy_set_shmem_size()));
-	size = add_size(size, MAXALIGN(ph_admission_shmem_size()));
-	size = add_size(size, MAXALIGN(ph_audit_shmem_size()));
-	size = add_size(size, MAXALIGN(ph_accounting_shmem_size()));
-	return add_size(size, ph_xact_origin_shmem_size());
-}
 
 static void
 ph_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(shared_size());
-	RequestNamedLWLockTranche("pool_health", 2);
+	ph_history_shmem_request();
+	ph_worker_shmem_request();
+	ph_policy_set_shmem_request();
+	ph_admission_shmem_request();
+	ph_login_settings_shmem_request();
+	ph_audit_shmem_request();
+	RequestAddinShmemSpace(ph_accounting_shmem_size());
+	RequestNamedLWLockTranche("pool_health accounting", 1);
+	RequestAddinShmemSpace(ph_xact_origin_shmem_size());
 	ph_http_shmem_request();
-}
-
-/* At postmaster exit: keep the history for the next start (not after a crash). */
-static void
-ph_shmem_shutdown(int code, Datum arg)
-{
-	if (code == 0 && ph_shared != NULL)
-		ph_history_save();
 }
 
 static void
@@ -82,39 +62,22 @@ ph_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ph_shared = ShmemInitStruct("pool_health", shared_size(), &found);
-	if (!found)
-	{
-		storage = (char *) ph_shared + MAXALIGN(sizeof(PhShared));
-		memset(ph_shared, 0, sizeof(PhShared));
-		ph_shared->lock = &(GetNamedLWLockTranche("pool_health"))->lock;
-		pg_atomic_init_u64(&ph_shared->terminations, 0);
-		pg_atomic_init_u64(&ph_shared->refusals, 0);
-		/* optimistic: the first start connects to pool_health.database */
-		ph_shared->worker.connect_to_database = true;
-		storage = (char *) MAXALIGN(ph_history_init(&ph_shared->history, storage));
-		storage = (char *) MAXALIGN(ph_policy_set_init(&ph_shared->policy_set, storage));
-		storage = (char *) MAXALIGN(ph_admission_init(&ph_shared->admission, storage));
-		(void) ph_audit_init(ph_shared, storage);
-	}
-	/* the accounting, before the last: set up in every process (it keeps a pointer) */
-	storage = (char *) ph_shared + shared_size() - ph_xact_origin_shmem_size() -
-		MAXALIGN(ph_accounting_shmem_size());
-	(void) ph_accounting_init(storage, &(GetNamedLWLockTranche("pool_health"))[1].lock,
+	ph_history_shmem_startup();
+	ph_worker_shmem_startup();
+	ph_policy_set_shmem_startup();
+	ph_admission_shmem_startup();
+	ph_login_settings_shmem_startup();
+	ph_audit_shmem_startup();
+	/* the accounting and xact_origin's slots: set up in every process */
+	storage = ShmemInitStruct("pool_health accounting", ph_accounting_shmem_size(), &found);
+	(void) ph_accounting_init(storage, &(GetNamedLWLockTranche("pool_health accounting"))->lock,
 							  found);
-	/* the per-backend slots of xact_origin.c, last: set up in every process */
-	(void) ph_xact_origin_init((char *) ph_shared + shared_size() -
-							   ph_xact_origin_shmem_size(), found);
+	storage = ShmemInitStruct("pool_health xact_origin", ph_xact_origin_shmem_size(), &found);
+	(void) ph_xact_origin_init(storage, found);
 	ph_http_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
-
-	/* in the postmaster: restore the saved history, save it at exit */
-	if (!IsUnderPostmaster)
-	{
-		if (!found)
-			ph_history_load();
-		on_shmem_exit(ph_shmem_shutdown, (Datum) 0);
-	}
+	ph_history_restore();
+	shmem_ready = true;
 }
 
 /* From _PG_init, when preloaded. */
@@ -127,18 +90,24 @@ ph_shmem_install_hooks(void)
 	shmem_startup_hook = ph_shmem_startup;
 }
 
-/*
- * The shared state, or an error saying the feature needs the library in
- * shared_preload_libraries.
- */
-PhShared *
-ph_shared_required(const char *what)
+/* Is pool_health's shared memory there (the library preloaded)? */
+bool
+ph_shmem_ready(void)
 {
-	if (ph_shared == NULL)
+	return shmem_ready;
+}
+
+/*
+ * The error a feature (what) raises when it needs the library in
+ * shared_preload_libraries and it is not there.
+ */
+void
+ph_require_preload(const char *what)
+{
+	if (!shmem_ready)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s requires pool_health to be loaded via shared_preload_libraries",
 						what),
 				 errhint("Add pool_health to shared_preload_libraries in postgresql.conf and restart the server.")));
-	return ph_shared;
 }

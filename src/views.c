@@ -32,6 +32,7 @@
 #include "admission.h"
 #include "backend_snapshot.h"
 #include "evaluate.h"
+#include "groups.h"
 #include "policy.h"
 #include "shared_catalogs.h"
 #include "sql_comments.h"

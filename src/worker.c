@@ -22,19 +22,16 @@
  *
  * Each pass evaluates one snapshot with the published policies (the set
  * the views show, evaluate.c), records a sample, re-homes the admission
- * counters, and carries out what is due.  It acts with the rights of the
- * owner of pool_health.policies: a session that owner could not end with
- * pg_terminate_backend() is not ended (logged once).  Each action is
- * taken once per session and episode (the same idle period, transaction
- * or blocking spell): "acted" remembers them until the session moves on.
+ * counters, and carries out what is due (enforce.c).  The policies are
+ * the worker's copy of the published set (policy_cache.c).
  *
  * An error in a cycle is logged (a repeated one once, then counted), the
  * cycle's locks and transaction are released, and the next cycles run,
  * backing off up to ERROR_BACKOFF_MAX_MS while the errors go on.
  *
- * Shared state: ph_shared->worker and ph_shared->history, under
- * ph_shared->lock (exclusive, a few microseconds per sample); the policy
- * set through policy_set.c, the counters through admission.c.
+ * Shared state: none here.  The worker's state that status() shows is
+ * worker_state.c's; the history is history.c's, the policy set
+ * policy_set.c's, the counters admission.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,13 +50,13 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
 #include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
-#include "utils/inval.h"
-#include "utils/syscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
@@ -73,6 +70,7 @@
 #include "evaluate.h"
 #include "history.h"
 #include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shared_catalogs.h"
 #include "shmem.h"
@@ -87,20 +85,15 @@
 /* How often a repeated error is summarized in the log. */
 #define ERROR_REPEAT_LOG_MS			(5 * 60 * 1000)
 
-/*
- * How often the policies are compiled again even without a change notice:
- * triggers do not fire for replicated changes on a standby, nor with
- * session_replication_role = replica.
- */
-#define POLICY_RECOMPILE_MS			10000
-#define POLICY_RECOMPILE_STANDBY_MS	1000
 
 /* Process-local state of the worker. */
+
 static bool connected_to_database = false;
 static PhWorkerMode last_logged_mode = PH_WORKER_STARTING;
 static uint64 seen_terminations = 0;
 static uint64 seen_refusals = 0;
 static TimestampTz last_database_check = 0;
+static bool rehome_due = false;	/* republished: re-home the counters now */
 
 /* Errors in a row, and the last one logged. */
 static int	errors_in_a_row = 0;
@@ -108,84 +101,10 @@ static char last_error_logged[256] = "";
 static int	error_repeats = 0;
 static TimestampTz error_repeat_logged_at = 0;
 
-/* The compiled policies, and what they were compiled from. */
-static MemoryContext policy_context = NULL;
-static PhPolicies policies;
-static uint64 policies_generation = 0;
-static bool policies_stale = true;	/* roles or databases changed */
-static TimestampTz policies_compiled_at = 0;
-static bool rehome_due = false;	/* republished: re-home the counters now */
-static Oid	policies_extension = InvalidOid;	/* the extension they came from */
 
-/* A session, in one episode, that enforcement has dealt with. */
-typedef struct ActedKey
-{
-	int			pid;
-	TimestampTz backend_start;
-	TimestampTz episode;		/* state_change or xact_start */
-	PhLimit		limit;
-} ActedKey;
-
-typedef struct ActedEntry
-{
-	ActedKey	key;
-	bool		seen;
-} ActedEntry;
-
-static HTAB *acted = NULL;
 
 /* The wait event the worker shows between samples (compat.h). */
 static uint32 worker_wait_event = 0;
-
-/*
- * Register one of pool_health's background workers (from _PG_init): its
- * name is also its type; it runs function of this library.
- */
-void
-ph_register_background_worker(const char *name, const char *function, int flags,
-							  BgWorkerStartTime start_time, int restart_seconds)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = flags;
-	worker.bgw_start_time = start_time;
-	worker.bgw_restart_time = restart_seconds;
-	strlcpy(worker.bgw_library_name, "pool_health", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
-	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
-	strlcpy(worker.bgw_type, name, BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-}
-
-void
-ph_worker_register(void)
-{
-	ph_register_background_worker("pool_health", "pool_health_worker_main",
-								  BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION,
-								  BgWorkerStart_ConsistentState, 1);
-}
-
-const char *
-ph_worker_mode_name(PhWorkerMode mode)
-{
-	switch (mode)
-	{
-		case PH_WORKER_STOPPED:
-			return "stopped";
-		case PH_WORKER_STARTING:
-			return "starting";
-		case PH_WORKER_NO_DATABASE:
-			return "waiting for database";
-		case PH_WORKER_BAD_DATABASE:
-			return "database not usable";
-		case PH_WORKER_NO_EXTENSION:
-			return "waiting for extension";
-		case PH_WORKER_RUNNING:
-			return "running";
-	}
-	return "unknown";
-}
 
 /*
  * At exit, however it happens: say the worker is gone, under the lock as
@@ -198,20 +117,13 @@ static void
 worker_exit(int code, Datum arg)
 {
 	LWLockReleaseAll();
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker_proc = NULL;
-	ph_shared->worker.pid = 0;
-	ph_shared->worker.mode = PH_WORKER_STOPPED;
-	LWLockRelease(ph_shared->lock);
+	ph_worker_state_stopped();
 }
 
 static void
 set_mode(PhWorkerMode mode, bool on_standby)
 {
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker.mode = mode;
-	ph_shared->worker.on_standby = on_standby;
-	LWLockRelease(ph_shared->lock);
+	ph_worker_state_mode(mode, on_standby);
 
 	if (mode == last_logged_mode)
 		return;
@@ -248,9 +160,10 @@ record_sample(const PhEvaluation *eval, bool can_notify)
 	PhUsage		usage = eval->usage;
 	PhSample	sample;
 	PhLevel		old_level;
-	uint64		terminations = pg_atomic_read_u64(&ph_shared->terminations);
-	uint64		refusals = pg_atomic_read_u64(&ph_shared->refusals);
+	uint64		terminations;
+	uint64		refusals;
 
+	ph_history_totals(&terminations, &refusals);
 	memset(&sample, 0, sizeof(sample));
 	sample.at = eval->snap.taken_at;
 	sample.usable = usage.usable;
@@ -266,182 +179,11 @@ record_sample(const PhEvaluation *eval, bool can_notify)
 	seen_terminations = terminations;
 	seen_refusals = refusals;
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_history_append(&ph_shared->history, &sample);
-	old_level = (PhLevel) ph_shared->worker.level;
-	ph_shared->worker.level = (uint8) usage.level;
-	ph_shared->worker.last_sample_at = sample.at;
-	ph_shared->worker.samples++;
-	LWLockRelease(ph_shared->lock);
+	ph_history_append(&sample);
+	old_level = ph_worker_state_sampled(usage.level, sample.at);
 
 	if (old_level != usage.level)
 		ph_alert_level_change(old_level, &usage, can_notify);
-}
-
-/* A role or database was created, renamed or dropped: recompile. */
-static void
-catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
-{
-	policies_stale = true;
-}
-
-/*
- * A relation changed: if it may be the policies table (altered, renamed,
- * replaced, owner changed), recompile.
- */
-static void
-relation_changed(Datum arg, Oid relid)
-{
-	if (!OidIsValid(relid) || relid == policies.relid || !OidIsValid(policies.relid))
-		policies_stale = true;
-}
-
-/*
- * Compile the policies again if the table changed (a new generation), a
- * role or database did, the extension was dropped or created (no trigger
- * fires then), or a while has passed, and publish them.  Without the
- * extension the set is empty: nothing is enforced or refused.  If the
- * table is locked by another session, the published set stays as it is
- * and the worker tries again next cycle.  Inside the cycle's transaction.
- */
-static void
-refresh_policies(Oid extension, bool standby)
-{
-	uint64		generation = ph_policy_set_generation();
-	TimestampTz now = GetCurrentTimestamp();
-	PhPolicies	fresh;
-	MemoryContext old;
-
-	if (!policies_stale && generation == policies_generation &&
-		extension == policies_extension &&
-		ph_shared->policy_set.compiled &&
-		!TimestampDifferenceExceeds(policies_compiled_at, now,
-									standby ? POLICY_RECOMPILE_STANDBY_MS : POLICY_RECOMPILE_MS))
-		return;
-
-	/* read into the cycle's context, publish, keep a copy */
-	memset(&fresh, 0, sizeof(fresh));
-	if (OidIsValid(extension) && !ph_policies_read(&fresh, false) && fresh.locked)
-	{
-		policies_stale = true;	/* keep what is published; look again */
-		return;
-	}
-	policies_compiled_at = now;
-	policies_generation = generation;
-	policies_extension = extension;
-	policies_stale = false;
-	if (ph_policy_set_publish(&fresh, generation))
-		rehome_due = true;		/* count sessions where they now belong */
-	ph_admission_publish_settings();
-
-	MemoryContextReset(policy_context);
-	old = MemoryContextSwitchTo(policy_context);
-	policies = fresh;
-	policies.items = palloc(sizeof(PhPolicy) * Max(fresh.count, 1));
-	memcpy(policies.items, fresh.items, sizeof(PhPolicy) * fresh.count);
-	policies.errors = palloc(sizeof(PhPolicyError) * Max(fresh.nerrors, 1));
-	memcpy(policies.errors, fresh.errors, sizeof(PhPolicyError) * fresh.nerrors);
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Carry out the policies on an evaluation: act on every governed session
- * past its deadline (once per episode), and return the earliest deadline
- * still to come (0: none).
- *
- * Every due session is re-checked and signalled first, and only then are
- * the actions recorded: writing the log line and the audit row of one
- * session can take milliseconds while many others are exiting, and the
- * sessions due later in the same pass should not wait for that.  The log
- * and the in-memory list are written for all of them before any table
- * row, so an error while inserting (say, a concurrent DROP EXTENSION)
- * leaves no signalled session unrecorded.
- */
-static TimestampTz
-enforce_policies(const PhEvaluation *eval)
-{
-	const PhSnapshot *snap = &eval->snap;
-	TimestampTz next_deadline = 0;
-	HASH_SEQ_STATUS scan;
-	ActedEntry *entry;
-	PhAuditEntry *done = NULL;	/* the actions taken, to record */
-	int			ndone = 0;
-	int			done_size = 0;
-
-	hash_seq_init(&scan, acted);
-	while ((entry = hash_seq_search(&scan)) != NULL)
-		entry->seen = false;
-
-	for (int i = 0; i < snap->nbackends; i++)
-	{
-		const PhBackend *be = &snap->backends[i];
-		ActedKey	key;
-		bool		found;
-		const PhPolicy *p = be->policy;
-
-		if (p == NULL || be->deadline == 0 || be->exemption != PH_EXEMPT_NONE)
-			continue;
-		memset(&key, 0, sizeof(key));
-		key.pid = be->pid;
-		key.backend_start = be->backend_start;
-		key.limit = be->limit;
-		switch (be->limit)
-		{
-			case PH_LIMIT_IDLE:
-			case PH_LIMIT_IDLE_IN_TRANSACTION:
-				key.episode = be->state_change;
-				break;
-			case PH_LIMIT_BLOCKING:
-				key.episode = be->blocking_since;
-				break;
-			default:
-				key.episode = be->xact_start;
-				break;
-		}
-		entry = hash_search(acted, &key, HASH_FIND, NULL);
-		if (entry != NULL)
-		{
-			entry->seen = true;
-			continue;
-		}
-		if (be->deadline > snap->taken_at)
-		{
-			if (next_deadline == 0 || be->deadline < next_deadline)
-				next_deadline = be->deadline;
-			continue;
-		}
-		if (!ph_may_signal(eval->policies.owner, be->role_id))
-			ereport(LOG,
-					(errmsg("pool_health: policy \"%s\" does not end session %d: the owner of pool_health.policies could not end it with pg_terminate_backend()",
-							NameStr(p->name), be->pid)));
-		else
-		{
-			if (ndone == done_size)
-			{
-				done_size = Max(16, done_size * 2);
-				done = done ? repalloc(done, sizeof(PhAuditEntry) * done_size) :
-					palloc(sizeof(PhAuditEntry) * done_size);
-			}
-			if (!ph_enforce_signal(be, p, be->limit, be->limit_usec, NULL,
-								   p->terminate, p->dry_run || ph_enforce == PH_ENFORCE_DRY_RUN,
-								   "worker", &done[ndone]))
-				continue;		/* it moved on: look again next time */
-			ndone++;
-		}
-		entry = hash_search(acted, &key, HASH_ENTER, &found);
-		entry->seen = true;
-	}
-
-	for (int i = 0; i < ndone; i++)
-		ph_audit_log(&done[i]);
-	for (int i = 0; i < ndone; i++)
-		ph_audit_store(&done[i]);
-
-	hash_seq_init(&scan, acted);
-	while ((entry = hash_seq_search(&scan)) != NULL)
-		if (!entry->seen)
-			hash_search(acted, &entry->key, HASH_REMOVE, NULL);
-	return next_deadline;
 }
 
 /*
@@ -453,22 +195,23 @@ static TimestampTz
 observe_and_enforce(bool record, bool connected, bool standby)
 {
 	PhEvaluation eval;
+	const PhPolicies *policies = ph_policy_cache();
 	bool		enforcing = connected && ph_enforce != PH_ENFORCE_OFF &&
-		policies.count > 0;
+		policies->count > 0;
 
-	ph_evaluate_with(&eval, &policies, 0);
+	ph_evaluate_with(&eval, policies, 0);
 	if (record)
 	{
 		record_sample(&eval, connected && !standby);
 		ph_accounting_sample(eval.snap.taken_at);
-		ph_accounting_warn_pooled(&policies);
+		ph_accounting_warn_pooled(policies);
 	}
 	if (record || rehome_due)
 	{
 		ph_admission_rehome(&eval);
 		rehome_due = false;
 	}
-	return enforcing ? enforce_policies(&eval) : 0;
+	return enforcing ? ph_enforce_due(&eval) : 0;
 }
 
 /*
@@ -496,9 +239,7 @@ check_for_database(void)
 	CommitTransactionCommand();
 	if (usable)
 	{
-		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-		ph_shared->worker.connect_to_database = true;
-		LWLockRelease(ph_shared->lock);
+		ph_worker_state_connect_next(true);
 		ereport(LOG,
 				(errmsg("pool_health: database \"%s\" can be used now; restarting the worker to connect to it",
 						ph_database)));
@@ -531,9 +272,7 @@ leave_unusable_database(void)
 	CommitTransactionCommand();
 	if (usable)
 		return;
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker.connect_to_database = false;
-	LWLockRelease(ph_shared->lock);
+	ph_worker_state_connect_next(false);
 	set_mode(PH_WORKER_BAD_DATABASE, RecoveryInProgress());
 	proc_exit(1);
 }
@@ -553,9 +292,9 @@ cpu_usec(void)
  * (then count it, and say so every ERROR_REPEAT_LOG_MS), and record it for
  * status().  Called in PG_CATCH with the error still on the stack, after
  * the cycle's transaction is aborted and its LWLocks released: it takes
- * ph_shared->lock, which the error may have interrupted the worker
- * holding (an LWLock is not re-entrant: taking it again would wait for
- * ever on itself).
+ * the worker's lock (worker_state.c), which the error may have interrupted
+ * the worker holding (an LWLock is not re-entrant: taking it again would
+ * wait for ever on itself).
  */
 static void
 report_cycle_error(MemoryContext cycle_context)
@@ -564,7 +303,6 @@ report_cycle_error(MemoryContext cycle_context)
 	TimestampTz now = GetCurrentTimestamp();
 	const char *message;
 
-	Assert(!LWLockHeldByMe(ph_shared->lock));
 	MemoryContextSwitchTo(cycle_context);
 	edata = CopyErrorData();
 	message = edata->message ? edata->message : "";
@@ -589,11 +327,7 @@ report_cycle_error(MemoryContext cycle_context)
 	FlushErrorState();
 	errors_in_a_row++;
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker.errors++;
-	ph_shared->worker.last_error_at = now;
-	strlcpy(ph_shared->worker.last_error, message, sizeof(ph_shared->worker.last_error));
-	LWLockRelease(ph_shared->lock);
+	ph_worker_state_error(now, message);
 }
 
 /* How long to wait after errors in a row before the next cycle. */
@@ -633,7 +367,8 @@ run_cycle(MemoryContext cycle_context, bool record)
 			extension = get_extension_oid("pool_health", true);
 			set_mode(OidIsValid(extension) ? PH_WORKER_RUNNING : PH_WORKER_NO_EXTENSION,
 					 standby);
-			refresh_policies(extension, standby);
+			if (ph_policy_cache_refresh(extension, standby))
+				rehome_due = true;	/* count sessions where they now belong */
 			next_deadline = observe_and_enforce(record, true, standby);
 			PopActiveSnapshot();
 			CommitTransactionCommand();
@@ -671,9 +406,7 @@ run_cycle(MemoryContext cycle_context, bool record)
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker.sample_cpu_us += cpu_usec() - cpu_start;
-	LWLockRelease(ph_shared->lock);
+	ph_worker_state_cpu(cpu_usec() - cpu_start);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(cycle_context);
@@ -694,57 +427,28 @@ pool_health_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (ph_shared == NULL)
+	if (!ph_shmem_ready())
 		elog(ERROR, "pool_health shared memory is not initialized");
 	on_shmem_exit(worker_exit, (Datum) 0);
-
-	LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-	ph_shared->worker_proc = MyProc;
-	ph_shared->worker.pid = MyProcPid;
-	ph_shared->worker.mode = PH_WORKER_STARTING;
-	ph_shared->worker.started_at = GetCurrentTimestamp();
-	ph_shared->worker.restarts++;
-	connect = ph_shared->worker.connect_to_database;
-	/* if connecting fails (the database is gone), the next start waits */
-	ph_shared->worker.connect_to_database = false;
-	LWLockRelease(ph_shared->lock);
+	connect = ph_worker_state_started();
 
 	if (connect)
 	{
 		BackgroundWorkerInitializeConnection(ph_database, NULL, 0);
 		connected_to_database = true;
-		LWLockAcquire(ph_shared->lock, LW_EXCLUSIVE);
-		ph_shared->worker.connect_to_database = true;
-		LWLockRelease(ph_shared->lock);
+		ph_worker_state_connect_next(true);
 		leave_unusable_database();
 	}
 	else
 		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
 	SetConfigOption("application_name", "pool_health", PGC_USERSET, PGC_S_SESSION);
-	seen_terminations = pg_atomic_read_u64(&ph_shared->terminations);
-	seen_refusals = pg_atomic_read_u64(&ph_shared->refusals);
+	ph_history_totals(&seen_terminations, &seen_refusals);
 
 	cycle_context = AllocSetContextCreate(TopMemoryContext,
 										  "pool_health cycle",
 										  ALLOCSET_DEFAULT_SIZES);
-	policy_context = AllocSetContextCreate(TopMemoryContext,
-										   "pool_health policies",
-										   ALLOCSET_SMALL_SIZES);
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(ActedKey);
-		ctl.entrysize = sizeof(ActedEntry);
-		acted = hash_create("pool_health acted", 256, &ctl, HASH_ELEM | HASH_BLOBS);
-	}
-	if (connected_to_database)
-	{
-		CacheRegisterSyscacheCallback(AUTHOID, catalog_changed, (Datum) 0);
-		CacheRegisterSyscacheCallback(DATABASEOID, catalog_changed, (Datum) 0);
-		CacheRegisterRelcacheCallback(relation_changed, (Datum) 0);
-	}
+	ph_policy_cache_init(connected_to_database);
 	next_sample = GetCurrentTimestamp();
 
 	for (;;)

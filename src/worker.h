@@ -23,30 +23,37 @@ typedef enum PhWorkerMode
 } PhWorkerMode;
 
 /*
- * The worker's state (worker.c), under ph_shared->lock: every field is
- * written by the worker holding it exclusively (also at its exit, in
- * worker_exit(), and connect_to_database by the postmaster before any
- * worker runs), and read under it, shared at least: status() and
- * metrics() copy the whole struct, so that pid and mode are seen
- * together.  Nothing reads them without the lock.
+ * The worker's state (worker.c), as status() and metrics() show it: a
+ * copy, taken under the worker's lock by ph_worker_state().
  */
 typedef struct PhWorkerState
 {
-	int			pid;			/* 0 when not running; lock */
-	PhWorkerMode mode;			/* lock */
-	bool		connect_to_database;	/* next start connects to it; lock */
-	bool		on_standby;		/* lock */
-	TimestampTz started_at;		/* lock */
-	TimestampTz last_sample_at; /* lock */
-	uint64		samples;		/* lock */
-	uint64		errors;			/* lock */
-	uint64		restarts;		/* lock */
-	uint64		sample_cpu_us;	/* CPU time spent in samples; lock */
-	uint8		level;			/* PhLevel of the last sample; lock */
-	TimestampTz last_error_at;	/* lock */
-	char		last_error[256];	/* lock */
+	int			pid;			/* 0 when not running */
+	PhWorkerMode mode;
+	bool		connect_to_database;	/* next start connects to it */
+	bool		on_standby;
+	TimestampTz started_at;
+	TimestampTz last_sample_at;
+	uint64		samples;
+	uint64		errors;
+	uint64		restarts;
+	uint64		sample_cpu_us;	/* CPU time spent in samples */
+	uint8		level;			/* PhLevel of the last sample */
+	TimestampTz last_error_at;
+	char		last_error[256];
 } PhWorkerState;
 
+extern void ph_worker_shmem_request(void);
+extern void ph_worker_shmem_startup(void);
+extern bool ph_worker_state(PhWorkerState *out);
+extern void ph_worker_wake(void);
+extern bool ph_worker_state_started(void);
+extern void ph_worker_state_stopped(void);
+extern void ph_worker_state_connect_next(bool connect);
+extern void ph_worker_state_mode(PhWorkerMode mode, bool on_standby);
+extern PhLevel ph_worker_state_sampled(PhLevel level, TimestampTz at);
+extern void ph_worker_state_error(TimestampTz at, const char *message);
+extern void ph_worker_state_cpu(int64 usec);
 extern void ph_worker_register(void);
 extern void ph_register_background_worker(const char *name, const char *function, int flags,
 										  BgWorkerStartTime start_time, int restart_seconds);

@@ -79,8 +79,8 @@ sub maps
 	my ($pid) = @_;
 	return join '', grep { /microhttpd/ } split /^/m, slurp_file("/proc/$pid/maps");
 }
-my $http_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
-like(maps($http_pid), qr/libmicrohttpd/, 'the HTTP worker has libmicrohttpd mapped');
+my $http_worker_pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
+like(maps($http_worker_pid), qr/libmicrohttpd/, 'the HTTP worker has libmicrohttpd mapped');
 {
 	my ($session, $pid) = ph_session($node);
 	is(maps($pid), '', 'a backend does not map libmicrohttpd');
