@@ -52,6 +52,7 @@
 #include "http_internal.h"
 #include "json_writer.h"
 #include "metrics.h"
+#include "rules.h"
 #include "settings.h"
 
 /* An answer is reused for this long at most (floods of health checks). */
@@ -411,7 +412,7 @@ compute_answer(HttpEndpoint endpoint, const char *url)
 			bool		refusing = refusing_connections();
 
 			body = health_json(&eval, refusing);
-			status = eval.usage.level < PH_LEVEL_CRITICAL && !refusing ?
+			status = ph_rules_healthy(eval.usage.level, refusing) ?
 				MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
 		}
 		else if (endpoint == HTTP_STATUS)
