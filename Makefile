@@ -32,12 +32,15 @@ PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers -Werror
 endif
 
+# pg_regress inputs in test/sql, expected output in test/expected (sql/
+# holds only the install and update scripts); results in output_regress
 # in order: the first creates the extension
 REGRESS = pool_health_shapes pool_health_settings pool_health_levels \
 	pool_health_policies pool_health_privileges pool_health_security \
 	pool_health_bad_input pool_health_upgrade
 REGRESS_OPTS = --temp-instance=tmp_check_regress \
-	--temp-config=$(srcdir)/test/regress.conf --load-extension=dblink
+	--temp-config=$(srcdir)/test/regress.conf --load-extension=dblink \
+	--inputdir=$(srcdir)/test --outputdir=output_regress
 
 ISOLATION = $(patsubst test/isolation/specs/%.spec,%,$(wildcard test/isolation/specs/*.spec))
 ISOLATION_OPTS = --temp-instance=tmp_check_iso \
@@ -48,10 +51,17 @@ TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
 PG_CONFIG ?= pg_config
+
+# rehome.spec stops the worker at its scan of pg_extension
+# (get_extension_oid), which PostgreSQL 18 answers from a syscache
+PH_PG_MAJOR := $(shell $(PG_CONFIG) --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+ifeq ($(shell test "$(PH_PG_MAJOR)" -ge 18 2>/dev/null && echo yes),yes)
+ISOLATION := $(filter-out rehome,$(ISOLATION))
+endif
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # after PGXS, which resets it
 PROVE_FLAGS = -I $(srcdir)/test/perl
 
-EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_regress output_iso

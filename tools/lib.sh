@@ -81,7 +81,7 @@ ph_scratch_copy() {
 	local dir
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/pool_health.XXXXXX")
 	tar -C "$PH_ROOT" --exclude=.git --exclude='*.o' --exclude='*.bc' \
-		--exclude=results --exclude='tmp_check*' --exclude=output_iso -cf - . |
+		--exclude=results --exclude='tmp_check*' --exclude='output_*' -cf - . |
 		tar -C "$dir" -xf -
 	[ "$(id -u)" = 0 ] && chown -R "$(ph_run_user)" "$dir"
 	echo "$dir"
