@@ -54,9 +54,12 @@ $monitor->query_until(qr/started/, q{
 });
 my $log_offset = -s $node->logfile;
 my ($stdout, $stderr);
+# 2 clients below a quota of 5: a backend still exiting keeps its count
+# until it is gone, so room for one lingering backend per client and one
+# more (a loaded machine can take that long to end a process)
 my $started = time;
 IPC::Run::run(
-	[ 'pgbench', '-n', '-C', '-c', '3', '-j', '3', '-T', '10', '-f', $script,
+	[ 'pgbench', '-n', '-C', '-c', '2', '-j', '2', '-T', '10', '-f', $script,
 	  '-h', $node->host, '-p', $node->port, '-U', 'app', 'postgres' ],
 	'>', \$stdout, '2>', \$stderr,
 	init => sub { $ENV{PGAPPNAME} = 'churn-pgbench' });
@@ -64,8 +67,8 @@ my $seconds = time - $started;
 my ($xacts) = $stdout =~ /number of transactions actually processed: (\d+)/;
 my ($failed) = $stdout =~ /number of failed transactions: (\d+)/;
 $failed //= 0;
-note("pgbench -C -c 3 for ${seconds}s: $xacts connections, $failed failed; $stderr");
-ok($xacts > 100, "3 clients reconnected $xacts times in 10 s");
+note("pgbench -C -c 2 for ${seconds}s: $xacts connections, $failed failed; $stderr");
+ok($xacts > 100, "2 clients reconnected $xacts times in 10 s");
 unlike($stderr, qr/too many connections|aborted/, 'pgbench saw no refusal');
 unlike(slurp_file($node->logfile, $log_offset), qr/too many connections for pool_health policy "churn"/,
 	'the server refused none');
