@@ -209,20 +209,6 @@ ph_policy_set_generation(void)
 	return generation;
 }
 
-/* Has the worker published a set yet? */
-bool
-ph_policy_set_compiled(void)
-{
-	bool		compiled;
-
-	if (set == NULL)
-		return false;
-	LWLockAcquire(set->lock, LW_SHARED);
-	compiled = set->compiled;
-	LWLockRelease(set->lock);
-	return compiled;
-}
-
 /*
  * The set's generations (status()): false without the preload.
  */
@@ -237,6 +223,17 @@ ph_policy_set_state(uint64 *generation, uint64 *compiled_generation, bool *compi
 	*compiled = set->compiled;
 	LWLockRelease(set->lock);
 	return true;
+}
+
+/* Has the worker published a set yet? */
+bool
+ph_policy_set_compiled(void)
+{
+	uint64		generation;
+	uint64		compiled_generation;
+	bool		compiled;
+
+	return ph_policy_set_state(&generation, &compiled_generation, &compiled) && compiled;
 }
 
 /*
