@@ -64,31 +64,34 @@ ph_login_settings_shmem_startup(void)
 
 /*
  * If arg is "application_name=value" (a setting of -c or --), copy the
- * value into out and return true: ParseLongOption() reads it as the
- * server does ('-' for '_'), and the name is compared as GUC names are,
- * case-insensitively.
+ * value into out and return true.  The name is read as ParseLongOption()
+ * reads it ('-' for '_') and compared as GUC names are, case-insensitively;
+ * ParseLongOption() itself is not called: it mallocs on PostgreSQL 15 and
+ * pallocs later, so its results could not be freed the same way.
  */
 static bool
 setting_is_application_name(const char *arg, char *out, size_t size)
 {
-	char	   *name;
-	char	   *value;
-	bool		is;
+	static const char name[] = "application_name";
+	int			i;
 
-	ParseLongOption(arg, &name, &value);
-	is = value != NULL && pg_strcasecmp(name, "application_name") == 0;
-	if (is)
-		strlcpy(out, value, size);
-	pfree(name);
-	if (value)
-		pfree(value);
-	return is;
+	for (i = 0; name[i] != '\0'; i++)
+	{
+		char		c = arg[i] == '-' ? '_' : (char) tolower((unsigned char) arg[i]);
+
+		if (c != name[i])
+			return false;
+	}
+	if (arg[i] != '=')
+		return false;
+	strlcpy(out, arg + i + 1, size);
+	return true;
 }
 
 /*
  * The last application_name set in a startup packet's "options", read as
- * the server reads them: split by pg_split_opts() (whitespace separates, a
- * backslash escapes the next byte), then the switches as
+ * the server reads them: split by the server's pg_split_opts() (whitespace
+ * separates, a backslash escapes the next byte), then the switches as
  * process_postgres_switches() takes them: -c name=value, -cname=value,
  * --name=value, any other switch's argument skipped.  Copies it into out;
  * false if there is none.  Linear in the options' length; what it
