@@ -8,7 +8,7 @@
  *
  * Each formats one evaluation (evaluate.c), whose copy of the published
  * policies was taken in one go under the lock with its version; the
- * worker's state is copied under the worker's lock (worker.c).
+ * worker's state is copied under the worker's lock (worker_state.c).
  *
  *-------------------------------------------------------------------------
  */

@@ -15,7 +15,7 @@
  *		starts no series.
  *
  * Formats one evaluation (evaluate.c): its usage, groups and copy of the
- * published policies; the worker's figures are a copy (worker.c), the
+ * published policies; the worker's figures are a copy (worker_state.c), the
  * totals of terminations and refusals come from history.c; the
  * per-application figures and ages are copied out of the accounting
  * (app_accounting.c).

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * worker.h
- *		The background worker (worker.c): its state as status() shows it, and
- *		its registration.
+ *		The background worker: its loop (worker.c); its shared state as
+ *		status() shows it, its registration and waking it (worker_state.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -23,7 +23,7 @@ typedef enum PhWorkerMode
 } PhWorkerMode;
 
 /*
- * The worker's state (worker.c), as status() and metrics() show it: a
+ * The worker's state (worker_state.c), as status() and metrics() show it: a
  * copy, taken under the worker's lock by ph_worker_state().
  */
 typedef struct PhWorkerState
