@@ -28,6 +28,7 @@
 #include "compat.h"
 #include "admission.h"
 #include "app_accounting.h"
+#include "hooks.h"
 #include "http.h"
 #include "policy.h"
 #include "settings.h"
@@ -558,8 +559,7 @@ _PG_init(void)
 	{
 		ph_shmem_install_hooks();
 		ph_admission_install_hook();
-		ph_xact_origin_install_hooks();
-		ph_accounting_install_hooks();
+		ph_hooks_install();
 		ph_worker_register();
 		ph_http_register();
 	}

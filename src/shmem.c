@@ -8,9 +8,10 @@
  * Layout: one PhShared, followed by the history rings (history.c), the
  * published policies and their errors (policy_set.c), the quota counters
  * and per-backend admission entries (admission.c) and the in-memory audit
- * lists (audit.c), the per-application accounting (app_accounting.c: the
- * second LWLock of the tranche, its own), and the per-backend slots of
- * xact_origin.c (no lock: each says its protocol).  ph_shared->lock (the
+ * lists (audit.c).  The per-application accounting (app_accounting_shmem.c, its
+ * own tranche "pool_health accounting") and the per-backend slots of
+ * xact_origin.c (no lock: each says its protocol) request and create their
+ * own areas, called from the hooks here.  ph_shared->lock (the
  * first LWLock of the named tranche "pool_health") protects worker,
  * history, policy_set and the audit lists;
  * the counters in PhShared and PhAdmission are atomics and need no lock
@@ -48,9 +49,7 @@ shared_size(void)
 	size = add_size(size, MAXALIGN(ph_history_shmem_size()));
 	size = add_size(size, MAXALIGN(ph_policy_set_shmem_size()));
 	size = add_size(size, MAXALIGN(ph_admission_shmem_size()));
-	size = add_size(size, MAXALIGN(ph_audit_shmem_size()));
-	size = add_size(size, MAXALIGN(ph_accounting_shmem_size()));
-	return add_size(size, ph_xact_origin_shmem_size());
+	return add_size(size, MAXALIGN(ph_audit_shmem_size()));
 }
 
 static void
@@ -59,7 +58,9 @@ ph_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shared_size());
-	RequestNamedLWLockTranche("pool_health", 2);
+	RequestNamedLWLockTranche("pool_health", 1);
+	ph_accounting_shmem_request();
+	ph_xact_origin_shmem_request();
 }
 
 /* At postmaster exit: keep the history for the next start (not after a crash). */
@@ -97,14 +98,8 @@ ph_shmem_startup(void)
 		storage = (char *) MAXALIGN(ph_admission_init(&ph_shared->admission, storage));
 		(void) ph_audit_init(ph_shared, storage);
 	}
-	/* the accounting, before the last: set up in every process (it keeps a pointer) */
-	storage = (char *) ph_shared + shared_size() - ph_xact_origin_shmem_size() -
-		MAXALIGN(ph_accounting_shmem_size());
-	(void) ph_accounting_init(storage, &(GetNamedLWLockTranche("pool_health"))[1].lock,
-							  found);
-	/* the per-backend slots of xact_origin.c, last: set up in every process */
-	(void) ph_xact_origin_init((char *) ph_shared + shared_size() -
-							   ph_xact_origin_shmem_size(), found);
+	ph_accounting_shmem_startup();
+	ph_xact_origin_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 
 	/* in the postmaster: restore the saved history, save it at exit */
