@@ -313,7 +313,8 @@ accountable(void)
 {
 	return ph_acct != NULL && MyBackendType == B_BACKEND && !am_walsender &&
 		MyProcPort != NULL && OidIsValid(MyDatabaseId) &&
-		OidIsValid(GetSessionUserId()) && !proc_exit_inprogress;
+		OidIsValid(GetSessionUserId()) && !proc_exit_inprogress &&
+		MyProc != NULL && ph_my_procno() < MaxBackends;	/* it has a slot */
 }
 
 /* ---- transactions ---- */
