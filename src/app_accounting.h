@@ -15,6 +15,7 @@
 #define PH_APP_ACCOUNTING_H
 
 #include "access/xact.h"
+#include "port/pg_bitutils.h"
 
 #include "ph_model.h"
 
@@ -162,8 +163,22 @@ extern bool ph_policy_by_login_name(const PhPolicy *policy);
 extern void ph_accounting_warn_pooled(const PhPolicies *policies);
 
 /* app_histogram.c */
-extern int	ph_hist_bucket(int64 usec);
 extern int64 ph_hist_value(int bucket);
 extern int64 ph_hist_quantile(const uint64 *hist, double p, int64 max);
+
+/* The bucket of a duration (inline: each transaction's end). */
+static inline int
+ph_hist_bucket(int64 usec)
+{
+	uint64		v = usec < 0 ? 0 : (uint64) usec;
+	int			e;
+
+	if (v < 8)
+		return (int) v;
+	e = pg_leftmost_one_pos64(v);
+	if (e > PH_HIST_MAX_EXPONENT)
+		return PH_HIST_BUCKETS - 1;
+	return 8 + (e - 3) * 8 + (int) ((v >> (e - 3)) - 8);
+}
 
 #endif							/* PH_APP_ACCOUNTING_H */

@@ -252,15 +252,91 @@ extern PhAppGroup *ph_acct_attach(Oid database_id, const char *database,
 								  Oid role_id, const char *role,
 								  const char *application);
 extern void ph_acct_detach(PhAppGroup *g);
-extern uint64 ph_acct_saturation_change(PhAppGroup *g, int dc, int dx,
-										TimestampTz at);
 extern uint64 ph_acct_saturated_ms_now(PhAppGroup *g, TimestampTz now);
 extern void ph_acct_saturation_rebase(PhAppGroup *g, TimestampTz now);
-extern void ph_acct_atomic_max_u32(pg_atomic_uint32 *p, uint32 v);
-extern void ph_acct_atomic_max_u64(pg_atomic_uint64 *p, uint64 v);
 
 /* app_readers.c */
 extern void ph_acct_sum_backends(PhAppSums *sums, uint64 **hist_of);
+
+/* raise *p to v (read, and compare-and-swap only to raise) */
+static inline void
+ph_acct_atomic_max_u32(pg_atomic_uint32 *p, uint32 v)
+{
+	uint32		old = pg_atomic_read_u32(p);
+
+	while (old < v && !pg_atomic_compare_exchange_u32(p, &old, v))
+		;
+}
+
+static inline void
+ph_acct_atomic_max_u64(pg_atomic_uint64 *p, uint64 v)
+{
+	uint64		old = pg_atomic_read_u64(p);
+
+	while (old < v && !pg_atomic_compare_exchange_u64(p, &old, v))
+		;
+}
+
+/* A time in ms, as the saturation word keeps it (modulo 2^28). */
+static inline uint64
+sat_ms(TimestampTz at)
+{
+	return (uint64) (at / 1000) & SAT_TIME_MASK;
+}
+
+/*
+ * The length of a period from since to now (both sat_ms); 0 if now seems
+ * to come before since (two backends' clocks read a few microseconds
+ * apart, in the other order than their changes).
+ */
+static inline uint64
+sat_period(uint64 since, uint64 now)
+{
+	uint64		d = (now - since) & SAT_TIME_MASK;
+
+	return d > SAT_TIME_MASK / 2 ? 0 : d;
+}
+
+/*
+ * Change g's connections and sessions in a transaction by dc and dx, at
+ * time at; if that ends a saturated period, add its length to
+ * saturated_ms.  Returns the new word.  A compare-and-swap (two if it ends
+ * a period), no lock.  (Inline: the hot path of app_xact.c.)
+ */
+static inline uint64
+ph_acct_saturation_change(PhAppGroup *g, int dc, int dx, TimestampTz at)
+{
+	uint64		old = pg_atomic_read_u64(&g->saturation);
+	uint64		now = sat_ms(at);
+	uint64		new;
+
+	for (;;)
+	{
+		int64		c = (int64) SAT_CONNECTIONS(old) + dc;
+		int64		x = (int64) SAT_IN_XACT(old) + dx;
+		uint64		since;
+
+		/*
+		 * Each session's changes come in order (attach, begin, end,
+		 * detach): never below 0, never more in a transaction than held.
+		 * (Clamped all the same: a count out of step must not spill over.)
+		 */
+		Assert(c >= 0 && x >= 0 && x <= c);
+		c = Max(c, 0);
+		x = Max(x, 0);
+		new = (uint64) c | ((uint64) x << SAT_COUNT_BITS);
+		if (SAT_SATURATED(new))
+		{
+			since = SAT_SATURATED(old) ? SAT_SINCE(old) : now;
+			new |= since << SAT_TIME_SHIFT;
+		}
+		if (pg_atomic_compare_exchange_u64(&g->saturation, &old, new))
+			break;
+	}
+	if (SAT_SATURATED(old) && !SAT_SATURATED(new))
+		pg_atomic_fetch_add_u64(&g->saturated_ms, sat_period(SAT_SINCE(old), now));
+	return new;
+}
 
 static inline uint32
 ph_acct_connections(PhAppGroup *g)

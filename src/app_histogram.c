@@ -5,7 +5,8 @@
  *		per-application accounting: a duration's bucket, a bucket's value,
  *		and a quantile.  Pure functions: no shared state.
  *
- * PH_HIST_BUCKETS buckets: exact below 8 microseconds, then 8 buckets per
+ * (ph_hist_bucket(), a duration's bucket, is inline in app_accounting.h:
+ * the hot path.)  PH_HIST_BUCKETS buckets: exact below 8 microseconds, then 8 buckets per
  * power of two up to 2^PH_HIST_MAX_EXPONENT usec (longer ones in the
  * last); a percentile reports the middle of its bucket, within 1/16
  * (6.25 %) of the true value (never above the exact maximum).
@@ -16,23 +17,7 @@
 
 #include <math.h>
 
-#include "port/pg_bitutils.h"
-
 #include "app_accounting.h"
-
-int
-ph_hist_bucket(int64 usec)
-{
-	uint64		v = usec < 0 ? 0 : (uint64) usec;
-	int			e;
-
-	if (v < 8)
-		return (int) v;
-	e = pg_leftmost_one_pos64(v);
-	if (e > PH_HIST_MAX_EXPONENT)
-		return PH_HIST_BUCKETS - 1;
-	return 8 + (e - 3) * 8 + (int) ((v >> (e - 3)) - 8);
-}
 
 /* The value a bucket reports: its middle (exact below 8 usec). */
 int64
