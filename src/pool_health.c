@@ -27,14 +27,12 @@
 
 #include "compat.h"
 #include "admission.h"
-#include "app_accounting.h"
 #include "hooks.h"
 #include "http.h"
 #include "policy.h"
 #include "settings.h"
 #include "shmem.h"
 #include "worker.h"
-#include "xact_origin.h"
 
 PG_MODULE_MAGIC;
 
