@@ -1,35 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * app_advice.c
- *		The SQL side of the per-application accounting (app_accounting.c):
- *		pool_health.application_stats, pool_health.application_history,
- *		pool_health.pool_advice and pool_health.reset_application_stats().
+ *		pool_health.pool_advice's SQL function: the closed minutes and the
+ *		current one of every group (copies from the per-application
+ *		accounting), each group advised (app_advice_model.c), and the row
+ *		of the whole server.
  *
- * The advice, per group, over pool_health.advice_window (at most the
- * history's retention), from the closed minutes and the current one;
- * rates and means over the time the group existed in the window (from its
- * creation, to its last session's departure, within its minutes):
- *	connections_max	 the most connections the group held at once
- *	in_xact_max		 the most of them in a transaction at once (exact)
- *	in_xact_p99		 the 99th percentile of the per-minute maxima
- *	in_xact_mean	 Little's law: total transaction time / that time, the
- *					 connections its transactions keep busy on average
- *	saturated_share	 the share of that time every connection it held was
- *					 in a transaction (exact, app_accounting.c)
- *	declared_pool_size	the most pool_health.client_pool_size its sessions
- *					 declared
- *	demand_p99		 the connections that leave 99 % of its requests one
- *					 free (Erlang's C formula), for requests arriving at
- *					 random with Little's L of its busiest minutes (or,
- *					 saturated, the load its saturation shows if more)
- *	suggested_pool_size	saturated (at its declared size, or at its peak
- *					 connections, every connection in a transaction for
- *					 a sustained share): max(demand_p99, its size + 1);
- *					 else max(1, min(ceil(1.25 * in_xact_max), its size))
- *	excess_connections	connections_max - in_xact_max: held beyond what
- *					 its transactions ever used at once
- * and a text naming what to change.  The row of kind "all" has the
- * server-wide exact maxima (app_accounting.c) and compares the sum of the
+ * The row of kind "all" has the
+ * server-wide exact maxima (app_readers.c) and compares the sum of the
  * suggested sizes with the usable connections: the groups that only
  * sessions which had changed application_name held (no connection of
  * theirs logged in with their name) count for at most the most such
@@ -39,19 +17,15 @@
  * the privileges of the group's role; "(other)" needs pg_read_all_stats);
  * the "all" row, counts without names, covers every group.
  *
- * No shared state but through app_accounting.c.
+ * No shared state: only copies, through app_accounting.h.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <math.h>
-
-#include "catalog/pg_authid.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
@@ -59,182 +33,13 @@
 
 #include "compat.h"
 #include "app_accounting.h"
+#include "app_advice.h"
 #include "backend_snapshot.h"
 #include "settings.h"
 #include "shared_catalogs.h"
-#include "shmem.h"
 #include "views.h"
 
-PG_FUNCTION_INFO_V1(pool_health_get_application_stats);
-PG_FUNCTION_INFO_V1(pool_health_get_application_history);
 PG_FUNCTION_INFO_V1(pool_health_get_pool_advice);
-PG_FUNCTION_INFO_V1(pool_health_reset_application_stats);
-
-/* share of transaction time spent idle in them from which advice says so */
-#define IDLE_SHARE_ADVICE 20.0
-
-static PhAccounting *
-accounting_required(void)
-{
-	ph_require_preload("per-application accounting");
-	if (ph_accounting() == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("per-application accounting is disabled"),
-				 errhint("Set pool_health.max_groups above 0 and restart the server.")));
-	return ph_accounting();
-}
-
-
-/* May the current user see a group of this role? */
-static bool
-group_visible(bool other, Oid role_id)
-{
-	if (other)
-		return has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
-	return ph_role_visible(role_id);
-}
-
-/* The role's current name, or the one it logged in with (to show). */
-static char *
-role_name(Oid role_id, const char *stored)
-{
-	char	   *name = GetUserNameFromId(role_id, true);
-
-	return ph_name_text(name != NULL ? name : stored);
-}
-
-/* ---- application_stats ---- */
-
-#define STATS_COLS 19
-
-Datum
-pool_health_get_application_stats(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	PhAccounting *acct = accounting_required();
-	PhAppGroupCopy *groups = palloc(sizeof(PhAppGroupCopy) * acct->ngroups);
-	int			n = ph_accounting_copy(groups, true);
-
-	InitMaterializedSRF(fcinfo, 0);
-	for (int i = 0; i < n; i++)
-	{
-		PhAppGroupCopy *g = &groups[i];
-		Datum		values[STATS_COLS];
-		bool		nulls[STATS_COLS];
-		static const double quantiles[] = {0.5, 0.95, 0.99};
-
-		if (!group_visible(g->other, g->role_id))
-			continue;
-		memset(nulls, 0, sizeof(nulls));
-		if (g->other)
-			nulls[0] = nulls[1] = true;
-		else
-		{
-			values[0] = CStringGetTextDatum(ph_name_text(g->database));
-			values[1] = CStringGetTextDatum(role_name(g->role_id, g->role));
-		}
-		values[2] = CStringGetTextDatum(g->application_name);
-		values[3] = Int32GetDatum((int32) g->connections);
-		values[4] = Int32GetDatum((int32) g->connections_peak);
-		values[5] = Int32GetDatum((int32) g->in_xact);
-		values[6] = Int32GetDatum((int32) g->in_xact_peak);
-		values[7] = Int64GetDatum((int64) g->xacts);
-		values[8] = ph_usec_interval((int64) g->xact_time_us);
-		for (int q = 0; q < 3; q++)
-		{
-			int64		v = ph_hist_quantile(g->histogram, quantiles[q], (int64) g->xact_max_us);
-
-			if (v < 0)
-				nulls[9 + q] = true;
-			else
-				values[9 + q] = ph_usec_interval(v);
-		}
-		if (g->xacts == 0)
-			nulls[12] = true;
-		else
-			values[12] = ph_usec_interval((int64) g->xact_max_us);
-		values[13] = ph_usec_interval((int64) g->idle_in_xact_us);
-		if (g->xact_time_us == 0)
-			nulls[14] = true;
-		else
-			values[14] = Float8GetDatum(100.0 * (double) g->idle_in_xact_us /
-										(double) g->xact_time_us);
-		values[15] = Int64GetDatum((int64) g->terminated);
-		values[16] = Int64GetDatum((int64) g->refused);
-		values[17] = TimestampTzGetDatum(g->since);
-		values[18] = BoolGetDatum(g->other);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	return (Datum) 0;
-}
-
-/* ---- application_history ---- */
-
-#define HISTORY_COLS 11
-
-Datum
-pool_health_get_application_history(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			n;
-	PhAppMinute *rows;
-
-	(void) accounting_required();
-	/* the retention, even while the ring has room for more */
-	rows = ph_accounting_copy_minutes(GetCurrentTimestamp() -
-									  (int64) ph_app_history_minutes * USECS_PER_MINUTE, &n);
-	InitMaterializedSRF(fcinfo, 0);
-	for (int i = 0; i < n; i++)
-	{
-		PhAppMinute *r = &rows[i];
-		Datum		values[HISTORY_COLS];
-		bool		nulls[HISTORY_COLS];
-
-		if (!group_visible(r->other, r->role_id))
-			continue;
-		memset(nulls, 0, sizeof(nulls));
-		values[0] = TimestampTzGetDatum(r->at);
-		if (r->other)
-			nulls[1] = nulls[2] = true;
-		else
-		{
-			values[1] = CStringGetTextDatum(ph_name_text(r->database));
-			values[2] = CStringGetTextDatum(role_name(r->role_id, ""));
-		}
-		values[3] = CStringGetTextDatum(r->application_name);
-		values[4] = Int32GetDatum(r->connections_max);
-		values[5] = Int32GetDatum(r->in_xact_max);
-		values[6] = Int64GetDatum(r->xacts);
-		values[7] = ph_usec_interval(r->xact_time_us);
-		if (r->xact_p99_us < 0)
-			nulls[8] = true;
-		else
-			values[8] = ph_usec_interval(r->xact_p99_us);
-		values[9] = ph_usec_interval(r->idle_in_xact_us);
-		values[10] = BoolGetDatum(r->other);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	return (Datum) 0;
-}
-
-/* ---- pool_advice ---- */
-
-/*
- * A group's saturated share from which it is called saturated.  At its
- * declared size, the share is about that of its requests that found no
- * connection free; a pool sized to its demand_p99 has 1 to 3 % (Erlang's
- * C formula for Poisson arrivals), so it is kept.
- */
-#define SATURATED_SHARE_DECLARED	0.05	/* at its declared size */
-#define SATURATED_SHARE_UNDECLARED	0.50	/* at its peak connections */
-
-/* The share of requests a suggested pool may leave waiting (demand_p99). */
-#define DEMAND_WAIT_SHARE	0.01
-
-/* A minute shorter than this (a group's first or last, the current one) is
- * too short to be one of its "busiest minutes" on its own. */
-#define LOAD_MINUTE_MIN_US	(10 * USECS_PER_SEC)
 
 typedef enum AdviceKind
 {
@@ -244,162 +49,6 @@ typedef enum AdviceKind
 } AdviceKind;
 
 static const char *const kind_names[] = {"application", "other", "all"};
-
-typedef struct AdviceKey
-{
-	bool		other;
-	Oid			database_id;
-	Oid			role_id;
-	char		application_name[NAMEDATALEN];
-} AdviceKey;
-
-typedef struct Advice
-{
-	AdviceKey	key;			/* hash key: first */
-	char		database[NAMEDATALEN];
-	/* the group in shared memory now, if any */
-	TimestampTz created;		/* 0: none */
-	TimestampTz ended;			/* its last session left (0: it has some) */
-	/* summed over its minutes in the window */
-	int32		connections_max;
-	int32		in_xact_max;
-	int32		declared;		/* most declared in a minute, or 0 */
-	int32		logins_max;		/* most connections at once that had logged
-								 * in with its name (0: it is names that
-								 * sessions took on, app_accounting.c) */
-	int64		xacts;
-	int64		xact_time_us;
-	int64		idle_in_xact_us;
-	int64		saturated_us;
-	int64		span_us;		/* the time it existed in the window */
-	int			nminutes;
-	int			minutes_room;
-	int32	   *minute_in_xact; /* per minute: the maximum */
-	double	   *minute_load;	/* per long enough minute: transaction time
-								 * per unit of time (Little's L) */
-	int			nloads;
-	/* derived */
-	int32		in_xact_p99;
-	double		load;			/* Little's L of its busiest minutes, or what
-								 * its saturation says if more */
-	int32		demand;
-	bool		saturated;
-	int32		suggested;
-	int32		excess;
-} Advice;
-
-static int
-cmp_int32(const void *a, const void *b)
-{
-	int32		x = *(const int32 *) a;
-	int32		y = *(const int32 *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double		x = *(const double *) a;
-	double		y = *(const double *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/* Nearest-rank p99 of n values (sorted in place). */
-static int32
-p99(int32 *values, int n)
-{
-	int			rank;
-
-	if (n == 0)
-		return 0;
-	qsort(values, n, sizeof(int32), cmp_int32);
-	rank = (int) ceil(0.99 * n);
-	return values[Max(rank, 1) - 1];
-}
-
-/*
- * Erlang's C formula: the probability that a request finds all n
- * connections busy, for requests arriving at random (Poisson) that keep
- * "load" connections busy on average (Little's law: rate x mean
- * duration); 1 when n cannot serve that load.  O(n).
- */
-static double
-erlang_c(int32 n, double load)
-{
-	double		b = 1;			/* Erlang's B formula, by recurrence */
-
-	if (load <= 0)
-		return 0;
-	if (load >= n)
-		return 1;
-	for (int32 k = 1; k <= n; k++)
-		b = load * b / (k + load * b);
-	return Min(1.0, n * b / (n - load * (1 - b)));
-}
-
-/*
- * The connections a load needs so that 99 % of its requests find one
- * free (Erlang's C formula at most 1 %): the smallest such n.  O(n).
- */
-static int32
-demand_for(double load)
-{
-	double		b = 1;
-	int32		n = 0;
-
-	if (load <= 0)
-		return 0;
-	while (n < 0x3FFFF)
-	{
-		n++;
-		b = load * b / (n + load * b);
-		if (n > load && n * b / (n - load * (1 - b)) <= DEMAND_WAIT_SHARE)
-			break;
-	}
-	return n;
-}
-
-/*
- * The load that makes n connections all busy this share of the time
- * (Erlang's C formula, inverted by bisection): what a pool of n that was
- * saturated that often served, when its arrivals come in bursts that its
- * mean busy time does not show.  At most n.
- */
-static double
-load_from_saturation(int32 n, double share)
-{
-	double		lo = 0;
-	double		hi = n;
-
-	if (n <= 0 || share <= 0)
-		return 0;
-	for (int i = 0; i < 40; i++)
-	{
-		double		mid = (lo + hi) / 2;
-
-		if (erlang_c(n, mid) < share)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	return (lo + hi) / 2;
-}
-
-/*
- * How long, within [start, end), group a existed: from its creation if that
- * is within, to its last session's departure if that is within.
- */
-static int64
-existed(const Advice *a, TimestampTz start, TimestampTz end)
-{
-	if (a->created > start && a->created < end)
-		start = a->created;
-	if (a->ended > start && a->ended < end)
-		end = a->ended;
-	return Max(end - start, 0);
-}
 
 static Advice *
 advice_entry(HTAB *groups, bool other, Oid database_id, Oid role_id,
@@ -426,142 +75,6 @@ advice_entry(HTAB *groups, bool other, Oid database_id, Oid role_id,
 	return a;
 }
 
-/* One minute of a group, from start to end (the current one: to now). */
-static void
-add_minute(Advice *a, TimestampTz start, TimestampTz end, const PhAppMinute *m)
-{
-	int64		span = existed(a, start, end);
-
-	a->connections_max = Max(a->connections_max, m->connections_max);
-	a->in_xact_max = Max(a->in_xact_max, m->in_xact_max);
-	a->declared = Max(a->declared, m->declared_pool_size);
-	a->logins_max = Max(a->logins_max, m->logins_max);
-	a->xacts += m->xacts;
-	a->xact_time_us += m->xact_time_us;
-	a->idle_in_xact_us += m->idle_in_xact_us;
-	a->saturated_us += Min(m->saturated_us, span);
-	a->span_us += span;
-	if (a->nminutes == a->minutes_room)
-	{
-		a->minutes_room *= 2;
-		a->minute_in_xact = repalloc(a->minute_in_xact, sizeof(int32) * a->minutes_room);
-		a->minute_load = repalloc(a->minute_load, sizeof(double) * a->minutes_room);
-	}
-	a->minute_in_xact[a->nminutes++] = m->in_xact_max;
-	/*
-	 * Little's L of the minute; a transaction counts in the minute it ended
-	 * in, so it is bounded by what was in a transaction at once.
-	 */
-	if (span >= LOAD_MINUTE_MIN_US)
-		a->minute_load[a->nloads++] = Min((double) m->xact_time_us / span,
-										  (double) m->in_xact_max);
-}
-
-/*
- * The suggestion for a group.  A pool is saturated when it was at its cap
- * (its declared size, else its peak connections, at least 2) with every
- * connection in a transaction for a sustained share of the time its group
- * existed: then it needs what its demand needs, at least one more: the
- * connections that leave 99 % of its requests one free, for requests
- * arriving at random with the load of its busiest minutes (Little's law:
- * transaction time per unit of time), or the load that made it saturated
- * as often as it was, if that is more (its arrivals came in bursts).
- * Otherwise it never waited: it needs its peak concurrency with 25 %
- * headroom, and no more than it had.
- */
-static void
-advise(Advice *a)
-{
-	double		share = a->span_us > 0 ? (double) a->saturated_us / a->span_us : 0;
-	bool		declared = a->declared > 0 && a->connections_max <= a->declared;
-	int32		cap = declared ? a->declared : a->connections_max;
-
-	a->in_xact_p99 = p99(a->minute_in_xact, a->nminutes);
-	if (a->nloads > 0)
-	{
-		int			rank = (int) ceil(0.99 * a->nloads);
-
-		qsort(a->minute_load, a->nloads, sizeof(double), cmp_double);
-		a->load = a->minute_load[Max(rank, 1) - 1];
-	}
-	else
-		a->load = a->span_us > 0 ? (double) a->xact_time_us / a->span_us : 0;
-	a->load = Min(a->load, (double) a->in_xact_max);
-	a->excess = Max(a->connections_max - a->in_xact_max, 0);
-	a->saturated = !a->key.other &&
-		(declared ? a->in_xact_max >= a->declared :
-		 a->connections_max >= 2 && a->in_xact_max >= a->connections_max) &&
-		share >= (declared ? SATURATED_SHARE_DECLARED : SATURATED_SHARE_UNDECLARED);
-	if (a->saturated)
-		a->load = Max(a->load, load_from_saturation(cap, share));
-	a->demand = demand_for(a->load);
-	if (a->xacts == 0 && a->in_xact_max == 0)
-		a->suggested = 1;
-	else if (a->saturated)
-		a->suggested = Max(a->demand, cap + 1);
-	else
-		a->suggested = Max(1, Min((int32) ceil(1.25 * a->in_xact_max),
-								  Max(cap, a->in_xact_max)));
-}
-
-/* What to change, for a group. */
-static char *
-advice_text(const Advice *a)
-{
-	StringInfoData buf;
-	double		idle_share = a->xact_time_us > 0 ?
-		100.0 * (double) a->idle_in_xact_us / (double) a->xact_time_us : 0;
-	double		share = a->span_us > 0 ? 100.0 * (double) a->saturated_us / a->span_us : 0;
-	bool		declared = a->declared > 0 && a->connections_max <= a->declared;
-	int32		cap = declared ? a->declared : a->connections_max;
-
-	initStringInfo(&buf);
-	if (a->xacts == 0 && a->in_xact_max == 0)
-	{
-		appendStringInfo(&buf, "held up to %d connection%s and ran no transaction: close %s, or lower the pool's minimum size",
-						 a->connections_max, a->connections_max == 1 ? "" : "s",
-						 a->connections_max == 1 ? "it" : "them");
-		return buf.data;
-	}
-	if (a->saturated)
-		appendStringInfo(&buf, "pool saturated: all %d connections %s were in a transaction %.0f%% of the time, so about as many of its requests waited for one: raise the pool to %d (its load, from its busiest minutes and how often it was saturated, keeps %.1f connections busy on average; for requests arriving at random, %d leave 99%% of them one free), or shorten its transactions",
-						 cap, declared ? "of its declared pool" : "it held",
-						 share, a->suggested, a->load, a->demand);
-	else if (cap > a->suggested)
-	{
-		if (declared && a->connections_max < a->declared)
-			appendStringInfo(&buf, "pool larger than needed: of the %d connections declared, it opened at most %d and at most %d were in a transaction at once; a pool of %d is enough",
-							 a->declared, a->connections_max, a->in_xact_max, a->suggested);
-		else
-			appendStringInfo(&buf, "pool larger than needed: at most %d of its %d connections were in a transaction at once; a pool of %d is enough (%d held beyond what its transactions used)",
-							 a->in_xact_max, a->connections_max, a->suggested, a->excess);
-	}
-	else if (!a->key.other && !declared && a->connections_max >= 2 &&
-			 a->in_xact_max >= a->connections_max && share >= 100 * SATURATED_SHARE_DECLARED)
-		appendStringInfo(&buf, "all %d connections it held were in a transaction %.0f%% of the time: if %d is its pool's cap, about as many of its requests waited (a pool of %d would serve them); if its pool opens connections only as it needs them, none did: declare the pool's size (pool_health.client_pool_size) so that pool_health can tell",
-						 a->connections_max, share, a->connections_max,
-						 Max(a->demand, a->connections_max + 1));
-	if (a->declared > 0 && !declared)
-	{
-		if (buf.len > 0)
-			appendStringInfoString(&buf, "; ");
-		appendStringInfo(&buf, "held %d connections, more than the %d its sessions declared (pool_health.client_pool_size): several pools share this application_name (give each its own) or the declared size is not the pool's",
-						 a->connections_max, a->declared);
-	}
-	if (idle_share >= IDLE_SHARE_ADVICE && a->idle_in_xact_us >= USECS_PER_SEC)
-	{
-		if (buf.len > 0)
-			appendStringInfoString(&buf, "; ");
-		appendStringInfo(&buf, "transactions idle too long: %.0f%% of their time was spent idle inside them (the application holding a transaction open while it works or waits): commit sooner, or keep slow work out of transactions",
-						 idle_share);
-	}
-	if (buf.len == 0)
-		appendStringInfo(&buf, "fits: up to %d of its %d connection%s in a transaction at once",
-						 a->in_xact_max, a->connections_max,
-						 a->connections_max == 1 ? " was" : "s were");
-	return buf.data;
-}
-
 #define ADVICE_COLS 16
 
 /*
@@ -583,7 +96,7 @@ put_advice(ReturnSetInfo *rsinfo, AdviceKind kind, const Advice *a, double mean,
 	else
 	{
 		values[1] = CStringGetTextDatum(ph_name_text(a->database));
-		values[2] = CStringGetTextDatum(role_name(a->key.role_id, ""));
+		values[2] = CStringGetTextDatum(ph_advice_role_name(a->key.role_id, ""));
 		values[3] = CStringGetTextDatum(a->key.application_name);
 	}
 	if (kind == KIND_APPLICATION && a->declared > 0)
@@ -685,14 +198,13 @@ Datum
 pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	PhAccounting *acct = accounting_required();
 	TimestampTz now = GetCurrentTimestamp();
 	int			window = Min(ph_advice_window_minutes, ph_app_history_minutes);
 	TimestampTz window_start = now - (int64) window * USECS_PER_MINUTE;
 	TimestampTz since = window_start - USECS_PER_MINUTE + 1;
 	TimestampTz minute_start;
 	TimestampTz current_start;
-	PhAppGroupCopy *live = palloc(sizeof(PhAppGroupCopy) * acct->ngroups);
+	PhAppGroupCopy *live = NULL;
 	int			nlive;
 	int			nrows;
 	PhAppMinute *rows;
@@ -710,6 +222,8 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 	int32	   *all_in_xact;
 	int			usable = Max(MaxConnections - ph_reserved_connections(), 0);
 
+	ph_advice_accounting_required();
+
 	/*
 	 * The closed minutes and the one being accumulated, from the same
 	 * minute: copied again if the worker closed one meanwhile.
@@ -717,12 +231,14 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 	for (int attempt = 0;; attempt++)
 	{
 		minute_start = ph_accounting_minute_start();
-		nlive = ph_accounting_copy(live, false);
+		live = ph_accounting_copy(false, &nlive);
 		(void) ph_accounting_server(&server);
 		rows = ph_accounting_copy_minutes(since, &nrows);
 		server_rows = ph_accounting_copy_server_minutes(since, &nserver_rows);
 		if (ph_accounting_minute_start() == minute_start || attempt == 3)
 			break;
+		if (live != NULL)
+			pfree(live);
 		if (rows != NULL)
 			pfree(rows);
 		if (server_rows != NULL)
@@ -753,7 +269,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 
 		a = advice_entry(groups, r->other, r->database_id, r->role_id, r->database,
 						 r->application_name);
-		add_minute(a, r->at, Min(r->at + USECS_PER_MINUTE, now), r);
+		ph_advice_add_minute(a, r->at, Min(r->at + USECS_PER_MINUTE, now), r);
 	}
 	/* the minute being accumulated */
 	for (int i = 0; i < nlive; i++)
@@ -774,7 +290,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 		m.logins_max = (int32) Min(g->minute_logins_max, PG_INT32_MAX);
 		a = advice_entry(groups, g->other, g->database_id, g->role_id, g->database,
 						 g->application_name);
-		add_minute(a, current_start, now, &m);
+		ph_advice_add_minute(a, current_start, now, &m);
 	}
 
 	/*
@@ -790,7 +306,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 	{
 		if (a->nminutes == 0)
 			continue;			/* there now, but not active in the window */
-		advise(a);
+		ph_advice_advise(a);
 		all.xacts += a->xacts;
 		all.xact_time_us += a->xact_time_us;
 		all.idle_in_xact_us += a->idle_in_xact_us;
@@ -802,7 +318,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 			budget.renamed_sum += a->suggested;
 		}
 		all.excess += a->excess;
-		if (group_visible(a->key.other, a->key.role_id))
+		if (ph_advice_group_visible(a->key.other, a->key.role_id))
 			sorted[ngroups++] = a;
 	}
 	qsort(sorted, ngroups, sizeof(Advice *), cmp_advice);
@@ -810,7 +326,7 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 		put_advice(rsinfo, sorted[i]->key.other ? KIND_OTHER : KIND_APPLICATION, sorted[i],
 				   sorted[i]->span_us > 0 ?
 				   (double) sorted[i]->xact_time_us / sorted[i]->span_us : 0.0,
-				   advice_text(sorted[i]));
+				   ph_advice_text(sorted[i]));
 	if (hash_get_num_entries(groups) == 0 && nserver_rows == 0)
 		return (Datum) 0;
 
@@ -849,20 +365,10 @@ pool_health_get_pool_advice(PG_FUNCTION_ARGS)
 		budget.renamed_max = Max(budget.renamed_max, m->renamed_max);
 		all_in_xact[i] = m->in_xact_max;
 	}
-	all.in_xact_p99 = p99(all_in_xact, nserver_rows + 1);
+	all.in_xact_p99 = ph_advice_p99(all_in_xact, nserver_rows + 1);
 	all.suggested = all_budget(&budget);
 	put_advice(rsinfo, KIND_ALL, &all,
 			   all.span_us > 0 ? (double) all.xact_time_us / all.span_us : 0.0,
 			   all_text(&all, usable, &budget));
 	return (Datum) 0;
-}
-
-/* ---- reset ---- */
-
-Datum
-pool_health_reset_application_stats(PG_FUNCTION_ARGS)
-{
-	(void) accounting_required();
-	ph_accounting_reset();
-	PG_RETURN_VOID();
 }

@@ -18,7 +18,7 @@
  * published policies; the worker's figures are a copy (worker_state.c), the
  * totals of terminations and refusals come from history.c; the
  * per-application figures and ages are copied out of the accounting
- * (app_accounting.c).
+ * (app_readers.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -113,7 +113,7 @@ application_labelled(const LabelRule *rule, const char *name)
 }
 
 /*
- * The per-application accounting (app_accounting.c), per application_name:
+ * The per-application accounting (app_readers.c), per application_name:
  * the pool_health.metrics_top_groups applications with the most
  * transactions that may be labels, the others summed in gauges of their
  * own (<family>_other; gauges, since the set they sum changes).  (other),

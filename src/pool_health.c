@@ -27,13 +27,12 @@
 
 #include "compat.h"
 #include "admission.h"
-#include "app_accounting.h"
+#include "hooks.h"
 #include "http.h"
 #include "policy.h"
 #include "settings.h"
 #include "shmem.h"
 #include "worker.h"
-#include "xact_origin.h"
 
 PG_MODULE_MAGIC;
 
@@ -558,8 +557,7 @@ _PG_init(void)
 	{
 		ph_shmem_install_hooks();
 		ph_admission_install_hook();
-		ph_xact_origin_install_hooks();
-		ph_accounting_install_hooks();
+		ph_hooks_install();
 		ph_worker_register();
 		ph_http_register();
 	}

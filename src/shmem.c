@@ -7,8 +7,9 @@
  *
  * Each module owns its area ("pool_health <module>", ShmemInitStruct), its
  * layout and its lock, stated field by field in its .c file: history.c,
- * worker.c, policy_set.c, admission.c, login_name.c, audit.c, the accounting and
- * xact_origin.c, http.c.  This file holds no shared state of its own.
+ * worker_state.c, policy_set.c, admission.c, login_name.c, audit_memory.c,
+ * app_accounting_shmem.c, xact_origin.c, http.c.  This file holds no
+ * shared state of its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -46,18 +47,14 @@ ph_shmem_request(void)
 	ph_admission_shmem_request();
 	ph_login_settings_shmem_request();
 	ph_audit_shmem_request();
-	RequestAddinShmemSpace(ph_accounting_shmem_size());
-	RequestNamedLWLockTranche("pool_health accounting", 1);
-	RequestAddinShmemSpace(ph_xact_origin_shmem_size());
+	ph_accounting_shmem_request();
+	ph_xact_origin_shmem_request();
 	ph_http_shmem_request();
 }
 
 static void
 ph_shmem_startup(void)
 {
-	bool		found;
-	char	   *storage;
-
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 
@@ -68,12 +65,8 @@ ph_shmem_startup(void)
 	ph_admission_shmem_startup();
 	ph_login_settings_shmem_startup();
 	ph_audit_shmem_startup();
-	/* the accounting and xact_origin's slots: set up in every process */
-	storage = ShmemInitStruct("pool_health accounting", ph_accounting_shmem_size(), &found);
-	(void) ph_accounting_init(storage, &(GetNamedLWLockTranche("pool_health accounting"))->lock,
-							  found);
-	storage = ShmemInitStruct("pool_health xact_origin", ph_xact_origin_shmem_size(), &found);
-	(void) ph_xact_origin_init(storage, found);
+	ph_accounting_shmem_startup();
+	ph_xact_origin_shmem_startup();
 	ph_http_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 	ph_history_restore();

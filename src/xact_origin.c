@@ -13,10 +13,12 @@
  * ExecutorStart and a ProcessUtility hook see every statement, of the
  * simple and the extended protocol (a prepared statement executed again is
  * seen too), and tell a ping from its plan (a Result of constants and
- * nothing else) or its utility statement's node, not from its text.  A
- * statement is the client's when it is not nested (nesting_level 0:
- * ExecutorRun, ExecutorFinish and ProcessUtility hooks count the levels,
- * as pg_stat_statements does, so that EXPLAIN's query or a DO block's
+ * nothing else) or its utility statement's node, not from its text.  The
+ * hooks are hooks.c's, which calls ph_xact_origin_executor_start() and
+ * ph_xact_origin_utility() with its nesting level.  A statement is the
+ * client's when it is not nested (nesting level 0: hooks.c counts the
+ * levels around ExecutorRun, ExecutorFinish and ProcessUtility, as
+ * pg_stat_statements does, so that EXPLAIN's query or a DO block's
  * statements are not taken for the client's) and its text is the one the
  * backend is executing for the client (debug_query_string: the same
  * pointer, or for the extended protocol, the same text); the transaction
@@ -32,18 +34,18 @@
  * tags, per transaction, into the backend's own slot, with the
  * change-count protocol of the backend status array (no lock).  Readers
  * (the views, the audit) copy a slot out with the same protocol and decode
- * the tags.  The same hooks tell the per-application accounting
- * (app_accounting.c) that a transaction started (ph_accounting_statement),
- * and the note below that pool_health ended the session
- * (ph_accounting_terminated).
+ * the tags.  The note below that pool_health ended the session is passed
+ * on to the per-application accounting (ph_accounting_terminated).
  *
  * Before pool_health ends a session, it writes in the session's slot why
- * (a "note"); the session's emit_log_hook adds it as DETAIL and HINT to
+ * (a "note"); the session's emit_log_hook (hooks.c, calling
+ * ph_xact_origin_emit_log()) adds it as DETAIL and HINT to
  * the "terminating connection due to administrator command" (SQLSTATE
  * 57P01) its client receives.  Sessions ended by anyone else get
  * PostgreSQL's message unchanged.
  *
- * Shared state, no lock: origins[] (a slot per PGPROC: written only by
+ * Shared state ("pool_health xact_origin", its own ShmemInitStruct), no
+ * lock: origins[] (a slot per PGPROC: written only by
  * its backend, in a critical section between two increments of its change
  * count; read by copying and checking the count) and notes[] (a slot per
  * PGPROC: owned by whoever moved its state to NOTE_WRITING by
@@ -54,11 +56,11 @@
 #include "postgres.h"
 
 #include "executor/executor.h"
+#include "storage/shmem.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/elog.h"
 #include "utils/timestamp.h"
@@ -151,52 +153,51 @@ static const char *seen_source = NULL;
 static TimestampTz seen_stamp = 0;
 static int	seen_end = 0;
 
-static ExecutorStart_hook_type prev_executor_start = NULL;
-static ExecutorRun_hook_type prev_executor_run = NULL;
-static ExecutorFinish_hook_type prev_executor_finish = NULL;
-static ProcessUtility_hook_type prev_process_utility = NULL;
-
-/*
- * How deep the statement starting is nested, as pg_stat_statements counts
- * it: 0 for the client's own statements, 1 and more for those that a
- * utility statement (EXPLAIN, CREATE TABLE AS, DO, ...) or a statement's
- * functions run.  Only level 0 is recorded: a nested statement's location
- * in the text is not the client's (EXPLAIN's query has none).
- */
-static int	nesting_level = 0;
-static emit_log_hook_type prev_emit_log_hook = NULL;
-
 static Size
 origin_slot_size(void)
 {
 	return MAXALIGN(offsetof(PhOriginSlot, text) + ph_first_query_size + 1);
 }
 
-Size
-ph_xact_origin_shmem_size(void)
+/* The notes, then the origins' slots (none if pool_health.first_query_size is 0). */
+static Size
+shmem_size(void)
 {
+	Size		size = MAXALIGN(mul_size(sizeof(PhEndNote), MaxBackends));
+
 	if (ph_first_query_size == 0)
-		return mul_size(sizeof(PhEndNote), MaxBackends);
-	return add_size(mul_size(origin_slot_size(), MaxBackends),
-					mul_size(sizeof(PhEndNote), MaxBackends));
+		return size;
+	return add_size(size, mul_size(origin_slot_size(), MaxBackends));
 }
 
-char *
-ph_xact_origin_init(char *storage, bool found)
+/* From shmem.c's request hook. */
+void
+ph_xact_origin_shmem_request(void)
 {
+	RequestAddinShmemSpace(shmem_size());
+}
+
+/*
+ * From shmem.c's startup hook, under AddinShmemInitLock, in every process:
+ * create the slots (the postmaster) or find them.
+ */
+void
+ph_xact_origin_shmem_startup(void)
+{
+	bool		found;
+	char	   *area = ShmemInitStruct("pool_health xact_origin", shmem_size(), &found);
+
 	slot_size = origin_slot_size();
-	if (ph_first_query_size > 0)
-	{
-		origins = storage;
-		if (!found)
-			memset(origins, 0, slot_size * MaxBackends);
-		storage += slot_size * MaxBackends;
-	}
-	notes = (PhEndNote *) storage;
+	notes = (PhEndNote *) area;
 	if (!found)
 		for (int i = 0; i < MaxBackends; i++)
 			pg_atomic_init_u32(&notes[i].state, NOTE_EMPTY);
-	return storage + sizeof(PhEndNote) * MaxBackends;
+	if (ph_first_query_size > 0)
+	{
+		origins = area + MAXALIGN(sizeof(PhEndNote) * MaxBackends);
+		if (!found)
+			memset(origins, 0, slot_size * MaxBackends);
+	}
 }
 
 static PhOriginSlot *
@@ -412,10 +413,14 @@ record_block_begins(void)
 	PH_END_WRITE(slot);
 }
 
-static void
-ph_executor_start(QueryDesc *queryDesc, int eflags)
+/*
+ * From the ExecutorStart hook (hooks.c), before the statement starts, at
+ * this nesting level (0: not nested; only then is a statement recorded:
+ * a nested statement's location in the text is not the client's).
+ */
+void
+ph_xact_origin_executor_start(QueryDesc *queryDesc, int nesting_level)
 {
-	ph_accounting_statement();
 	if (ph_first_query_size > 0 && nesting_level == 0 &&
 		client_statement(queryDesc->sourceText))
 	{
@@ -426,111 +431,47 @@ ph_executor_start(QueryDesc *queryDesc, int eflags)
 									   ps->stmt_len),
 						 ps->stmt_location, ps->stmt_len, ps);
 	}
-	if (prev_executor_start)
-		prev_executor_start(queryDesc, eflags);
-	else
-		standard_ExecutorStart(queryDesc, eflags);
 }
 
-/* The statements a statement's functions run are nested in it. */
-static void
-ph_executor_run(PH_EXECUTOR_RUN_ARGS)
+/*
+ * From the ProcessUtility hook (hooks.c), before the utility statement
+ * runs, at this nesting level: a client's statement is recorded (a BEGIN
+ * marks the block); transaction control is not a first statement.
+ */
+void
+ph_xact_origin_utility(PlannedStmt *pstmt, const char *queryString,
+					   bool top_level, int nesting_level)
 {
-	nesting_level++;
-	PG_TRY();
-	{
-		if (prev_executor_run)
-			prev_executor_run(PH_EXECUTOR_RUN_PASS);
-		else
-			standard_ExecutorRun(PH_EXECUTOR_RUN_PASS);
-	}
-	PG_FINALLY();
-	{
-		nesting_level--;
-	}
-	PG_END_TRY();
-}
-
-static void
-ph_executor_finish(QueryDesc *queryDesc)
-{
-	nesting_level++;
-	PG_TRY();
-	{
-		if (prev_executor_finish)
-			prev_executor_finish(queryDesc);
-		else
-			standard_ExecutorFinish(queryDesc);
-	}
-	PG_FINALLY();
-	{
-		nesting_level--;
-	}
-	PG_END_TRY();
-}
-
-static void
-ph_process_utility(PlannedStmt *pstmt, const char *queryString,
-				   bool readOnlyTree, ProcessUtilityContext context,
-				   ParamListInfo params, QueryEnvironment *queryEnv,
-				   DestReceiver *dest, QueryCompletion *qc)
-{
-	/* what is needed of it after it ran, copied: a COMMIT may free the tree */
-	bool		transaction_stmt = IsA(pstmt->utilityStmt, TransactionStmt);
-	TransactionStmtKind kind = transaction_stmt ?
-		((TransactionStmt *) pstmt->utilityStmt)->kind : TRANS_STMT_BEGIN;
-	bool		chain = transaction_stmt && ((TransactionStmt *) pstmt->utilityStmt)->chain;
-
-	ph_accounting_statement();
-	if (ph_first_query_size > 0 && context == PROCESS_UTILITY_TOPLEVEL &&
-		nesting_level == 0 && client_statement(queryString))
+	if (ph_first_query_size > 0 && top_level && nesting_level == 0 &&
+		client_statement(queryString))
 	{
 		int			from = comments_from(queryString, pstmt->stmt_location,
 										 pstmt->stmt_len);
 
-		if (!transaction_stmt)
+		if (!IsA(pstmt->utilityStmt, TransactionStmt))
 			record_statement(queryString, from, pstmt->stmt_location,
 							 pstmt->stmt_len, pstmt);
-		else if (kind == TRANS_STMT_BEGIN || kind == TRANS_STMT_START)
+		else if (((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_BEGIN ||
+				 ((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_START)
 			record_block_begins();
 	}
-	/* what it runs (EXPLAIN's query, a DO block's) is nested in it */
-	nesting_level++;
-	PG_TRY();
-	{
-		if (prev_process_utility)
-			prev_process_utility(pstmt, queryString, readOnlyTree, context,
-								 params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
-	}
-	PG_FINALLY();
-	{
-		nesting_level--;
-	}
-	PG_END_TRY();
-	if (transaction_stmt && context == PROCESS_UTILITY_TOPLEVEL)
-		ph_accounting_transaction_stmt(kind, chain, qc);
 }
 
 /*
- * The FATAL a session ended by pool_health sends its client: with the
- * note pool_health left, as DETAIL and HINT.  Anything else is untouched.
+ * From emit_log_hook (hooks.c): the FATAL a session ended by pool_health
+ * sends its client, with the note pool_health left, as DETAIL and HINT.  Anything else is untouched.
  * The session takes the note (NOTE_SET to NOTE_WRITING) before it reads
  * it, copies it, and empties it; a note left for an earlier backend of
  * its PGPROC is emptied unread.
  */
-static void
-ph_emit_log(ErrorData *edata)
+void
+ph_xact_origin_emit_log(ErrorData *edata)
 {
 	PhEndNote  *note;
 	uint32		expected = NOTE_SET;
 	bool		mine;
 	char		detail[NOTE_DETAIL_SIZE];
 
-	if (prev_emit_log_hook)
-		prev_emit_log_hook(edata);
 	if (edata->elevel != FATAL || edata->sqlerrcode != ERRCODE_ADMIN_SHUTDOWN ||
 		MyProc == NULL || (note = end_note(ph_my_procno())) == NULL ||
 		pg_atomic_read_u32(&note->state) != NOTE_SET ||
@@ -546,25 +487,6 @@ ph_emit_log(ErrorData *edata)
 	ph_accounting_terminated();
 	edata->detail = pstrdup(detail);
 	edata->hint = pstrdup("The record of the action is in pool_health.my_terminations, which this session's role can read, and in pool_health.terminations.");
-}
-
-/* From _PG_init, when preloaded. */
-void
-ph_xact_origin_install_hooks(void)
-{
-	if (ph_first_query_size > 0 || ph_max_groups > 0)
-	{
-		prev_executor_start = ExecutorStart_hook;
-		ExecutorStart_hook = ph_executor_start;
-		prev_executor_run = ExecutorRun_hook;
-		ExecutorRun_hook = ph_executor_run;
-		prev_executor_finish = ExecutorFinish_hook;
-		ExecutorFinish_hook = ph_executor_finish;
-		prev_process_utility = ProcessUtility_hook;
-		ProcessUtility_hook = ph_process_utility;
-	}
-	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = ph_emit_log;
 }
 
 /* ---- reading ---- */
