@@ -214,12 +214,14 @@ typedef struct PhAppServer
  * One backend's transactions in its group since it attached to it (or
  * since it last folded them in).  Every field is written only by the
  * backend whose PGPROC number the slot has, between two increments of
- * changecount (odd while it writes; nothing in between can fail), without
- * a lock; group changes (-1: none) only under the exclusive lock, when the
- * counters are zero or folded into the group.  A reader holds the lock
- * (either mode): it reads changecount, a read barrier, the fields, a read
- * barrier, changecount again, and retries unless both were equal and even
- * (pgstat_report_activity's protocol; ph_acct_read_backend()).
+ * changecount (odd while it writes, in a critical section), without a
+ * lock.  group changes (-1: none) only while the counters are zero: set
+ * without the lock when the backend attaches (a reader adds nothing
+ * either way), and emptied under the exclusive lock in the same write as
+ * the counters are folded into the group.  A reader holds the lock (either
+ * mode): it reads changecount, a read barrier, the fields, a read barrier,
+ * changecount again, and retries until both were equal and even
+ * (pgstat_report_activity's protocol; ph_acct_sum_backends()).
  */
 typedef struct PhAppBackend
 {

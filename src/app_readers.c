@@ -38,7 +38,14 @@ ph_acct_sum_backends(PhAppSums *sums, uint64 **hist_of)
 		volatile PhAppBackend *b = &ph_acct->backends[i];
 		uint64		hist[PH_HIST_BUCKETS];
 
-		for (int tries = 0; tries < 100000; tries++)
+		/*
+		 * Until the slot is read between two equal, even change counts, as
+		 * pgstat_read_current_status() does: giving up would count the
+		 * slot's transactions nowhere (and a reset would keep them).  The
+		 * writer holds no lock and writes a few words in a critical
+		 * section; if it was descheduled there, yield now and then.
+		 */
+		for (int tries = 1;; tries++)
 		{
 			int			before = b->changecount;
 			int			after;
@@ -61,7 +68,10 @@ ph_acct_sum_backends(PhAppSums *sums, uint64 **hist_of)
 			after = b->changecount;
 			if (before != after || (before & 1) != 0)
 			{
-				pg_spin_delay();
+				if (tries % 1000 == 0)
+					pg_usleep(100);
+				else
+					pg_spin_delay();
 				continue;
 			}
 			if (group < 0 || group >= ph_acct->ngroups || xacts == 0)

@@ -97,8 +97,14 @@ static void begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit
 static void end_counted_xact(void);
 
 /* Between two increments of the slot's change count (no lock). */
+/*
+ * In a critical section, as PGSTAT_BEGIN_WRITE_ACTIVITY: a reader waits
+ * for an odd change count to become even, so an error in between (there
+ * is none: stores only) must not leave it odd.
+ */
 #define SLOT_BEGIN_WRITE(b) \
 	do { \
+		START_CRIT_SECTION(); \
 		(b)->changecount++; \
 		pg_write_barrier(); \
 	} while (0)
@@ -108,6 +114,7 @@ static void end_counted_xact(void);
 		pg_write_barrier(); \
 		(b)->changecount++; \
 		Assert(((b)->changecount & 1) == 0); \
+		END_CRIT_SECTION(); \
 	} while (0)
 
 /*

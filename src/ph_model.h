@@ -165,7 +165,6 @@ typedef struct PhPolicies
 	PhPolicy   *items;
 	int			nerrors;
 	PhPolicyError *errors;
-	bool		need_blocking;	/* some policy has a blocking_timeout */
 	bool		published;		/* copied from the worker's set */
 	bool		locked;			/* not read: the table was locked */
 	uint64		version;

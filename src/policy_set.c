@@ -296,10 +296,6 @@ ph_policy_set_copy(PhPolicies *out)
 	out->owner = set->owner;
 	out->published = true;
 	LWLockRelease(set->lock);
-
-	for (int i = 0; i < out->count; i++)
-		if (out->items[i].blocking_timeout > 0)
-			out->need_blocking = true;
 	return true;
 }
 

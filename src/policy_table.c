@@ -477,11 +477,7 @@ ph_policies_read(PhPolicies *out, bool wait)
 			out->items = repalloc(out->items, sizeof(PhPolicy) * capacity);
 		}
 		if (compile_row(out, slot, attnums, &out->items[out->count]))
-		{
-			if (out->items[out->count].blocking_timeout > 0)
-				out->need_blocking = true;
 			out->count++;
-		}
 	}
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
