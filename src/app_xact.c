@@ -69,6 +69,7 @@
 
 #include "compat.h"
 #include "app_accounting_int.h"
+#include "changecount.h"
 #include "settings.h"
 
 /* This backend's side of the server-wide counters. */
@@ -97,26 +98,6 @@ static void begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit
 static void end_counted_xact(void);
 
 /* Between two increments of the slot's change count (no lock). */
-/*
- * In a critical section, as PGSTAT_BEGIN_WRITE_ACTIVITY: a reader waits
- * for an odd change count to become even, so an error in between (there
- * is none: stores only) must not leave it odd.
- */
-#define SLOT_BEGIN_WRITE(b) \
-	do { \
-		START_CRIT_SECTION(); \
-		(b)->changecount++; \
-		pg_write_barrier(); \
-	} while (0)
-
-#define SLOT_END_WRITE(b) \
-	do { \
-		pg_write_barrier(); \
-		(b)->changecount++; \
-		Assert(((b)->changecount & 1) == 0); \
-		END_CRIT_SECTION(); \
-	} while (0)
-
 /*
  * This backend's slot is written once per transaction, at its end: between
  * two of its transactions the other backends' work pushes its lines out of
@@ -211,9 +192,9 @@ slot_set_group(PhAppGroup *g)
 	PhAppBackend *b = &ph_acct->backends[ph_my_procno()];
 
 	Assert(b->xacts == 0);
-	SLOT_BEGIN_WRITE(b);
+	PH_BEGIN_WRITE(b);
 	b->group = (int) (g - ph_acct->groups);
-	SLOT_END_WRITE(b);
+	PH_END_WRITE(b);
 	my_slot = b;
 }
 
@@ -239,14 +220,14 @@ slot_fold(void)
 		for (int i = 0; i < PH_HIST_BUCKETS; i++)
 			g->histogram[i] += b->histogram[i];
 	}
-	SLOT_BEGIN_WRITE(b);
+	PH_BEGIN_WRITE(b);
 	b->group = -1;
 	b->xacts = 0;
 	b->xact_time_us = 0;
 	b->idle_in_xact_us = 0;
 	if (locked)
 		memset(b->histogram, 0, sizeof(b->histogram));
-	SLOT_END_WRITE(b);
+	PH_END_WRITE(b);
 	if (locked)
 		LWLockRelease(ph_acct->lock);
 	my_slot = NULL;
@@ -470,13 +451,13 @@ end_counted_xact(void)
 	last_xact_end = now;
 	/* the slot counts for g: a transaction ends in the group it began in */
 	Assert(b != NULL && b->group == (int) (g - ph_acct->groups));
-	SLOT_BEGIN_WRITE(b);
+	PH_BEGIN_WRITE(b);
 	b->xacts++;
 	b->xact_time_us += (uint64) duration;
 	b->idle_in_xact_us += (uint64) idle;
 	last_bucket = ph_hist_bucket(duration);
 	b->histogram[last_bucket]++;
-	SLOT_END_WRITE(b);
+	PH_END_WRITE(b);
 	ph_acct_atomic_max_u64(&g->xact_max_us, (uint64) duration);
 	(void) ph_acct_saturation_change(g, 0, -1, now);
 	pg_atomic_fetch_sub_u32(&ph_acct->server->in_xact, 1);

@@ -21,25 +21,9 @@
 #include "backend_snapshot.h"
 #include "evaluate.h"
 #include "groups.h"
+#include "policy.h"
 #include "rules.h"
 #include "shared_catalogs.h"
-
-static const void *
-client_address_bytes(const SockAddr *addr, int *len)
-{
-	if (addr->addr.ss_family == AF_INET)
-	{
-		*len = 4;
-		return &((const struct sockaddr_in *) &addr->addr)->sin_addr;
-	}
-	if (addr->addr.ss_family == AF_INET6)
-	{
-		*len = 16;
-		return &((const struct sockaddr_in6 *) &addr->addr)->sin6_addr;
-	}
-	*len = 0;					/* Unix socket or unknown: one group */
-	return NULL;
-}
 
 static int
 oid_order(Oid a, Oid b)
@@ -64,8 +48,8 @@ group_key_cmp(const PhBackend *x, const PhBackend *y, PhGroupBy by)
 			{
 				int			xlen;
 				int			ylen;
-				const void *xb = client_address_bytes(&x->client_addr, &xlen);
-				const void *yb = client_address_bytes(&y->client_addr, &ylen);
+				const void *xb = ph_address_bytes((const struct sockaddr *) &x->client_addr.addr, &xlen);
+				const void *yb = ph_address_bytes((const struct sockaddr *) &y->client_addr.addr, &ylen);
 
 				if (xlen != ylen)
 					return xlen - ylen;

@@ -49,6 +49,7 @@
 
 #include "http.h"
 #include "http_internal.h"
+#include "policy.h"
 
 static HttpSlot slots[HTTP_SLOTS];
 static int	slots_used = 0;		/* slots with a connection */
@@ -86,20 +87,17 @@ client_address(struct MHD_Connection *connection, HttpAddress *address)
 {
 	const union MHD_ConnectionInfo *info;
 	const struct sockaddr *addr;
+	const unsigned char *bytes;
+	int			len;
 
 	memset(address, 0, sizeof(*address));
 	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (info == NULL || (addr = info->client_addr) == NULL)
 		return;
+	if ((bytes = ph_address_bytes(addr, &len)) == NULL)
+		return;					/* family 0: not an IP address */
 	address->family = addr->sa_family;
-	if (addr->sa_family == AF_INET)
-		memcpy(address->bytes, &((const struct sockaddr_in *) addr)->sin_addr,
-			   sizeof(struct in_addr));
-	else if (addr->sa_family == AF_INET6)
-		memcpy(address->bytes, &((const struct sockaddr_in6 *) addr)->sin6_addr,
-			   sizeof(struct in6_addr));
-	else
-		address->family = 0;
+	memcpy(address->bytes, bytes, len);
 }
 
 static bool

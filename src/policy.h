@@ -23,6 +23,7 @@ extern void ph_policies_sort(PhPolicies *policies);
 extern const PhPolicy *ph_policy_match(const PhPolicy *items, int count,
 									   const PhMatchKey *key);
 extern bool ph_like_pattern_valid(const char *pattern);
+extern const unsigned char *ph_address_bytes(const struct sockaddr *addr, int *len);
 extern bool ph_network_contains(const PhNetwork *net, const SockAddr *addr);
 extern const char *ph_limit_name(PhLimit limit);
 

@@ -152,20 +152,39 @@ like(const char *str, const char *pattern)
 	return like_match(str, (int) strlen(str), pattern, (int) strlen(pattern)) == LIKE_TRUE;
 }
 
+/*
+ * The bytes of an IPv4 or IPv6 address (4 or 16 into *len), NULL with 0
+ * for a Unix socket or another family.
+ */
+const unsigned char *
+ph_address_bytes(const struct sockaddr *addr, int *len)
+{
+	if (addr->sa_family == AF_INET)
+	{
+		*len = sizeof(struct in_addr);
+		return (const unsigned char *) &((const struct sockaddr_in *) addr)->sin_addr;
+	}
+	if (addr->sa_family == AF_INET6)
+	{
+		*len = sizeof(struct in6_addr);
+		return (const unsigned char *) &((const struct sockaddr_in6 *) addr)->sin6_addr;
+	}
+	*len = 0;
+	return NULL;
+}
+
 /* Is the client address of a session inside the network? */
 bool
 ph_network_contains(const PhNetwork *net, const SockAddr *addr)
 {
 	const unsigned char *bytes;
+	int			len;
 	int			full;
 	int			rest;
 
-	if (addr->addr.ss_family != net->family)
+	if (addr->addr.ss_family != net->family ||
+		(bytes = ph_address_bytes((const struct sockaddr *) &addr->addr, &len)) == NULL)
 		return false;
-	if (net->family == AF_INET)
-		bytes = (const unsigned char *) &((const struct sockaddr_in *) &addr->addr)->sin_addr;
-	else
-		bytes = (const unsigned char *) &((const struct sockaddr_in6 *) &addr->addr)->sin6_addr;
 	full = net->bits / 8;
 	rest = net->bits % 8;
 	if (memcmp(bytes, net->addr, full) != 0)

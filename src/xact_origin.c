@@ -67,6 +67,7 @@
 
 #include "compat.h"
 #include "app_accounting.h"
+#include "changecount.h"
 #include "settings.h"
 #include "sql_comments.h"
 #include "xact_origin.h"
@@ -93,21 +94,6 @@ typedef struct PhOriginSlot
 	int			len;			/* 0: no statement (yet) */
 	char		text[FLEXIBLE_ARRAY_MEMBER];
 } PhOriginSlot;
-
-#define PH_BEGIN_WRITE(slot) \
-	do { \
-		START_CRIT_SECTION(); \
-		(slot)->changecount++; \
-		pg_write_barrier(); \
-	} while (0)
-
-#define PH_END_WRITE(slot) \
-	do { \
-		pg_write_barrier(); \
-		(slot)->changecount++; \
-		Assert(((slot)->changecount & 1) == 0); \
-		END_CRIT_SECTION(); \
-	} while (0)
 
 /* Why pool_health ends a session, for its client. */
 #define NOTE_EMPTY		0
