@@ -11,6 +11,13 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 
 PG_CPPFLAGS = -I$(srcdir)/src
 
+# References from one file of the library to another's functions and
+# variables bind inside it at link time (no PLT stub, no look-up through
+# the GOT): the per-statement hooks call the accounting and the
+# first-statement capture this way.  No pool_health symbol is meant to be
+# interposed.
+SHLIB_LINK += -Wl,-Bsymbolic
+
 # GNU libmicrohttpd serves pool_health.http_listen; without it the setting
 # is compiled out (and refuses any value with a message saying so).
 PH_MICROHTTPD := $(shell pkg-config --exists libmicrohttpd 2>/dev/null && echo yes)

@@ -17,6 +17,7 @@
 #include "access/xact.h"
 #include "port/pg_bitutils.h"
 
+#include "compat.h"
 #include "ph_model.h"
 
 /*
@@ -140,11 +141,26 @@ extern void ph_accounting_refused(const char *database, Oid role_id,
 								  const char *application);
 
 /* app_xact.c: the backend's side, called by hooks.c and xact_origin.c */
-extern void ph_accounting_statement(void);
+extern LocalTransactionId ph_accounting_counted_lxid;
+extern void ph_accounting_statement_slow(void);
 extern void ph_accounting_transaction_stmt(int kind, bool chain,
 										   const struct QueryCompletion *qc);
 extern void ph_accounting_xact_event(XactEvent event);
 extern void ph_accounting_terminated(void);
+
+/*
+ * From the per-statement hooks, for every statement: the first under a new
+ * local transaction id starts a counted transaction.  Inline, the common
+ * case (a statement of a transaction already counted) costs one
+ * comparison and no call.  ph_accounting_counted_lxid is this backend's
+ * own (not shared), written by app_xact.c only.
+ */
+static inline void
+ph_accounting_statement(void)
+{
+	if (ph_my_lxid() != ph_accounting_counted_lxid)
+		ph_accounting_statement_slow();
+}
 
 /* app_readers.c: copies for the SQL functions, metrics and status() */
 extern PhAppGroupCopy *ph_accounting_copy(bool with_histogram, int *count);

@@ -82,7 +82,6 @@ static PhAppGroup *my_group = NULL; /* attached to (connections + 1) */
 static PhAppBackend *my_slot = NULL;	/* its slot, while attached */
 static char my_application[NAMEDATALEN];	/* the name it was attached with */
 static bool exit_registered = false;
-static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
 static PhAppGroup *xact_group = NULL;	/* in a counted transaction */
 static TimestampTz xact_started;
 static TimestampTz last_xact_end = 0;	/* when this backend's last counted
@@ -93,6 +92,12 @@ static bool xact_explicit;		/* ... is a transaction block */
 static bool xact_ending;		/* ... saw its COMMIT, ROLLBACK or PREPARE */
 static XactEvent xact_chains_on;	/* ... chains (AND CHAIN) at this event */
 static bool xact_failed_block;	/* ... failed: open until ROLLBACK */
+
+/*
+ * The local transaction id of the last transaction counted (this
+ * backend's; read by the inline ph_accounting_statement()).
+ */
+LocalTransactionId ph_accounting_counted_lxid = InvalidLocalTransactionId;
 
 static void begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit);
 static void end_counted_xact(void);
@@ -325,18 +330,19 @@ accountable(void)
 /* ---- transactions ---- */
 
 /*
- * From the per-statement hooks (hooks.c), for every statement: the first
- * under a new local transaction id starts a counted transaction.
+ * ph_accounting_statement() (app_accounting.h, inline), for a statement
+ * under another local transaction id than the last counted: the first of
+ * a new transaction starts a counted transaction.
  */
 void
-ph_accounting_statement(void)
+ph_accounting_statement_slow(void)
 {
 	LocalTransactionId lxid;
 
 	if (my_group == NULL)
 		return;
 	lxid = ph_my_lxid();
-	if (lxid == counted_lxid || lxid == InvalidLocalTransactionId)
+	if (lxid == ph_accounting_counted_lxid || lxid == InvalidLocalTransactionId)
 		return;
 	if (xact_group != NULL)
 	{
@@ -345,7 +351,7 @@ ph_accounting_statement(void)
 			return;
 		end_counted_xact();
 	}
-	counted_lxid = lxid;
+	ph_accounting_counted_lxid = lxid;
 	if (application_changed())
 		attach_session();
 	/*
