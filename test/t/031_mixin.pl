@@ -46,7 +46,7 @@ ok($ok, 'promtool test rules: the unit tests pass') or diag($stdout);
 
 # a rule changed fails them: a copy of the mixin whose leak alert waits 5
 # minutes instead of 15
-my $broken = "$tmp/broken_mixin";
+my $broken = "$tmp/031_broken_mixin";
 mkdir $broken;
 mkdir "$broken/tests";
 copy("$mixin/$_", "$broken/$_") or die "copy $_: $!"
@@ -120,8 +120,8 @@ my $exported = scrape("http://127.0.0.1:$port/metrics",
 	qr/^pool_health_pool_excess_connections\{[^}]*application_name="idle-pool"/m);
 like($exported, qr/^pool_health_pool_excess_connections\{[^}]*application_name="idle-pool"/m,
 	'the exporter: per-application pool advice');
-my $http_file = "$tmp/http.prom";
-my $exporter_file = "$tmp/exporter.prom";
+my $http_file = "$tmp/031_http.prom";
+my $exporter_file = "$tmp/031_exporter.prom";
 append_to_file($http_file, $http);
 append_to_file($exporter_file, join '', grep { /^(# (HELP|TYPE) )?pool_health_/ } split /^/m, $exported);
 for my $file ($http_file, $exporter_file)
@@ -145,7 +145,7 @@ note($stdout);
 
 # the check fails on a scrape without a family, and on a dashboard name
 # that nothing records
-my $lacking = "$tmp/exporter-lacking.prom";
+my $lacking = "$tmp/031_exporter_lacking.prom";
 append_to_file($lacking, join '', grep { !/pool_health_usage_leaked\b/ } split /^/m, slurp_file($exporter_file));
 ($ok, $stdout) = run_cmd($python, "$mixin/check.py", '--metrics', $http_file, '--exporter', $lacking);
 ok(!$ok, 'check.py fails on an exporter scrape without pool_health_usage_leaked');
@@ -162,7 +162,7 @@ like($stdout, qr/^problem: the dashboard uses pool_health:leaked_session, neithe
 
 # --- a real Prometheus with the rules ------------------------------------------------
 my $prom_port = PostgreSQL::Test::Cluster::get_free_port();
-my $config = "$tmp/prometheus.yml";
+my $config = "$tmp/031_prometheus.yml";
 append_to_file($config, <<"EOF");
 global:
   scrape_interval: 1s
@@ -178,7 +178,7 @@ scrape_configs:
 EOF
 my ($prom_out, $prom_err) = ('', '');
 my $prometheus = IPC::Run::start(
-	[ 'prometheus', "--config.file=$config", "--storage.tsdb.path=$tmp/prometheus-data",
+	[ 'prometheus', "--config.file=$config", "--storage.tsdb.path=$tmp/031_prometheus_data",
 	  "--web.listen-address=127.0.0.1:$prom_port" ],
 	'>', \$prom_out, '2>', \$prom_err);
 
