@@ -249,6 +249,27 @@ is(join(' ', sort map { "$_->{metric}{job}:$_->{metric}{application_name}" } @$l
 is(scalar(@{ query('ALERTS{alertname=~"PoolHealthWorkerDown|PoolHealthLevelCritical|PoolHealthExhaustionForecast"}') }), 0,
 	'no worker down, critical level or exhaustion forecast');
 
+# every query of the dashboard's panels is valid PromQL and has data from
+# both sources ($job and $instance: every target)
+my $board = decode_json(slurp_file("$mixin/dashboard.json"));
+my @targets = map { @{ $_->{targets} || [] } } @{ $board->{panels} };
+my (@failed, @empty);
+for my $target (@targets)
+{
+	(my $promql = $target->{expr}) =~ s/\$(job|instance)\b/.+/g;
+	my $answer = `curl -s -G http://127.0.0.1:$prom_port/api/v1/query --data-urlencode 'query=$promql'`;
+	my $data = eval { decode_json($answer) };
+	if (!$data || $data->{status} ne 'success')
+	{
+		push @failed, $promql;
+		next;
+	}
+	my %jobs = map { ($_->{metric}{job} // '') => 1 } @{ $data->{data}{result} };
+	push @empty, $promql unless $jobs{pool_health} && $jobs{postgres_exporter};
+}
+is(join("\n", @failed), '', scalar(@targets) . ' dashboard queries: Prometheus accepts each');
+is(join("\n", @empty), '', 'and each has series from both sources');
+
 $prometheus->kill_kill;
 $exporter->kill_kill;
 unlike($exp_err, qr/level=error/, 'the exporter without query errors') or diag($exp_err);
