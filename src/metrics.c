@@ -12,7 +12,8 @@
  *		application_name, and a new name would start new series.  The
  *		level is a state set (pool_health_level{level=...}, 1 for the
  *		current one), never a label of other families: a level change
- *		starts no series.
+ *		starts no series.  pool_health_info{version} (always 1) gives the
+ *		library's version.
  *
  * Formats one evaluation (evaluate.c): its usage, groups and copy of the
  * published policies; the worker's figures are a copy (worker_state.c), the
@@ -342,6 +343,9 @@ ph_metrics_text(const PhEvaluation *eval)
 	label_rule_init(&rule, eval->snap.taken_at);
 	initStringInfo(&buf);
 
+	family(&buf, "pool_health_info", "gauge",
+		   "The pool_health library's version (always 1).");
+	sample_labelled(&buf, "pool_health_info", "version", PH_LIBRARY_VERSION, 1);
 	gauge(&buf, "pool_health_max_connections", "The server's max_connections.",
 		  u->max_connections);
 	gauge(&buf, "pool_health_reserved_connections",

@@ -59,6 +59,8 @@ is($stdout . $stderr, '', 'without a single lint warning');
 
 like($metrics, qr/^# HELP pool_health_used_connections .+\n# TYPE pool_health_used_connections gauge\npool_health_used_connections \d+$/m,
 	'families have HELP and TYPE');
+like($metrics, qr/^# TYPE pool_health_info gauge\npool_health_info\{version="\d+\.\d+"\} 1$/m,
+	'pool_health_info gives the library\'s version');
 like($metrics, qr/^pool_health_terminations_total [1-9]/m, 'the termination is counted');
 like($metrics, qr/^pool_health_leaked_sessions [1-9]/m, 'the leak is counted');
 like($metrics, qr/^pool_health_level\{level="degraded"\} 1$/m, 'the level is a labelled gauge');
@@ -116,6 +118,8 @@ like($scrape, qr/^pool_health_application_connections\{[^}]*application_name="ap
 	'and per-application connections');
 like($scrape, qr/^pool_health_application_other_connections(\{[^}]*\})? \d+/m, 'and the applications not labelled');
 like($scrape, qr/^pool_health_policy_max_connections\{[^}]*policy="web"[^}]*\} 10/m, 'and policy quotas');
+like($scrape, qr/^pool_health_info\{[^}]*extension_version="\d+\.\d+"[^}]*\} 1$/m,
+	'and pool_health_info, the installed extension\'s version');
 like($scrape, qr/^pool_health_pool_in_xact\{[^}]*application_name="report"[^}]*\} 1$/m,
 	'and per-application accounting: the leaker is in a transaction');
 like($scrape, qr/^pool_health_pool_suggested_pool_size\{[^}]*application_name="report"[^}]*\} 1$/m,
