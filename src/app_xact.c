@@ -334,7 +334,7 @@ accountable(void)
  * under another local transaction id than the last counted: the first of
  * a new transaction starts a counted transaction.
  */
-void
+pg_attribute_hot void
 ph_accounting_statement_slow(void)
 {
 	LocalTransactionId lxid;
@@ -364,7 +364,7 @@ ph_accounting_statement_slow(void)
 }
 
 /* A counted transaction begins (explicit: a block, chained). */
-static void
+static pg_attribute_hot void
 begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit)
 {
 	PhAppServer *server = ph_acct->server;
@@ -396,7 +396,7 @@ begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit)
  * at the same moment; a block that failed ends now (the server ends an
  * aborted block without a transaction callback).
  */
-void
+pg_attribute_hot void
 ph_accounting_transaction_stmt(int kind, bool chain, const QueryCompletion *qc)
 {
 	PhAppGroup *g = xact_group;
@@ -435,7 +435,7 @@ ph_accounting_transaction_stmt(int kind, bool chain, const QueryCompletion *qc)
  * The counted transaction ends (commit, abort or prepare): its figures
  * into this backend's slot, the group's word and the server's count.
  */
-static void
+static pg_attribute_hot void
 end_counted_xact(void)
 {
 	PhAppGroup *g = xact_group;
@@ -474,7 +474,7 @@ end_counted_xact(void)
  * the counted transaction; the commit of the login's transaction attaches
  * the session.
  */
-void
+pg_attribute_hot void
 ph_accounting_xact_event(XactEvent event)
 {
 	if (ph_acct == NULL)

@@ -17,7 +17,11 @@
  * restored by PG_FINALLY on error.
  *
  * Each hook does the least possible, takes no lock and raises nothing of
- * its own (see the functions it calls).  No shared state here: this
+ * its own (see the functions it calls).  The functions every statement or
+ * transaction runs, here and in the modules they call, are marked
+ * pg_attribute_hot: the compiler puts them together (.text.hot), so that
+ * entering the library from the server's code touches a page or two of
+ * code, not one per file.  No shared state here: this
  * backend's nesting level is a static.
  *
  *-------------------------------------------------------------------------
@@ -44,7 +48,7 @@ static emit_log_hook_type prev_emit_log_hook = NULL;
 /* How deep the statement starting is nested (see the header comment). */
 static int	nesting_level = 0;
 
-static void
+static pg_attribute_hot void
 ph_executor_start(QueryDesc *queryDesc, int eflags)
 {
 	ph_accounting_statement();
@@ -56,7 +60,7 @@ ph_executor_start(QueryDesc *queryDesc, int eflags)
 }
 
 /* The statements a statement's functions run are nested in it. */
-static void
+static pg_attribute_hot void
 ph_executor_run(PH_EXECUTOR_RUN_ARGS)
 {
 	nesting_level++;
@@ -74,7 +78,7 @@ ph_executor_run(PH_EXECUTOR_RUN_ARGS)
 	PG_END_TRY();
 }
 
-static void
+static pg_attribute_hot void
 ph_executor_finish(QueryDesc *queryDesc)
 {
 	nesting_level++;
@@ -92,7 +96,7 @@ ph_executor_finish(QueryDesc *queryDesc)
 	PG_END_TRY();
 }
 
-static void
+static pg_attribute_hot void
 ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 				   bool readOnlyTree, ProcessUtilityContext context,
 				   ParamListInfo params, QueryEnvironment *queryEnv,
@@ -127,7 +131,7 @@ ph_process_utility(PlannedStmt *pstmt, const char *queryString,
 		ph_accounting_transaction_stmt(kind, chain, qc);
 }
 
-static void
+static pg_attribute_hot void
 ph_xact_callback(XactEvent event, void *arg)
 {
 	ph_accounting_xact_event(event);

@@ -528,7 +528,7 @@ tags_comment(const char *s, int start, int end, PhSqlText *out)
  * Scans only the statement (and from..location): the text is lexed only
  * when it starts or ends as a comment.
  */
-void
+pg_attribute_hot void
 ph_sql_statement(const char *source, int from, int location, int len,
 				 bool std_strings, bool want_tags, PhSqlText *out)
 {

@@ -186,7 +186,7 @@ ph_xact_origin_shmem_startup(void)
 	}
 }
 
-static PhOriginSlot *
+static pg_attribute_hot PhOriginSlot *
 origin_slot(int procno)
 {
 	if (origins == NULL || procno < 0 || procno >= MaxBackends)
@@ -211,7 +211,7 @@ end_note(int procno)
  * 'x' AS ping: no FROM, no subquery, nothing to compute).  An empty query
  * never gets here.
  */
-static bool
+static pg_attribute_hot bool
 is_ping(const PlannedStmt *ps)
 {
 	const Plan *plan = ps->planTree;
@@ -245,7 +245,7 @@ is_ping(const PlannedStmt *ps)
  * transaction control included, passes here in order), or at 0 for the
  * first; before, at location itself.
  */
-static int
+static pg_attribute_hot int
 comments_from(const char *source, int location, int len)
 {
 	TimestampTz stamp;
@@ -272,7 +272,7 @@ comments_from(const char *source, int location, int len)
  * and its tags unless the transaction's are.  Nothing here raises an
  * error or allocates memory.
  */
-static void
+static pg_attribute_hot void
 record_statement(const char *source, int from, int location, int len,
 				 const PlannedStmt *ps)
 {
@@ -368,7 +368,7 @@ client_statement(const char *source)
  * something (a block already, or statements before it in the same
  * message) begins nothing: what is recorded stays.
  */
-static void
+static pg_attribute_hot void
 record_block_begins(void)
 {
 	volatile PhOriginSlot *slot = origin_slot(ph_my_procno());
@@ -404,7 +404,7 @@ record_block_begins(void)
  * this nesting level (0: not nested; only then is a statement recorded:
  * a nested statement's location in the text is not the client's).
  */
-void
+pg_attribute_hot void
 ph_xact_origin_executor_start(QueryDesc *queryDesc, int nesting_level)
 {
 	if (ph_first_query_size > 0 && nesting_level == 0 &&
@@ -424,7 +424,7 @@ ph_xact_origin_executor_start(QueryDesc *queryDesc, int nesting_level)
  * runs, at this nesting level: a client's statement is recorded (a BEGIN
  * marks the block); transaction control is not a first statement.
  */
-void
+pg_attribute_hot void
 ph_xact_origin_utility(PlannedStmt *pstmt, const char *queryString,
 					   bool top_level, int nesting_level)
 {
