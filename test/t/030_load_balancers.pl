@@ -23,6 +23,7 @@ use IO::Socket::INET;
 use IO::Socket::UNIX;
 use IO::Select;
 use JSON::PP;
+use POSIX ();
 use Time::HiRes qw(time usleep);
 use PoolHealthTest;
 
@@ -236,6 +237,38 @@ is(agent($ap, "\x00\xff garbage \r\n" x 100), "up ready 100% maxconn:17\n", 'and
 	my $answered = grep { my $l = <$_>; defined $l && $l eq "up ready 100% maxconn:17\n" } grep { defined } @idle;
 	is($answered, 200, 'each silent connection got its line and was closed');
 	close $_ for grep { defined } @idle;
+}
+{
+	# a client reconnecting in a loop (4 processes, 3 s): every /health
+	# check is answered within a second meanwhile
+	my @pids;
+	for (1 .. 4)
+	{
+		my $pid = fork;
+		if (!$pid)
+		{
+			my $end = time + 3;
+			while (time < $end)
+			{
+				my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $ap) or next;
+				close $c;
+			}
+			POSIX::_exit(0);
+		}
+		push @pids, $pid;
+	}
+	my ($checks, $slowest) = ('', 0);
+	for (1 .. 10)
+	{
+		my $t = time;
+		$checks .= code($hp, '/health') . ' ';
+		$slowest = time - $t if time - $t > $slowest;
+		usleep(200_000);
+	}
+	waitpid($_, 0) for @pids;
+	is($checks, '200 ' x 10, 'while 4 clients reconnect to the agent in a loop, every /health check is answered');
+	cmp_ok($slowest, '<', 1, sprintf('each within a second (slowest %.3f s)', $slowest));
+	is(agent($ap), "up ready 100% maxconn:17\n", 'and the agent still answers');
 }
 {
 	# one that sends a megabyte: answered, nothing waits on it
@@ -466,6 +499,20 @@ is($status, '200', '/replica?lag=1MB: 200');
 like("$json->{role} $json->{lag_bytes} $json->{lag_seconds}", qr/^replica \d+ [\d.]+$/, 'role replica, lag_bytes and lag_seconds');
 is(code($sp, '/replica?lag=abc'), '400', '/replica?lag=abc: 400');
 like(agent($sap), qr/^up ready \d+% maxconn:\d+\n$/, 'standby: the agent answers up ready');
+
+# replay held back (recovery_min_apply_delay): a commit received, not
+# replayed; the lag as an interval grows, in bytes it stays within 16MB
+$standby->append_conf('postgresql.conf', "recovery_min_apply_delay = '1h'");
+$standby->reload;
+$s1->safe_psql('postgres', 'INSERT INTO t VALUES (2)');
+ok(wait_for(15, sub { code($sp, '/replica?lag=1s') eq '503' }),
+	'replay delayed: /replica?lag=1s 503 once the last replayed commit is older than 1 s');
+is(code($sp, '/readyz?max_lag=1s'), '503', '/readyz?max_lag=1s 503');
+is(code($sp, '/replica?lag=16MB'), '200', '/replica?lag=16MB 200 (the lag in bytes, as Patroni measures it, is what was not received)');
+is(code($sp, '/replica?lag=1h'), '200', '/replica?lag=1h 200');
+($status, $json) = get_json($sp, '/replica?lag=1s&verbose');
+cmp_ok($json->{lag_seconds}, '>', 1, "lag_seconds $json->{lag_seconds}");
+ok((grep { $_ eq 'the lag exceeds max_lag (interval)' } @{ $json->{reasons} }), 'the reason says so');
 $s1->stop;
 ok(wait_for(15, sub { code($sp, '/replica?lag=1GB') eq '503' }), 'its primary gone: /replica?lag=1GB 503 (lag unknown)');
 ($status, $json) = get_json($sp, '/replica?lag=1GB&verbose');
