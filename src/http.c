@@ -281,7 +281,8 @@ ph_http_register(void)
 	{
 		if (ph_http_agent_listen != NULL && ph_http_agent_listen[0] != '\0')
 			ereport(WARNING,
-					(errmsg("pool_health.agent_listen is ignored: pool_health.http_listen is empty"),
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("pool_health.agent_listen is ignored: pool_health.http_listen is empty"),
 					 errhint("The HTTP worker serves the agent: set pool_health.http_listen too.")));
 		return;
 	}

@@ -124,7 +124,8 @@ try_listen(void)
 		{
 			if (!warned)
 				ereport(WARNING,
-						(errmsg("pool_health agent: could not resolve \"%s\": %s",
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("pool_health agent: could not resolve \"%s\": %s",
 								ph_http_agent_listen, gai_strerror(rc)),
 						 errdetail("HAProxy's agent-check gets no answer; /health is served all the same."),
 						 errhint("Check pool_health.agent_listen; the worker tries again every %d seconds.",

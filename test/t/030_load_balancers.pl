@@ -522,4 +522,12 @@ is(code($sp, '/replica'), '200', '/replica without a lag maximum: 200');
 $standby->stop;
 $s2->stop;
 
+# agent_listen without http_listen: a WARNING, no listener
+my $lone_port = PostgreSQL::Test::Cluster::get_free_port();
+my $s3 = ph_node('s3', conf => "pool_health.agent_listen = '127.0.0.1:$lone_port'");
+like(slurp_file($s3->logfile), qr/WARNING:  pool_health.agent_listen is ignored: pool_health.http_listen is empty/,
+	'agent_listen without http_listen: a WARNING at startup');
+is(agent($lone_port), undef, 'and nothing answers on its port');
+$s3->stop;
+
 done_testing();
