@@ -205,6 +205,8 @@ foreach my $case (
 	[ '/livez?max_lag=1', 'max_lag' ],
 	[ '/readyz?min%5ffree%00x=1', 'min_free?x' ],
 	[ '/readyz?min_free=1%00', 'min_free' ],
+	[ '/readyz?min_free=%FF%FE%C3%A9', 'min_free' ],
+	[ '/readyz?%FF%C3%A9=1', '???' ],
 	[ '/readyz?' . ('x' x 2000) . '=1', 'x' x 64 ],
 	[ '/readyz?min_free=' . ('9' x 2000), 'min_free' ])
 {
