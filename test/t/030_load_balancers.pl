@@ -114,13 +114,15 @@ sub wait_for
 	return undef;
 }
 
-# a session of role app holding a slot (a leaked transaction)
+# a session of role app holding a slot (a leaked transaction); with
+# $superuser, of the test's superuser, which a full server still admits
+# (when clients race for the last slots)
 sub hold
 {
-	my ($node, $n, $list) = @_;
+	my ($node, $n, $list, $superuser) = @_;
 	for (1 .. $n)
 	{
-		my $s = $node->background_psql('postgres', extra_params => [ '-U', 'app' ]);
+		my $s = $node->background_psql('postgres', $superuser ? () : (extra_params => [ '-U', 'app' ]));
 		$s->query_safe('BEGIN; SELECT 1');
 		push @$list, $s;
 	}
@@ -477,6 +479,61 @@ ok(hap_is('pg_agent/s1', 'status', qr/^UP$/), 'agent check: s1 UP again (the age
 ok(hap_is('pg_agent/s1', 'weight', qr/^100$/), 'weight 100');
 ok(hap_is('pg_http/s1', 'status', qr/^UP$/), 'http check: s1 UP');
 cmp_ok(split_of($lb{agent}, 10)->{s1}, '>=', 3, 'agent check: s1 takes its share again');
+
+# before and after, under load: clients connect through each of the three
+# without pause while s1 fills to exhaustion, and until HAProxy has taken
+# it out with every check that can; the counts of [succeeded, failed]
+# per check, and the seconds the fill took
+sub under_load
+{
+	my ($fill, $name) = @_;
+	my $stop = "$dir/stop_$name";
+	my %loop;
+	my $parent = $$;
+	for my $check (qw(tcp http agent))
+	{
+		my $pid = fork;
+		if (!$pid)
+		{
+			my ($ok, $fail) = (0, 0);
+			until (-e $stop || getppid() != $parent) { defined through($lb{$check}) ? $ok++ : $fail++; }
+			PostgreSQL::Test::Utils::append_to_file("$dir/${name}_$check", "$ok $fail");
+			POSIX::_exit(0);
+		}
+		$loop{$check} = $pid;
+	}
+	my $started = time;
+	$fill->();
+	my $filled = time - $started;
+	ok(hap_is('pg_agent/s1', 'status', qr/^DOWN/) && hap_is('pg_http/s1', 'status', qr/^DOWN/),
+		"$name: s1 taken out with the agent and the http check");
+	usleep(500_000);
+	PostgreSQL::Test::Utils::append_to_file($stop, '');
+	waitpid($_, 0) for values %loop;
+	my %counts = map { $_ => [ split / /, slurp_file("$dir/${name}_$_") ] } qw(tcp http agent);
+	note(sprintf("$name: clients connecting without pause while s1 filled to exhaustion in %.1f s and until HAProxy took it out: "
+		  . 'plain TCP check %d failed of %d, http check %d of %d, agent check %d of %d',
+		$filled, map { ($counts{$_}[1], $counts{$_}[0] + $counts{$_}[1]) } qw(tcp http agent)));
+	release(\@s1_sessions);
+	ok(wait_used($s1, 0), "$name: s1 emptied");
+	ok(hap_is('pg_agent/s1', 'status', qr/^UP$/) && hap_is('pg_http/s1', 'status', qr/^UP$/),
+		"$name: s1 UP again");
+	return \%counts;
+}
+
+# a burst: 17 sessions as fast as they open (faster than the checks run),
+# of the superuser: the clients through HAProxy race for the same slots
+my $burst = under_load(sub { hold($s1, 17, \@s1_sessions, 1) }, 'burst');
+cmp_ok($burst->{tcp}[1], '>', 0, 'burst: connections failed with the plain TCP check');
+# paced: to 15 at once, then a session a second: critical (16) lasts a
+# second before it is exhausted, longer than a check takes to see it
+my $paced = under_load(sub {
+	hold($s1, 15, \@s1_sessions, 1);
+	for (1 .. 2) { sleep 1; hold($s1, 1, \@s1_sessions, 1); }
+}, 'paced');
+cmp_ok($paced->{tcp}[1], '>', 0, 'paced: connections failed with the plain TCP check');
+is($paced->{agent}[1], 0, 'paced: none failed with the agent check (drained at critical, before exhaustion)');
+is($paced->{http}[1], 0, 'paced: none failed with the http check (down at critical)');
 
 $haproxy->signal('TERM');
 $haproxy->finish;
