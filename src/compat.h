@@ -18,10 +18,14 @@
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
 #include "utils/guc.h"
+#include "storage/latch.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/backend_status.h"
 #include "utils/wait_event.h"
+#if PG_VERSION_NUM < 170000
+#include "utils/memutils.h"		/* TopMemoryContext */
+#endif
 #if PG_VERSION_NUM < 190000
 #include "parser/parser.h"		/* standard_conforming_strings */
 #endif
@@ -376,5 +380,20 @@ ph_standard_conforming_strings(void)
 	QueryDesc *queryDesc, ScanDirection direction, uint64 count, bool execute_once
 #define PH_EXECUTOR_RUN_PASS queryDesc, direction, count, execute_once
 #endif
+
+/*
+ * A wait event set that lives as long as the process (freed by hand):
+ * PostgreSQL 17 takes a resource owner (none here) instead of a memory
+ * context.
+ */
+static inline WaitEventSet *
+ph_create_wait_event_set(int nevents)
+{
+#if PG_VERSION_NUM >= 170000
+	return CreateWaitEventSet(NULL, nevents);
+#else
+	return CreateWaitEventSet(TopMemoryContext, nevents);
+#endif
+}
 
 #endif							/* POOL_HEALTH_COMPAT_H */

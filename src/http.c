@@ -11,8 +11,12 @@
  *							need the catalog)
  *			GET /metrics	the Prometheus text of metrics() (without the
  *							per-database and per-role families)
- *		and 404 for anything else, 405 for methods other than GET and HEAD,
- *		421 when the Host header names a host this server is not.
+ *			GET /livez, /readyz, /primary, /replica	for load balancers
+ *							and orchestrators (http_probes.c)
+ *		and 404 for anything else, 405 for methods other than GET, HEAD and
+ *		OPTIONS, 421 when the Host header names a host this server is not;
+ *		with pool_health.agent_listen, the HAProxy agent-check responder
+ *		(http_agent.c) in the same worker.
  *
  * This file is the module's face to the rest of pool_health: the
  * settings' check and assign hooks (pool_health.http_listen,
@@ -51,6 +55,7 @@
 char	   *ph_http_listen = NULL;
 int			ph_http_request_timeout_ms = 2000;
 char	   *ph_http_allowed_hosts = NULL;
+char	   *ph_http_agent_listen = NULL;
 
 /* pool_health.http_listen's host in canonical form, "" for every address */
 char		ph_http_listen_host[HTTP_HOST_MAX + 1];
@@ -243,7 +248,7 @@ ph_http_split_listen(const char *value, char **host, char **port)
 }
 #endif
 
-/* Check hook of pool_health.http_listen. */
+/* Check hook of pool_health.http_listen and pool_health.agent_listen. */
 bool
 ph_http_listen_check(char **newval, void **extra, GucSource source)
 {
@@ -273,7 +278,14 @@ void
 ph_http_register(void)
 {
 	if (ph_http_listen == NULL || ph_http_listen[0] == '\0')
+	{
+		if (ph_http_agent_listen != NULL && ph_http_agent_listen[0] != '\0')
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("pool_health.agent_listen is ignored: pool_health.http_listen is empty"),
+					 errhint("The HTTP worker serves the agent: set pool_health.http_listen too.")));
 		return;
+	}
 	ph_register_background_worker("pool_health http", "pool_health_http_main",
 								  BGWORKER_SHMEM_ACCESS, BgWorkerStart_PostmasterStart, 5);
 }

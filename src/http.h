@@ -15,6 +15,7 @@
 extern char *ph_http_listen;
 extern int	ph_http_request_timeout_ms;
 extern char *ph_http_allowed_hosts;
+extern char *ph_http_agent_listen;
 extern bool ph_http_listen_check(char **newval, void **extra, GucSource source);
 extern bool ph_http_allowed_hosts_check(char **newval, void **extra, GucSource source);
 extern void ph_http_allowed_hosts_assign(const char *newval, void *extra);

@@ -14,6 +14,13 @@
  *							slow-reader drains
  *		http_requests.c		a request: target and Host checks, routing,
  *							the cached answers
+ *		http_probes.c		what load balancers and orchestrators ask
+ *							(/livez, /readyz, /primary, /replica, their
+ *							query parameters) and the agent's line, from
+ *							one cached set of facts
+ *		http_agent.c		the HAProxy agent-check responder
+ *							(pool_health.agent_listen): its sockets,
+ *							polled by the HTTP worker's loop
  *
  * Everything here but the settings' parsing exists only in a build with
  * libmicrohttpd (PH_HAVE_MICROHTTPD), and only in the HTTP worker's
@@ -122,6 +129,10 @@ typedef enum HttpEndpoint
 	HTTP_HEALTH,
 	HTTP_STATUS,
 	HTTP_METRICS,
+	HTTP_LIVEZ,					/* from here on: http_probes.c */
+	HTTP_READYZ,
+	HTTP_PRIMARY,
+	HTTP_REPLICA,
 	HTTP_NOT_FOUND,
 	HTTP_ENDPOINTS = HTTP_NOT_FOUND
 } HttpEndpoint;
@@ -174,12 +185,26 @@ extern void ph_http_request_completed(void *cls, struct MHD_Connection *connecti
 
 /* http_requests.c */
 extern void ph_http_requests_init(void);
+extern char *ph_http_caught_error(uint32 holdoff, MemoryContext context);
 extern void *ph_http_request_target(void *cls, const char *uri,
 									struct MHD_Connection *connection);
 extern enum MHD_Result ph_http_answer(void *cls, struct MHD_Connection *connection,
 									  const char *url, const char *method,
 									  const char *version, const char *upload_data,
 									  size_t *upload_data_size, void **request);
+
+/* http_probes.c: the answer of a probe endpoint (HTTP_LIVEZ and after) */
+extern unsigned int ph_http_probe_answer(struct MHD_Connection *connection,
+										 HttpEndpoint endpoint, char **body);
+extern void ph_http_agent_line(char *line, size_t size);
+
+/* http_agent.c, called by the HTTP worker's loop (http_server.c) */
+extern void ph_http_agent_start(void);
+extern bool ph_http_agent_sockets_changed(void);
+extern int	ph_http_agent_sockets(pgsocket *sockets, int max);
+extern void ph_http_agent_serve(pgsocket socket);
+extern long ph_http_agent_retry_in(void);
+extern void ph_http_agent_exit(void);
 
 #endif							/* PH_HAVE_MICROHTTPD */
 

@@ -11,7 +11,10 @@
  *							connections for recovery
  *			GET /status		the JSON of status() (health.c)
  *			GET /metrics	the Prometheus text of metrics() (metrics.c)
- *		404 for anything else, 405 for methods other than GET and HEAD, 400
+ *			GET /livez, /readyz, /primary, /replica: http_probes.c
+ *		OPTIONS on each: 204 with Allow.
+ *		404 for anything else, 405 for methods other than GET, HEAD and
+ *		OPTIONS, 400
  *		for a body, a malformed header line or Host header, 421 when the
  *		Host header names a host this server is not (DNS rebinding: see
  *		host_allowed()).
@@ -88,7 +91,9 @@ static int	request_with_body;
 void *
 ph_http_request_target(void *cls, const char *uri, struct MHD_Connection *connection)
 {
-	static const char *const paths[HTTP_ENDPOINTS] = {"/health", "/status", "/metrics"};
+	static const char *const paths[HTTP_ENDPOINTS] = {
+		"/health", "/status", "/metrics", "/livez", "/readyz", "/primary", "/replica"
+	};
 	HttpSlot   *slot = ph_http_slot_of(connection);
 	char		path[16];
 	size_t		len = 0;
@@ -377,11 +382,31 @@ respond(struct MHD_Connection *connection, unsigned int status,
 		return MHD_NO;
 	MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 	MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-		MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED || status == MHD_HTTP_NO_CONTENT)
+		MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, OPTIONS");
 	ret = MHD_queue_response(connection, status, response);
 	MHD_destroy_response(response);
 	return ret;
+}
+
+/*
+ * In a PG_CATCH() around an evaluation in this process: recover as a
+ * worker's error recovery would (no lock outlives the error), the
+ * interrupt holdoff as it was at the PG_TRY() (holdoff), and return the
+ * error's message, palloc'd in context, which becomes the current one.
+ */
+char *
+ph_http_caught_error(uint32 holdoff, MemoryContext context)
+{
+	ErrorData  *edata;
+
+	LWLockReleaseAll();
+	ConditionVariableCancelSleep();
+	InterruptHoldoffCount = holdoff;
+	MemoryContextSwitchTo(context);
+	edata = CopyErrorData();
+	FlushErrorState();
+	return edata->message;
 }
 
 /*
@@ -425,20 +450,13 @@ compute_answer(HttpEndpoint endpoint, const char *url)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		char	   *message = ph_http_caught_error(holdoff, request_context);
 
-		/* as a worker's error recovery would: no lock outlives the error */
-		LWLockReleaseAll();
-		ConditionVariableCancelSleep();
-		InterruptHoldoffCount = holdoff;
-		MemoryContextSwitchTo(request_context);
-		edata = CopyErrorData();
-		FlushErrorState();
 		ereport(LOG,
-				(errmsg("pool_health http: could not answer %s: %s", url, edata->message)));
+				(errmsg("pool_health http: could not answer %s: %s", url, message)));
 		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
 		content_type = "text/plain";
-		body = psprintf("%s\n", edata->message);
+		body = psprintf("%s\n", message);
 	}
 	PG_END_TRY();
 	if (result->body != NULL)
@@ -483,9 +501,10 @@ ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
 						   status == MHD_HTTP_MISDIRECTED_REQUEST ?
 						   "misdirected request: the Host header names no address of this server (see pool_health.http_allowed_hosts)\n" :
 						   "bad request: malformed or repeated Host header\n");
-		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0 &&
+			strcmp(method, MHD_HTTP_METHOD_OPTIONS) != 0)
 			return respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
-						   "only GET and HEAD\n");
+						   "only GET, HEAD and OPTIONS\n");
 		/* wait for the end of the request */
 		*request = &request_without_body;
 		return MHD_YES;
@@ -503,9 +522,25 @@ ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
 	endpoint = slot->endpoint;
 	if (endpoint == HTTP_NOT_FOUND || target_had_nul(slot, url, version))
 		return respond(connection, MHD_HTTP_NOT_FOUND, "text/plain",
-					   "not found: /health, /status or /metrics\n");
+					   "not found: /health, /status, /metrics, /livez, /readyz, /primary or /replica\n");
 
 	ph_http_count_request();
+	if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0)
+		return respond(connection, MHD_HTTP_NO_CONTENT, "text/plain", "");
+	if (endpoint >= HTTP_LIVEZ)
+	{
+		char	   *body;
+		unsigned int status;
+		enum MHD_Result ret;
+		MemoryContext old = MemoryContextSwitchTo(request_context);
+
+		/* cheap (the facts are cached): answered from its own parameters */
+		status = ph_http_probe_answer(connection, endpoint, &body);
+		ret = respond(connection, status, "application/json", body);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(request_context);
+		return ret;
+	}
 	result = &answers[endpoint];
 	if (result->computed_at == 0 ||
 		TimestampDifferenceExceeds(result->computed_at, GetCurrentTimestamp(), reuse_ms))

@@ -20,6 +20,9 @@
  * server's CPU per connection (tools/bench admission).  Its calls go
  * through the pointers ph_http_load_microhttpd() fills (http_internal.h).
  *
+ * The same loop serves the HAProxy agent-check (http_agent.c): its
+ * listening sockets are in the wait set with MHD's descriptor.
+ *
  * State: the daemon (daemon_handle), local to this process; in shared
  * memory, the worker's pid (http.c), set once it listens and cleared at
  * its exit.
@@ -104,6 +107,9 @@ ph_http_load_microhttpd(void)
 static struct MHD_Daemon *daemon_handle = NULL;
 static bool daemon_started = false;
 
+/* The user_data of the agent's sockets in the loop's wait set */
+static int	agent_marker;
+
 /*
  * MHD's own messages, into the server log: at LOG while the server starts
  * (why it cannot listen), at DEBUG1 after (a client's bad request must not
@@ -128,6 +134,7 @@ log_mhd(void *cls, const char *format, va_list args)
 static void
 http_exit(int code, Datum arg)
 {
+	ph_http_agent_exit();
 	ph_http_connections_exit();
 	if (daemon_handle != NULL)
 		MHD_stop_daemon(daemon_handle);
@@ -156,6 +163,27 @@ start_daemon(unsigned int family_flags, uint16 port, const struct sockaddr *addr
 }
 
 /*
+ * What the loop waits on: the latch, the postmaster's death, MHD's epoll
+ * descriptor and the agent's listening sockets (user_data non-NULL).
+ */
+#define HTTP_WAIT_EVENTS		16
+
+static WaitEventSet *
+wait_set(int epoll_fd)
+{
+	pgsocket	agent[HTTP_WAIT_EVENTS - 3];
+	int			nagent = ph_http_agent_sockets(agent, lengthof(agent));
+	WaitEventSet *set = ph_create_wait_event_set(3 + nagent);
+
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(set, WL_SOCKET_READABLE, epoll_fd, NULL, NULL);
+	for (int i = 0; i < nagent; i++)
+		AddWaitEventToSet(set, WL_SOCKET_READABLE, agent[i], NULL, &agent_marker);
+	return set;
+}
+
+/*
  * The HTTP worker (registered by ph_http_register()): libmicrohttpd, the
  * daemon on pool_health.http_listen, then the loop, which waits on MHD's
  * epoll descriptor and the latch until the next deadline and lets MHD
@@ -172,6 +200,7 @@ pool_health_http_main(Datum arg)
 	int			rc;
 	const union MHD_DaemonInfo *info;
 	int			epoll_fd;
+	WaitEventSet *set;
 	uint32		wait_event_cache = 0;
 	uint32		wait_event = ph_named_wait_event("PoolHealthHttp", &wait_event_cache);
 
@@ -237,14 +266,20 @@ pool_health_http_main(Datum arg)
 	daemon_started = true;
 	ph_http_set_pid(MyProcPid);
 	ereport(LOG,
-			(errmsg("pool_health http: serving /health, /status and /metrics on %s",
+			(errmsg("pool_health http: serving /health, /status, /metrics, /livez, /readyz, /primary and /replica on %s",
 					ph_http_listen)));
+	ph_http_agent_start();
+	(void) ph_http_agent_sockets_changed();
+	set = wait_set(epoll_fd);
 
 	for (;;)
 	{
 		MHD_UNSIGNED_LONG_LONG mhd_timeout;
 		long		timeout = 1000;
 		long		deadline;
+		long		retry;
+		WaitEvent	events[HTTP_WAIT_EVENTS];
+		int			nevents;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -257,11 +292,21 @@ pool_health_http_main(Datum arg)
 			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) 1000);
 		if (deadline >= 0)
 			timeout = Min(timeout, deadline);
-		(void) WaitLatchOrSocket(MyLatch,
-								 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT |
-								 WL_EXIT_ON_PM_DEATH,
-								 epoll_fd, Max(timeout, 1), wait_event);
+		retry = ph_http_agent_retry_in();
+		if (retry >= 0)
+			timeout = Min(timeout, retry);
+		if (ph_http_agent_sockets_changed())
+		{
+			FreeWaitEventSet(set);
+			set = wait_set(epoll_fd);
+		}
+		nevents = WaitEventSetWait(set, Max(timeout, 1), events, lengthof(events),
+								   wait_event);
 		ResetLatch(MyLatch);
+		for (int i = 0; i < nevents; i++)
+			if (events[i].user_data == &agent_marker &&
+				(events[i].events & WL_SOCKET_READABLE))
+				ph_http_agent_serve(events[i].fd);
 		MHD_run(daemon_handle);
 	}
 }

@@ -330,6 +330,15 @@ define_postmaster_settings(void)
 							   GUC_LIST_INPUT,
 							   ph_http_allowed_hosts_check, ph_http_allowed_hosts_assign, NULL);
 
+	DefineCustomStringVariable("pool_health.agent_listen",
+							   "Address (as pool_health.http_listen) on which the HTTP worker answers HAProxy's agent-check: one line per connection (weight, maxconn, drain, down); empty disables.",
+							   "Needs pool_health.http_listen. If the address cannot be bound, a WARNING is logged, /health keeps answering and the worker tries again every 10 seconds.",
+							   &ph_http_agent_listen,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   ph_http_listen_check, NULL, NULL);
+
 	DefineCustomIntVariable("pool_health.max_policies",
 							"How many enabled policies the worker can publish to shared memory.",
 							NULL,

@@ -1,0 +1,545 @@
+/*-------------------------------------------------------------------------
+ *
+ * http_probes.c
+ *		What load balancers and orchestrators ask the HTTP worker, answered
+ *		from one set of facts (ProbeFacts below) computed at most once per
+ *		100 ms (or sample interval, if shorter) from the evaluation
+ *		http_requests.c also uses and from the recovery state:
+ *
+ *			/livez		200 while the worker answers: never from slots
+ *			/readyz		200 when a new ordinary login would be admitted
+ *						(the server accepts connections, a usable slot is
+ *						free, no catch-all policy refuses it) and the
+ *						level is below critical; ?min_free=N: at least N
+ *						usable slots free; ?max_lag=bytes or interval: on
+ *						a standby, the lag within it (ignored on a
+ *						primary)
+ *			/primary	200 on a primary, 503 in recovery
+ *			/replica	200 on a hot standby that accepts connections,
+ *						with ?lag= (Patroni's name, or max_lag=) as above
+ *
+ *		?verbose adds the reasons.  The body is JSON; a HEAD gets the same
+ *		status without it (libmicrohttpd drops it).  A parameter that is
+ *		malformed, out of range, repeated or unknown to the endpoint is a
+ *		400 whose JSON names it.
+ *
+ *		And the line of the HAProxy agent-check (http_agent.c): "up ready
+ *		37% maxconn:12" (the weight: the free share of the usable slots;
+ *		maxconn: the free usable slots), "up drain" at critical, "down"
+ *		when exhausted or not accepting connections.
+ *
+ * The lag follows Patroni's /replica?lag=: the primary's last WAL position
+ * known here (the WAL receiver's latest_end_lsn: what the primary
+ * reported sending last) less the later of the positions received and
+ * replayed, in bytes; as an interval, how long ago the last transaction
+ * replayed committed, 0 while everything received is replayed.  Without a
+ * streaming WAL receiver the lag is unknown, and a check with a maximum
+ * fails.
+ *
+ * State: facts (below) and its reasons, local to the HTTP worker's
+ * process (TopMemoryContext).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#ifdef PH_HAVE_MICROHTTPD
+
+#include <math.h>
+
+#include "access/xlog.h"
+#include "access/xlogrecovery.h"
+#include "miscadmin.h"
+#include "postmaster/postmaster.h"
+#include "replication/walreceiver.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "evaluate.h"
+#include "http.h"
+#include "http_internal.h"
+#include "json_writer.h"
+#include "settings.h"
+
+/* The facts are reused for this long at most (floods of checks). */
+#define PROBE_CACHE_MS			100
+
+/* The longest part of a bad parameter's value an error repeats. */
+#define PROBE_ECHO_MAX			64
+
+/* What every probe and the agent answer from; recomputed at most once per period */
+typedef struct ProbeFacts
+{
+	TimestampTz computed_at;	/* 0: none yet */
+	bool		evaluated;		/* false: the evaluation failed (error) */
+	char	   *error;			/* why, if it failed */
+	PhLevel		level;
+	int			usable;
+	int			used;
+	int			free;			/* free usable slots */
+	bool		refusing;		/* the postmaster refuses connections */
+	NameData	refusing_policy;	/* a catch-all policy that refuses an
+									 * ordinary login now; empty: none */
+	bool		in_recovery;
+	bool		lag_known;		/* a streaming WAL receiver has reported */
+	int64		lag_bytes;
+	int64		lag_usec;
+	int			nreasons;
+	char	   *reasons[PH_MAX_REASONS];	/* TopMemoryContext */
+} ProbeFacts;
+
+static ProbeFacts facts;
+
+/*
+ * The policy that governs an ordinary login (one that no policy matching
+ * a database, role, application or client address governs): the first
+ * catch-all policy in precedence order.  Its name into facts if it would
+ * refuse one now (admission on): refuse_at reached, or its quota full.
+ */
+static void
+find_refusing_policy(const PhEvaluation *eval)
+{
+	NameStr(facts.refusing_policy)[0] = '\0';
+	if (!ph_admission)
+		return;
+	for (int i = 0; i < eval->policies.count; i++)
+	{
+		const PhPolicy *p = &eval->policies.items[i];
+
+		if (p->specificity != 0)
+			continue;
+		if ((p->refuse_at >= 0 && eval->usage.capacity_level >= (PhLevel) p->refuse_at) ||
+			(p->max_connections > 0 && eval->governed != NULL &&
+			 eval->governed[i] >= p->max_connections))
+			namestrcpy(&facts.refusing_policy, NameStr(p->name));
+		return;
+	}
+}
+
+/* The standby's lag (see the header comment), into facts. */
+static void
+measure_lag(void)
+{
+	XLogRecPtr	replayed = GetXLogReplayRecPtr(NULL);
+	XLogRecPtr	received = GetWalRcvFlushRecPtr(NULL, NULL);
+	XLogRecPtr	primary_end;
+	WalRcvState state;
+	TimestampTz last_commit;
+
+	SpinLockAcquire(&WalRcv->mutex);
+	primary_end = WalRcv->latestWalEnd;
+	state = WalRcv->walRcvState;
+	SpinLockRelease(&WalRcv->mutex);
+
+	facts.lag_known = state == WALRCV_STREAMING && !XLogRecPtrIsInvalid(primary_end);
+	facts.lag_bytes = 0;
+	facts.lag_usec = 0;
+	if (!facts.lag_known)
+		return;
+	if (primary_end > Max(replayed, received))
+		facts.lag_bytes = (int64) (primary_end - Max(replayed, received));
+	last_commit = GetLatestXTime();
+	if (replayed < received && last_commit != 0)
+		facts.lag_usec = Max(GetCurrentTimestamp() - last_commit, 0);
+}
+
+/*
+ * The facts, computed again when older than the period.  An error is
+ * kept as the facts' error (every probe but /livez then fails), never a
+ * longjmp through libmicrohttpd.
+ */
+static const ProbeFacts *
+current_facts(void)
+{
+	int			reuse_ms = Min(PROBE_CACHE_MS, ph_sample_interval_ms);
+	MemoryContext old;
+	volatile uint32 holdoff;
+	MemoryContext context;
+
+	if (facts.computed_at != 0 &&
+		!TimestampDifferenceExceeds(facts.computed_at, GetCurrentTimestamp(), reuse_ms))
+		return &facts;
+
+	for (int i = 0; i < facts.nreasons; i++)
+		pfree(facts.reasons[i]);
+	facts.nreasons = 0;
+	if (facts.error != NULL)
+		pfree(facts.error);
+	facts.error = NULL;
+
+	context = AllocSetContextCreate(CurrentMemoryContext, "pool_health http probe",
+									ALLOCSET_SMALL_SIZES);
+	HOLD_INTERRUPTS();
+	holdoff = InterruptHoldoffCount;
+	old = MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		PhEvaluation eval;
+
+		ph_evaluate(&eval, PH_EVAL_NO_CATALOG);
+		facts.level = eval.usage.level;
+		facts.usable = eval.usage.usable;
+		facts.used = eval.usage.used;
+		facts.free = eval.usage.free;
+		find_refusing_policy(&eval);
+		for (int i = 0; i < eval.usage.nreasons; i++)
+			facts.reasons[facts.nreasons++] =
+				MemoryContextStrdup(TopMemoryContext, eval.usage.reasons[i]);
+		facts.refusing = RecoveryInProgress() && !HotStandbyActive();
+		facts.in_recovery = RecoveryInProgress();
+		if (facts.in_recovery)
+			measure_lag();
+		facts.evaluated = true;
+	}
+	PG_CATCH();
+	{
+		facts.evaluated = false;
+		facts.error = MemoryContextStrdup(TopMemoryContext,
+										  ph_http_caught_error(holdoff, context));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(context);
+	RESUME_INTERRUPTS();
+	facts.computed_at = GetCurrentTimestamp();
+	return &facts;
+}
+
+/* The query parameters of a probe, as parsed */
+typedef struct ProbeQuery
+{
+	HttpEndpoint endpoint;
+	bool		verbose;
+	int			min_free;		/* 1 unless given */
+	bool		lag_given;
+	bool		lag_is_time;	/* usec, else bytes */
+	double		max_lag;
+	/* the first bad parameter: its name and what is wrong */
+	char		bad_name[PROBE_ECHO_MAX + 1];
+	const char *bad_why;
+	char		bad_value[PROBE_ECHO_MAX + 1];
+	unsigned int seen;			/* bit per parameter: repeated ones */
+} ProbeQuery;
+
+#define PARAM_VERBOSE	0x1
+#define PARAM_MIN_FREE	0x2
+#define PARAM_MAX_LAG	0x4
+
+/*
+ * Copy at most PROBE_ECHO_MAX bytes of a client's text for the JSON of an
+ * error, each byte that is not printable ASCII as '?' (the JSON stays
+ * valid UTF-8 whatever was sent).
+ */
+static void
+echo_copy(char *out, const char *text, size_t len)
+{
+	len = text == NULL ? 0 : Min(len, PROBE_ECHO_MAX);
+	for (size_t i = 0; i < len; i++)
+		out[i] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
+	out[len] = '\0';
+}
+
+/* Note the first bad parameter. */
+static void
+bad_parameter(ProbeQuery *q, const char *key, size_t key_size,
+			  const char *value, size_t value_size, const char *why)
+{
+	if (q->bad_why != NULL)
+		return;
+	q->bad_why = why;
+	echo_copy(q->bad_name, key, key_size);
+	echo_copy(q->bad_value, value, value_size);
+}
+
+/*
+ * A lag maximum: bytes (a number, or with B, kB, MB, GB or TB, as in
+ * PostgreSQL's settings) or an interval (with us, ms, s, min, h or d).
+ */
+static bool
+parse_lag(const char *value, ProbeQuery *q)
+{
+	double		v;
+	const char *hint;
+
+	if (parse_real(value, &v, GUC_UNIT_BYTE, &hint))
+		q->lag_is_time = false;
+	else if (parse_real(value, &v, GUC_UNIT_MS, &hint))
+	{
+		q->lag_is_time = true;
+		v *= 1000.0;			/* usec */
+	}
+	else
+		return false;
+	if (isnan(v) || isinf(v) || v < 0 || v > (double) PG_INT64_MAX / 2)
+		return false;
+	q->max_lag = v;
+	return true;
+}
+
+/* MHD_get_connection_values_n: one query parameter of a probe. */
+static enum MHD_Result
+probe_parameter(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+				const char *value, size_t value_size)
+{
+	ProbeQuery *q = (ProbeQuery *) cls;
+	unsigned int param;
+	char		text[PROBE_ECHO_MAX + 1];
+
+#define KEY_IS(name) (key_size == strlen(name) && memcmp(key, name, key_size) == 0)
+	if (KEY_IS("verbose"))
+		param = PARAM_VERBOSE;
+	else if (KEY_IS("min_free") && q->endpoint == HTTP_READYZ)
+		param = PARAM_MIN_FREE;
+	else if ((KEY_IS("max_lag") && (q->endpoint == HTTP_READYZ || q->endpoint == HTTP_REPLICA)) ||
+			 (KEY_IS("lag") && q->endpoint == HTTP_REPLICA))
+		param = PARAM_MAX_LAG;
+	else
+	{
+		bad_parameter(q, key, key_size, NULL, 0, "unknown parameter for this path");
+		return MHD_NO;
+	}
+#undef KEY_IS
+	if (q->seen & param)
+	{
+		bad_parameter(q, key, key_size, NULL, 0, "given more than once");
+		return MHD_NO;
+	}
+	q->seen |= param;
+	/* a value, without a NUL byte, short enough to be a number */
+	if (value == NULL || value_size == 0)
+	{
+		if (param == PARAM_VERBOSE)
+		{
+			q->verbose = true;
+			return MHD_YES;
+		}
+		bad_parameter(q, key, key_size, NULL, 0, "a value is required");
+		return MHD_NO;
+	}
+	if (value_size > PROBE_ECHO_MAX || memchr(value, '\0', value_size) != NULL)
+	{
+		bad_parameter(q, key, key_size, value, value_size, "malformed value");
+		return MHD_NO;
+	}
+	memcpy(text, value, value_size);
+	text[value_size] = '\0';
+	if (param == PARAM_VERBOSE)
+	{
+		if (!parse_bool(text, &q->verbose))
+			bad_parameter(q, key, key_size, value, value_size,
+						  "must be a boolean (true, false, on, off, 1, 0) or absent");
+	}
+	else if (param == PARAM_MIN_FREE)
+	{
+		char	   *end;
+		long		n;
+
+		errno = 0;
+		n = strtol(text, &end, 10);
+		if (end == text || *end != '\0' || errno != 0 || n < 0 || n > MAX_BACKENDS)
+			bad_parameter(q, key, key_size, value, value_size,
+						  "must be an integer from 0 to 262143");
+		else
+			q->min_free = (int) n;
+	}
+	else
+	{
+		if (!parse_lag(text, q))
+			bad_parameter(q, key, key_size, value, value_size,
+						  "must be a number of bytes (optionally with B, kB, MB, GB or TB) or an interval (with us, ms, s, min, h or d), not negative");
+		q->lag_given = true;
+	}
+	return q->bad_why == NULL ? MHD_YES : MHD_NO;
+}
+
+/* Whether the standby's lag exceeds the maximum asked (unknown: it does) */
+static bool
+lag_exceeds(const ProbeFacts *f, const ProbeQuery *q)
+{
+	if (!f->lag_known)
+		return true;
+	if (q->lag_is_time)
+		return (double) f->lag_usec > q->max_lag;
+	return (double) f->lag_bytes > q->max_lag;
+}
+
+/* Add a reason to a probe's answer. */
+static void
+add_reason(char **why, int *nwhy, char *reason)
+{
+	if (*nwhy < PH_MAX_REASONS * 2)
+		why[(*nwhy)++] = reason;
+}
+
+/*
+ * The answer of a probe endpoint (HTTP_LIVEZ and after): its status, and
+ * its JSON body into *body (palloc'd in the caller's context).
+ */
+unsigned int
+ph_http_probe_answer(struct MHD_Connection *connection, HttpEndpoint endpoint,
+					 char **body)
+{
+	ProbeQuery	q;
+	const ProbeFacts *f;
+	StringInfoData buf;
+	bool		ok;
+	char	   *why[PH_MAX_REASONS * 2];
+	int			nwhy = 0;
+
+	memset(&q, 0, sizeof(q));
+	q.endpoint = endpoint;
+	q.min_free = 1;
+	(void) MHD_get_connection_values_n(connection, MHD_GET_ARGUMENT_KIND,
+									   probe_parameter, &q);
+	initStringInfo(&buf);
+	ph_json_open(&buf, NULL, '{');
+	if (q.bad_why != NULL)
+	{
+		ph_json_str(&buf, "error",
+					psprintf("invalid query parameter \"%s\": %s", q.bad_name, q.bad_why));
+		ph_json_str(&buf, "parameter", q.bad_name);
+		if (q.bad_value[0] != '\0')
+			ph_json_str(&buf, "value", q.bad_value);
+		ph_json_close(&buf, '}');
+		*body = buf.data;
+		return MHD_HTTP_BAD_REQUEST;
+	}
+
+	if (endpoint == HTTP_LIVEZ)
+	{
+		/* no evaluation: alive is this process answering */
+		ph_json_str(&buf, "status", "alive");
+		ph_json_close(&buf, '}');
+		*body = buf.data;
+		return MHD_HTTP_OK;
+	}
+
+	f = current_facts();
+	if (!f->evaluated)
+	{
+		ok = false;
+		add_reason(why, &nwhy, psprintf("could not evaluate: %s", f->error));
+	}
+	else
+	{
+		for (int i = 0; i < f->nreasons; i++)
+			add_reason(why, &nwhy, f->reasons[i]);
+		switch (endpoint)
+		{
+			case HTTP_READYZ:
+				ok = true;
+				if (f->refusing)
+				{
+					ok = false;
+					add_reason(why, &nwhy, "the server is in recovery and not accepting connections");
+				}
+				if (f->level >= PH_LEVEL_CRITICAL)
+				{
+					ok = false;
+					add_reason(why, &nwhy, psprintf("the level is %s", ph_level_name(f->level)));
+				}
+				if (f->free < q.min_free)
+				{
+					ok = false;
+					add_reason(why, &nwhy, psprintf("%d usable slots free, fewer than min_free (%d)",
+													f->free, q.min_free));
+				}
+				if (NameStr(f->refusing_policy)[0] != '\0')
+				{
+					ok = false;
+					add_reason(why, &nwhy, psprintf("policy \"%s\" refuses ordinary logins now",
+													NameStr(f->refusing_policy)));
+				}
+				break;
+			case HTTP_PRIMARY:
+				ok = !f->in_recovery;
+				if (!ok)
+					add_reason(why, &nwhy, "the server is in recovery");
+				break;
+			case HTTP_REPLICA:
+			default:
+				ok = f->in_recovery && !f->refusing;
+				if (!f->in_recovery)
+					add_reason(why, &nwhy, "the server is not in recovery");
+				else if (f->refusing)
+					add_reason(why, &nwhy, "the server is in recovery and not accepting connections");
+				break;
+		}
+		if (f->in_recovery && q.lag_given && lag_exceeds(f, &q))
+		{
+			ok = false;
+			add_reason(why, &nwhy, f->lag_known ?
+					   psprintf("the lag exceeds max_lag (%s)", q.lag_is_time ? "interval" : "bytes") :
+					   "the lag is unknown: no WAL receiver is streaming");
+		}
+	}
+
+	ph_json_str(&buf, "status", ok ? "ready" : "not ready");
+	if (f->evaluated)
+	{
+		ph_json_str(&buf, "state", "running");
+		ph_json_str(&buf, "role", f->in_recovery ? "replica" : "primary");
+		ph_json_str(&buf, "level", ph_level_name(f->level));
+		ph_json_bool(&buf, "accepting_connections", !f->refusing);
+		ph_json_int(&buf, "usable", f->usable);
+		ph_json_int(&buf, "used", f->used);
+		ph_json_int(&buf, "free", f->free);
+		if (f->in_recovery)
+		{
+			if (f->lag_known)
+			{
+				ph_json_int(&buf, "lag_bytes", f->lag_bytes);
+				ph_json_seconds(&buf, "lag_seconds", f->lag_usec);
+			}
+			else
+				ph_json_str(&buf, "lag_bytes", NULL);
+		}
+	}
+	if (q.verbose)
+	{
+		ph_json_open(&buf, "reasons", '[');
+		for (int i = 0; i < nwhy; i++)
+			ph_json_str(&buf, NULL, why[i]);
+		ph_json_close(&buf, ']');
+	}
+	ph_json_close(&buf, '}');
+	*body = buf.data;
+	return ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+}
+
+/*
+ * The agent-check line for HAProxy, with its "\n" (size: at least 128
+ * bytes).  The weight is the free share of the usable slots (at least 1 %
+ * while up: 0 % would drain); maxconn the free usable slots; "drain" at
+ * critical; "down" with the reason after '#' when exhausted, when the
+ * server refuses connections, when a catch-all policy refuses ordinary
+ * logins, or when the evaluation failed.
+ */
+void
+ph_http_agent_line(char *line, size_t size)
+{
+	const ProbeFacts *f = current_facts();
+
+	if (!f->evaluated)
+		snprintf(line, size, "down #pool_health could not evaluate\n");
+	else if (f->refusing)
+		snprintf(line, size, "down #not accepting connections (recovery)\n");
+	else if (f->level >= PH_LEVEL_EXHAUSTED || f->free <= 0)
+		snprintf(line, size, "down #exhausted: no usable connection slot is free\n");
+	else if (NameStr(f->refusing_policy)[0] != '\0')
+		snprintf(line, size, "down #a catch-all policy refuses ordinary logins\n");
+	else if (f->level >= PH_LEVEL_CRITICAL)
+		snprintf(line, size, "up drain\n");
+	else
+	{
+		int			weight = (int) ((100L * f->free + f->usable / 2) / Max(f->usable, 1));
+
+		snprintf(line, size, "up ready %d%% maxconn:%d\n",
+				 Max(weight, 1), f->free);
+	}
+}
+
+#endif							/* PH_HAVE_MICROHTTPD */
