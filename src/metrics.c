@@ -5,7 +5,8 @@
  *		exposition format (version 0.0.4), every family with # HELP and
  *		# TYPE, label values escaped.  Per-group series are bounded: the
  *		pool_health.metrics_top_groups largest groups, the rest summed in a
- *		family of its own (<family>_other).  An application_name is
+ *		family of its own (<family>_other, the unit last:
+ *		..._xact_other_seconds).  An application_name is
  *		labelled only once the accounting has known it for
  *		pool_health.metrics_min_age, or if it matches
  *		pool_health.metrics_application_pattern: any role can choose its
@@ -134,10 +135,10 @@ application_figures(StringInfo buf, const LabelRule *rule)
 			"pool_health_application_xacts_other",
 		"Transactions finished, per application_name (since reset_application_stats(); a group evicted into (other) takes its share with it)."},
 		{"pool_health_application_xact_seconds_total", "counter",
-			"pool_health_application_xact_seconds_other",
+			"pool_health_application_xact_other_seconds",
 		"Time spent in transactions, per application_name."},
 		{"pool_health_application_idle_in_xact_seconds_total", "counter",
-			"pool_health_application_idle_in_xact_seconds_other",
+			"pool_health_application_idle_in_xact_other_seconds",
 		"Time spent idle inside transactions, per application_name."},
 		{"pool_health_application_in_xact", "gauge",
 			"pool_health_application_in_xact_other",

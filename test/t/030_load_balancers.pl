@@ -486,11 +486,12 @@ cmp_ok(split_of($lb{agent}, 10)->{s1}, '>=', 3, 'agent check: s1 takes its share
 # per check, and the seconds the fill took
 sub under_load
 {
-	my ($fill, $name) = @_;
+	my ($fill, $name, @checks) = @_;
+	@checks = qw(tcp http agent) unless @checks;
 	my $stop = "$dir/stop_$name";
 	my %loop;
 	my $parent = $$;
-	for my $check (qw(tcp http agent))
+	for my $check (@checks)
 	{
 		my $pid = fork;
 		if (!$pid)
@@ -510,10 +511,10 @@ sub under_load
 	usleep(500_000);
 	PostgreSQL::Test::Utils::append_to_file($stop, '');
 	waitpid($_, 0) for values %loop;
-	my %counts = map { $_ => [ split / /, slurp_file("$dir/${name}_$_") ] } qw(tcp http agent);
+	my %counts = map { $_ => [ split / /, slurp_file("$dir/${name}_$_") ] } @checks;
 	note(sprintf("$name: clients connecting without pause while s1 filled to exhaustion in %.1f s and until HAProxy took it out: "
-		  . 'plain TCP check %d failed of %d, http check %d of %d, agent check %d of %d',
-		$filled, map { ($counts{$_}[1], $counts{$_}[0] + $counts{$_}[1]) } qw(tcp http agent)));
+		  . join(', ', map { "$_ check %d failed of %d" } @checks),
+		$filled, map { ($counts{$_}[1], $counts{$_}[0] + $counts{$_}[1]) } @checks));
 	release(\@s1_sessions);
 	ok(wait_used($s1, 0), "$name: s1 emptied");
 	ok(hap_is('pg_agent/s1', 'status', qr/^UP$/) && hap_is('pg_http/s1', 'status', qr/^UP$/),
@@ -525,15 +526,30 @@ sub under_load
 # of the superuser: the clients through HAProxy race for the same slots
 my $burst = under_load(sub { hold($s1, 17, \@s1_sessions, 1) }, 'burst');
 cmp_ok($burst->{tcp}[1], '>', 0, 'burst: connections failed with the plain TCP check');
-# paced: to 15 at once, then a session a second: critical (16) lasts a
-# second before it is exhausted, longer than a check takes to see it
-my $paced = under_load(sub {
-	hold($s1, 15, \@s1_sessions, 1);
-	for (1 .. 2) { sleep 1; hold($s1, 1, \@s1_sessions, 1); }
-}, 'paced');
-cmp_ok($paced->{tcp}[1], '>', 0, 'paced: connections failed with the plain TCP check');
-is($paced->{agent}[1], 0, 'paced: none failed with the agent check (drained at critical, before exhaustion)');
-is($paced->{http}[1], 0, 'paced: none failed with the http check (down at critical)');
+# paced, as a server fills when its load grows: to 15 at once, then to
+# critical (16), which lasts until HAProxy has seen it (the agent check's
+# DRAIN, the http check's DOWN; for the plain TCP check, which sees
+# nothing, a second), then exhausted (17).  Each check's clients run
+# alone: another check's clients on s1 (the plain TCP one's keep coming)
+# would take its last slot.
+my %paced;
+for my $check (qw(tcp agent http))
+{
+	$paced{$check} = under_load(sub {
+		hold($s1, 16, \@s1_sessions, 1);
+		if ($check eq 'tcp') { sleep 1; }
+		else
+		{
+			ok(hap_is("pg_$check/s1", 'status', $check eq 'agent' ? qr/^DRAIN/ : qr/^DOWN/),
+				"paced, $check check: HAProxy saw s1 critical");
+			ok(wait_used($s1, 16), "paced, $check check: its clients have left s1");
+		}
+		hold($s1, 1, \@s1_sessions, 1);
+	}, "paced_$check", $check)->{$check};
+}
+cmp_ok($paced{tcp}[1], '>', 0, 'paced: connections failed with the plain TCP check');
+is($paced{agent}[1], 0, 'paced: none failed with the agent check (drained at critical, before exhaustion)');
+is($paced{http}[1], 0, 'paced: none failed with the http check (down at critical)');
 
 $haproxy->signal('TERM');
 $haproxy->finish;
