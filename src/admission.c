@@ -59,12 +59,14 @@
 #include "miscadmin.h"
 #include "replication/walsender.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/wait_event.h"
 
 #include "compat.h"
 #include "admission.h"
@@ -116,7 +118,19 @@ typedef struct QuotaCounter
 	 * compare-and-swap: no lock.  0: a full bucket.
 	 */
 	pg_atomic_uint64 login_tat;
+	pg_atomic_uint32 login_delayed; /* refused logins held back now */
 } QuotaCounter;
+
+/*
+ * A login refused for want of a token is held back until its token is due
+ * (at most LOGIN_DELAY_MAX_MS), then refused: a client reconnecting in a
+ * loop then tries a few times a second, not a thousand, and costs the
+ * server a process only as often.  A held-back login keeps its slot of the
+ * server, so at most LOGIN_DELAYED_MAX of a policy are held back at once;
+ * the others are refused at once.
+ */
+#define LOGIN_DELAY_MAX_MS	200
+#define LOGIN_DELAYED_MAX	4
 
 /*
  * A policy with a reserve, as published (written with the set's lock held
@@ -206,6 +220,7 @@ ph_admission_shmem_startup(void)
 		for (int r = 0; r < PH_REFUSAL_REASONS; r++)
 			pg_atomic_init_u64(&admission->counters[i].refused_by[r], 0);
 		pg_atomic_init_u64(&admission->counters[i].login_tat, 0);
+		pg_atomic_init_u32(&admission->counters[i].login_delayed, 0);
 	}
 	admission->nreserved = 0;
 	admission->reserved = (ReservedCounter *) storage;
@@ -328,6 +343,37 @@ take_login_token(QuotaCounter *counter, const PhPolicy *p, TimestampTz now)
 										   (uint64) (base + interval)))
 			return 0;
 	}
+}
+
+/*
+ * Hold a login refused for want of a token back until its token is due,
+ * at most LOGIN_DELAY_MAX_MS, if fewer than LOGIN_DELAYED_MAX logins of
+ * its policy are held back already (see LOGIN_DELAY_MAX_MS).  Returns how
+ * long it waited (usec).  No lock is held; the wait ends early on a
+ * signal that sets the latch (shutdown) or the postmaster's death.
+ */
+static int64
+hold_back_login(QuotaCounter *counter, int64 retry_after)
+{
+	int64		waited = 0;
+
+	if (pg_atomic_fetch_add_u32(&counter->login_delayed, 1) < LOGIN_DELAYED_MAX)
+	{
+		TimestampTz start = GetCurrentTimestamp();
+		int64		wait = Min(retry_after, LOGIN_DELAY_MAX_MS * INT64CONST(1000));
+
+		/* the latch may be set already: wait out the time, unless told to die */
+		while (waited < wait && !ProcDiePending)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 (long) Max((wait - waited + 999) / 1000, 1),
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			waited = GetCurrentTimestamp() - start;
+		}
+	}
+	pg_atomic_fetch_sub_u32(&counter->login_delayed, 1);
+	return waited;
 }
 
 /*
@@ -513,9 +559,11 @@ admit(Port *port, pg_atomic_uint64 *entry)
 
 	if (m.retry_after > 0)
 	{
-		int64		retry_ms = (m.retry_after + 999) / 1000;
+		int64		retry_ms;
 
 		count_refusal(m.counter, PH_REFUSAL_RATE, entry, port, role, name);
+		m.retry_after -= hold_back_login(&admission->counters[m.counter], m.retry_after);
+		retry_ms = Max((m.retry_after + 999) / 1000, 1);
 		ereport(FATAL,
 				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 				 errmsg("too many logins for pool_health policy \"%s\"",

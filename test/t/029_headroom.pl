@@ -309,15 +309,16 @@ my $unprotected = run_web(1);
 cmp_ok($unprotected->{errors}, '>', 0,
 	"storm without policies: $unprotected->{errors} of "
 	  . ($unprotected->{errors} + $unprotected->{requests}) . ' requests failed');
-# the reserve: the pool's 4 connections, and 4 for the logins of the
-# storm that can be in flight at once (see the README)
+# the reserve: the pool's 4 connections, one for a connection it replaces
+# while the old one exits, and 4 for the logins of the storm that can be
+# in flight at once (see the README)
 $node->safe_psql('postgres', q{
 	INSERT INTO pool_health.policies (name, application_name, reserve_connections)
-	VALUES ('web', 'web%', 8);
+	VALUES ('web', 'web%', 9);
 	INSERT INTO pool_health.policies (name, application_name, max_logins_per_second, login_burst)
 	VALUES ('storm', 'storm%', 5, 5);
 });
-ok(policies_in_effect(), 'web reserves 8, storm may log in 5 times a second');
+ok(policies_in_effect(), 'web reserves 9, storm may log in 5 times a second');
 my $protected = run_web(1);
 is($protected->{errors}, 0,
 	"storm with the reserve and the rate limit: $protected->{requests} requests, none failed");
