@@ -5,8 +5,11 @@
  *		(chained to any previous one) that counts every client backend,
  *		finds the policy governing a new connection among those the worker
  *		published, and refuses it (FATAL, SQLSTATE 53300) when the policy's
- *		max_connections quota is reached, or when the server's capacity
- *		level is at or above the policy's refuse_at.
+ *		login rate (max_logins_per_second, a token bucket) or its
+ *		max_connections quota is exceeded, when the server's capacity level
+ *		is at or above the policy's refuse_at (unless the policy's reserve
+ *		covers the login), or when admitting it would eat into the
+ *		reserve_connections other policies keep free.
  *
  * The login path fails open.  Superusers, replication connections and
  * roles listed in pool_health.protected_roles are admitted before any
@@ -41,10 +44,14 @@
  *	  login but not yet visible in backend status.
  * Superusers and protected roles are neither refused nor counted.
  *
+ * Reserves are checked against the same counts, read consistently without
+ * a lock (unused_reserves()); a login rate limit is a token bucket per
+ * policy kept in one word, changed by compare-and-swap (take_login_token()).
+ *
  * Shared state: AdmissionShared ("pool_health admission"), field by field
- * below: atomics; the counters' names, under the published policy set's
- * lock (policy_set.c), which the login path holds while it matches and
- * counts.  The application_name a connection will have is settled by
+ * below: atomics; the counters' names and the list of reserves, under the
+ * published policy set's lock (policy_set.c), which the login path holds
+ * while it matches, takes a token, counts and checks the reserves.  The application_name a connection will have is settled by
  * login_name.c.
  *
  *-------------------------------------------------------------------------
@@ -126,8 +133,9 @@ typedef struct QuotaCounter
  * (at most LOGIN_DELAY_MAX_MS), then refused: a client reconnecting in a
  * loop then tries a few times a second, not a thousand, and costs the
  * server a process only as often.  A held-back login keeps its slot of the
- * server, so at most LOGIN_DELAYED_MAX of a policy are held back at once;
- * the others are refused at once.
+ * server, so at most LOGIN_DELAYED_MAX of a policy are held back at once,
+ * and only in a slot no reserve keeps (count_login()); the others are
+ * refused at once.
  */
 #define LOGIN_DELAY_MAX_MS	200
 #define LOGIN_DELAYED_MAX	4
@@ -455,6 +463,7 @@ typedef struct LoginMatch
 	int32		counter;		/* -1: not counted */
 	uint32		connections;	/* counted in it, this login included */
 	int64		retry_after;	/* > 0: no login token, usec until one */
+	bool		hold_back;		/* then: it may wait in a free slot */
 	bool		within_reserve; /* its policy's reserve covers it */
 	/* the reserve check (reserve_refused: admitting it would eat one) */
 	bool		reserve_refused;
@@ -494,7 +503,20 @@ count_login(const PhPolicy *p, void *arg)
 		if (m->counter >= 0 && p->max_logins_per_second > 0 &&
 			(m->retry_after = take_login_token(&admission->counters[m->counter],
 											   p, GetCurrentTimestamp())) > 0)
+		{
+			/*
+			 * Refused.  It may be held back (keeping its slot a while) only
+			 * in a slot no reserve keeps.
+			 */
+			m->hold_back = true;
+			if (admission->nreserved > 0)
+			{
+				int			unused = unused_reserves(m->counter, &m->clients, &largest);
+
+				m->hold_back = ph_rules_usable(NULL) - (int) m->clients >= unused;
+			}
 			return;
+		}
 		if (m->counter >= 0)
 		{
 			m->connections = pg_atomic_add_fetch_u32(&admission->counters[m->counter].connections, 1);
@@ -562,7 +584,8 @@ admit(Port *port, pg_atomic_uint64 *entry)
 		int64		retry_ms;
 
 		count_refusal(m.counter, PH_REFUSAL_RATE, entry, port, role, name);
-		m.retry_after -= hold_back_login(&admission->counters[m.counter], m.retry_after);
+		if (m.hold_back)
+			m.retry_after -= hold_back_login(&admission->counters[m.counter], m.retry_after);
 		retry_ms = Max((m.retry_after + 999) / 1000, 1);
 		ereport(FATAL,
 				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),

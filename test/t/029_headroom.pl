@@ -5,8 +5,9 @@
 #     the reserved application gets all its reserved connections while the
 #     loops run; superusers are always admitted; the refusal names the
 #     reserve in its DETAIL, for a governed login and an ungoverned one.
-#  2. max_logins_per_second / login_burst: a token bucket; refusals say
-#     when to retry, and are counted per policy, per reason and per
+#  2. max_logins_per_second / login_burst: a token bucket; a login without
+#     a token is held back until it is due, then refused, saying when to
+#     retry; refusals are counted per policy, per reason and per
 #     application.
 #  3. at critical, refuse_at refuses the logins a reserve does not cover
 #     and admits those it does.
@@ -251,6 +252,9 @@ my $rate_refused = () = $out =~ /too many logins for pool_health policy "storm"/
 my $admitted = () = $out =~ /^1$/mg;
 note("12 logins in ${elapsed}s: $admitted admitted, $rate_refused refused");
 cmp_ok($admitted, '>=', 3, 'the burst of 3 was admitted');
+# each refused login was held back until its token was due (at most
+# 200 ms): the 9 logins after the burst take a while
+cmp_ok($elapsed, '>', 0.5, "refused logins are held back (12 logins took ${elapsed}s)");
 cmp_ok($admitted, '<=', 3 + int(2 * $elapsed) + 1, 'no more than the burst and the rate allow');
 is($admitted + $rate_refused, 12, 'the others were refused for want of a token');
 like(slurp_file($node->logfile, $log_offset),
@@ -309,16 +313,19 @@ my $unprotected = run_web(1);
 cmp_ok($unprotected->{errors}, '>', 0,
 	"storm without policies: $unprotected->{errors} of "
 	  . ($unprotected->{errors} + $unprotected->{requests}) . ' requests failed');
-# the reserve: the pool's 4 connections, one for a connection it replaces
-# while the old one exits, and 4 for the logins of the storm that can be
-# in flight at once (see the README)
+# the policies: a reserve of the pool's 4 connections, one for a
+# connection it replaces while the old one exits and one for a login in
+# flight (see the README); a quota for the batch job; a login rate limit
+# for the storm, whose refused logins are held back in the free slots
 $node->safe_psql('postgres', q{
 	INSERT INTO pool_health.policies (name, application_name, reserve_connections)
-	VALUES ('web', 'web%', 9);
+	VALUES ('web', 'web%', 6);
+	INSERT INTO pool_health.policies (name, application_name, max_connections)
+	VALUES ('batch', 'batch%', 6);
 	INSERT INTO pool_health.policies (name, application_name, max_logins_per_second, login_burst)
 	VALUES ('storm', 'storm%', 5, 5);
 });
-ok(policies_in_effect(), 'web reserves 9, storm may log in 5 times a second');
+ok(policies_in_effect(), 'web reserves 6, batch may hold 6, storm may log in 5 times a second');
 my $protected = run_web(1);
 is($protected->{errors}, 0,
 	"storm with the reserve and the rate limit: $protected->{requests} requests, none failed");
