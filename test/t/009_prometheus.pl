@@ -116,6 +116,7 @@ like($scrape, qr/^pool_health_application_connections\{[^}]*application_name="ap
 	'and per-application connections');
 like($scrape, qr/^pool_health_application_other_connections(\{[^}]*\})? \d+/m, 'and the applications not labelled');
 like($scrape, qr/^pool_health_policy_max_connections\{[^}]*policy="web"[^}]*\} 10/m, 'and policy quotas');
+like($scrape, qr/^pool_health_policy_reserve_connections\{[^}]*policy="web"[^}]*\} 0$/m, 'and reserves (none here)');
 like($scrape, qr/^pool_health_pool_in_xact\{[^}]*application_name="report"[^}]*\} 1$/m,
 	'and per-application accounting: the leaker is in a transaction');
 like($scrape, qr/^pool_health_pool_suggested_pool_size\{[^}]*application_name="report"[^}]*\} 1$/m,
