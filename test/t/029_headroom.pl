@@ -28,13 +28,17 @@ use Test::More;
 use Time::HiRes qw(time);
 use PoolHealthTest;
 
-# 20 slots, 3 for superusers: 17 usable
+# 20 slots, 3 for superusers: 17 usable; the health endpoints over HTTP
+my $http_port = PostgreSQL::Test::Cluster::get_free_port();
 my $node = ph_node('headroom',
 	conf => "max_connections = 20\nsuperuser_reserved_connections = 3\n"
 	  . "pool_health.sample_interval = '10ms'\n"
+	  . "pool_health.protected_roles = 'ops'\n"
+	  . "pool_health.http_listen = '127.0.0.1:$http_port'\n"
 	  . "log_line_prefix = '%m [%p] %e %q%a '");
 $node->safe_psql('postgres', q{
 	CREATE ROLE app LOGIN;
+	CREATE ROLE ops LOGIN;
 	INSERT INTO pool_health.policies (name, application_name, reserve_connections)
 	VALUES ('web', 'web%', 5);
 	INSERT INTO pool_health.policies (name, application_name) VALUES ('batch', 'batch%');
@@ -196,6 +200,8 @@ like(slurp_file($node->logfile, $log_offset),
 	'with the exact counts in its DETAIL');
 is(ph_try_connect($node, 'web-a', 'app'), undef, 'a web login is admitted into its reserve');
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'a superuser is admitted');
+is($node->safe_psql('postgres', 'SELECT current_user', connstr => $node->connstr('postgres') . ' user=ops'),
+	'ops', 'and so is a protected role');
 is( $node->safe_psql('postgres', q{SELECT refused FROM pool_health.application_stats WHERE application_name = 'psql-ad-hoc'}),
 	'1', 'the refusal is counted in the application accounting');
 
@@ -265,6 +271,17 @@ is( $node->safe_psql('postgres', "SELECT refused, refused_login_rate, login_toke
 like($node->safe_psql('postgres', 'SELECT pool_health.metrics()'),
 	qr/pool_health_policy_refusals_by_reason_total\{policy="storm",reason="login_rate"\} $rate_refused\n/,
 	'metrics() counts them by reason');
+# the same over HTTP (/metrics and /status are made by the same code)
+my ($http_metrics, $http_status) = ('', '');
+IPC::Run::run([ 'curl', '-s', '--max-time', '5', "http://127.0.0.1:$http_port/metrics" ], '>', \$http_metrics);
+IPC::Run::run([ 'curl', '-s', '--max-time', '5', "http://127.0.0.1:$http_port/status" ], '>', \$http_status);
+like($http_metrics,
+	qr/pool_health_policy_refusals_by_reason_total\{policy="storm",reason="login_rate"\} $rate_refused\n/,
+	'HTTP /metrics too');
+like($http_metrics, qr/pool_health_policy_reserve_unused\{policy="web"\} 5\n/, 'with the reserves');
+my $status_json = eval { decode_json($http_status) } || {};
+my ($storm_quota) = grep { $_->{policy} eq 'storm' } @{ $status_json->{policies}{quotas} || [] };
+is($storm_quota && $storm_quota->{refused_by}{login_rate}, $rate_refused, 'HTTP /status too, by reason');
 ok( $node->poll_query_until('postgres',
 		"SELECT login_tokens = 3 FROM pool_health.usage_by_policy WHERE policy = 'storm'"),
 	'the bucket fills up again');
