@@ -178,6 +178,223 @@ GRANT SELECT ON pool_health.pool_advice TO pg_monitor;
 
 COMMENT ON COLUMN pool_health.policies.blocking_timeout IS
 'Limit: how long the session may keep other sessions waiting on its locks, counted from the earliest of their waits (sessions.blocking_since)';
-COMMENT ON VIEW pool_health.usage_by_policy IS
-'Client sessions per governing policy, with the policy''s quota (max_connections), refuse_at, the admission counter that connections are checked against, and the connections refused since the policy was created (counters are kept by policy name across edits; those two need the preload)';
 REVOKE EXECUTE ON FUNCTION pool_health.validate_policy() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Headroom and storms: connections reserved per policy, login rate
+-- limits, and what they refused.  The columns are appended; until this
+-- update has run, the library reads them as NULL.
+-- ---------------------------------------------------------------------
+
+ALTER TABLE pool_health.policies
+    ADD COLUMN reserve_connections integer,
+    ADD COLUMN max_logins_per_second numeric,
+    ADD COLUMN login_burst integer,
+    ADD CONSTRAINT reserve_connections_in_range
+        CHECK (reserve_connections BETWEEN 0 AND 262143),
+    ADD CONSTRAINT reserve_connections_within_max_connections
+        CHECK (reserve_connections <= max_connections),
+    ADD CONSTRAINT max_logins_per_second_in_range
+        CHECK (max_logins_per_second BETWEEN 0.001 AND 1000000),
+    ADD CONSTRAINT login_burst_in_range
+        CHECK (login_burst BETWEEN 1 AND 1000000),
+    ADD CONSTRAINT login_burst_needs_max_logins_per_second
+        CHECK (login_burst IS NULL OR max_logins_per_second IS NOT NULL);
+
+COMMENT ON COLUMN pool_health.policies.reserve_connections IS
+'Admission control: connections kept free for the sessions this policy governs (NULL or 0: none). A login of another policy, or of none, is refused (53300) when admitting it would leave fewer free usable connections than the reserves not in use; the reserves of the enabled policies must fit in the usable connections together. Superusers, replication and protected roles are never refused';
+COMMENT ON COLUMN pool_health.policies.max_logins_per_second IS
+'Admission control: the logins per second the governed sessions may make together, a token bucket taken at login (NULL: no limit); a login without a token is refused (53300) with the time to retry after';
+COMMENT ON COLUMN pool_health.policies.login_burst IS
+'Admission control: logins admitted at once before max_logins_per_second applies, the size of its token bucket (NULL: max_logins_per_second rounded up)';
+
+-- days, a day 24 hours), which is how the worker enforces it
+CREATE OR REPLACE FUNCTION pool_health.validate_policy()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    limit_name text;
+    limit_value interval;
+    usable integer;
+    reserved bigint;
+BEGIN
+    IF NEW.name IS NULL OR NEW.name = '' OR octet_length(NEW.name) >= 64 THEN
+        RAISE EXCEPTION 'invalid policy name: %', quote_nullable(NEW.name)
+            USING ERRCODE = 'check_violation',
+                  DETAIL = 'A policy name must be 1 to 63 bytes long.';
+    END IF;
+    FOREACH limit_name IN ARRAY ARRAY['idle_in_transaction_timeout', 'idle_timeout',
+                                      'transaction_timeout', 'blocking_timeout'] LOOP
+        limit_value := CASE limit_name
+                           WHEN 'idle_in_transaction_timeout' THEN NEW.idle_in_transaction_timeout
+                           WHEN 'idle_timeout' THEN NEW.idle_timeout
+                           WHEN 'transaction_timeout' THEN NEW.transaction_timeout
+                           ELSE NEW.blocking_timeout
+                       END;
+        IF limit_value IS NOT NULL AND
+           NOT (limit_value BETWEEN interval '1 millisecond' AND interval '365 days') THEN
+            RAISE EXCEPTION 'invalid % for policy "%": %', limit_name, NEW.name, limit_value
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A limit must be positive: at least 1 millisecond, at most 365 days (a month counts 30 days, a day 24 hours).',
+                      HINT = 'Use NULL for no limit.';
+        END IF;
+    END LOOP;
+    IF NEW.max_connections IS NOT NULL AND NEW.max_connections < 1 THEN
+        RAISE EXCEPTION 'invalid max_connections for policy "%": %', NEW.name, NEW.max_connections
+            USING ERRCODE = 'check_violation',
+                  DETAIL = 'A connection quota must be at least 1.',
+                  HINT = 'Use NULL for no quota.';
+    END IF;
+    IF NEW.action IS NULL OR NEW.action NOT IN ('terminate', 'log') THEN
+        RAISE EXCEPTION 'invalid action for policy "%": %', NEW.name, quote_nullable(NEW.action)
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Use terminate or log.';
+    END IF;
+    IF NEW.refuse_at IS NOT NULL AND NEW.refuse_at NOT IN ('degraded', 'critical') THEN
+        RAISE EXCEPTION 'invalid refuse_at for policy "%": %', NEW.name, quote_literal(NEW.refuse_at)
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Use degraded, critical, or NULL to never refuse.';
+    END IF;
+    IF NEW.application_name IS NOT NULL THEN
+        IF octet_length(NEW.application_name) > 255 THEN
+            RAISE EXCEPTION 'invalid application_name pattern for policy "%": too long', NEW.name
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A pattern may be at most 255 bytes long.';
+        END IF;
+        -- the one syntax error of a LIKE pattern: a trailing, unescaped escape
+        IF length(substring(NEW.application_name FROM '\\*$')) % 2 = 1 THEN
+            RAISE EXCEPTION 'invalid application_name pattern for policy "%": %', NEW.name, quote_literal(NEW.application_name)
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'LIKE pattern must not end with escape character.',
+                      HINT = 'application_name is a LIKE pattern: % matches any string, _ any character, \ escapes them.';
+        END IF;
+    END IF;
+    IF NEW.reserve_connections IS NOT NULL THEN
+        IF NEW.reserve_connections < 0 OR NEW.reserve_connections > 262143 THEN
+            RAISE EXCEPTION 'invalid reserve_connections for policy "%": %', NEW.name, NEW.reserve_connections
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A reserve is a number of connections, from 0 to 262143, and must fit in the usable connections.',
+                      HINT = 'Use NULL or 0 for no reserve.';
+        END IF;
+        IF NEW.max_connections IS NOT NULL AND NEW.reserve_connections > NEW.max_connections THEN
+            RAISE EXCEPTION 'reserve_connections of policy "%" is larger than its max_connections', NEW.name
+                USING ERRCODE = 'check_violation',
+                      DETAIL = format('The policy would reserve %s connections but may hold only %s.', NEW.reserve_connections, NEW.max_connections);
+        END IF;
+        IF NEW.reserve_connections > 0 AND NEW.role IS NOT NULL AND
+           EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = NEW.role AND r.rolsuper) THEN
+            RAISE EXCEPTION 'policy "%" cannot reserve connections for superuser role "%"', NEW.name, NEW.role
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'Superusers are never counted nor refused by admission control: they have superuser_reserved_connections.';
+        END IF;
+        IF NEW.reserve_connections > 0 AND NEW.enabled THEN
+            usable := current_setting('max_connections')::int
+                      - current_setting('superuser_reserved_connections')::int
+                      - coalesce(current_setting('reserved_connections', true)::int, 0);
+            SELECT coalesce(sum(p.reserve_connections), 0) INTO reserved
+            FROM pool_health.policies p
+            WHERE p.enabled AND p.reserve_connections > 0
+              AND p.name IS DISTINCT FROM NEW.name
+              AND (TG_OP = 'INSERT' OR p.name IS DISTINCT FROM OLD.name);
+            IF reserved + NEW.reserve_connections > usable THEN
+                RAISE EXCEPTION 'reserve_connections of policy "%" does not fit in the usable connections', NEW.name
+                    USING ERRCODE = 'check_violation',
+                          DETAIL = format('The enabled policies would reserve %s connections (%s of them for this one), but only %s are usable (max_connections minus superuser_reserved_connections and reserved_connections).',
+                                          reserved + NEW.reserve_connections, NEW.reserve_connections, usable),
+                          HINT = 'Lower the reserves, or raise max_connections (which needs a restart).';
+            END IF;
+        END IF;
+    END IF;
+    IF NEW.max_logins_per_second IS NOT NULL AND
+       NOT (NEW.max_logins_per_second BETWEEN 0.001 AND 1000000) THEN
+        RAISE EXCEPTION 'invalid max_logins_per_second for policy "%": %', NEW.name, NEW.max_logins_per_second
+            USING ERRCODE = 'check_violation',
+                  DETAIL = 'A login rate must be between 0.001 and 1000000 logins per second.',
+                  HINT = 'Use NULL for no limit.';
+    END IF;
+    IF NEW.login_burst IS NOT NULL THEN
+        IF NEW.login_burst < 1 OR NEW.login_burst > 1000000 THEN
+            RAISE EXCEPTION 'invalid login_burst for policy "%": %', NEW.name, NEW.login_burst
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A burst is the number of logins admitted at once beyond the rate, from 1 to 1000000.',
+                      HINT = 'Use NULL for the default, max_logins_per_second rounded up.';
+        END IF;
+        IF NEW.max_logins_per_second IS NULL THEN
+            RAISE EXCEPTION 'login_burst of policy "%" needs max_logins_per_second', NEW.name
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A burst is only the size of the bucket of a login rate limit.';
+        END IF;
+    END IF;
+    IF NEW.priority IS NULL OR NEW.dry_run IS NULL OR NEW.allow_superuser IS NULL OR NEW.enabled IS NULL THEN
+        RAISE EXCEPTION 'invalid policy "%": priority, dry_run, allow_superuser and enabled cannot be NULL', NEW.name
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+COMMENT ON FUNCTION pool_health.validate_policy() IS
+'Trigger: rejects invalid policies (limits outside 1 millisecond to 365 days, unknown action or refuse_at, quota below 1, bad pattern, reserves that are negative, above the quota, for a superuser role or beyond the usable connections together, login rates and bursts out of range) with a clear message; the table''s CHECK constraints and the worker check the same rules';
+
+DROP VIEW pool_health.usage_by_policy;
+DROP FUNCTION pool_health.get_policy_usage();
+
+CREATE FUNCTION pool_health.get_policy_usage(
+    OUT policy text,
+    OUT priority integer,
+    OUT connections integer,
+    OUT max_connections integer,
+    OUT refuse_at text,
+    OUT admitted integer,
+    OUT refused bigint,
+    OUT quota_percent double precision,
+    OUT reserve_connections integer,
+    OUT reserve_unused integer,
+    OUT max_logins_per_second double precision,
+    OUT login_burst integer,
+    OUT login_tokens double precision,
+    OUT refused_reserve bigint,
+    OUT refused_login_rate bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pool_health_get_policy_usage'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION pool_health.get_policy_usage() IS
+'Per enabled policy: governed sessions now, quota, refuse_at, admission counter, refusals, reserve and login rate; the function behind pool_health.usage_by_policy';
+
+CREATE VIEW pool_health.usage_by_policy AS
+    SELECT policy, priority, connections, max_connections, refuse_at,
+           admitted, refused, round(quota_percent::numeric, 1) AS quota_percent,
+           reserve_connections, reserve_unused, max_logins_per_second,
+           login_burst, round(login_tokens::numeric, 2) AS login_tokens,
+           refused_reserve, refused_login_rate
+    FROM pool_health.get_policy_usage();
+
+COMMENT ON VIEW pool_health.usage_by_policy IS
+'Client sessions per governing policy, with the policy''s quota (max_connections), refuse_at, reserve and login rate, the admission counter that connections are checked against, and the connections refused since the policy was created, in all and because of a reserve or the login rate (counters are kept by policy name across edits; they need the preload)';
+COMMENT ON COLUMN pool_health.usage_by_policy.connections IS
+'Client sessions the policy governs now';
+COMMENT ON COLUMN pool_health.usage_by_policy.admitted IS
+'The admission counter new connections are checked against (kept at connect and exit, set right by the worker from its samples)';
+COMMENT ON COLUMN pool_health.usage_by_policy.reserve_connections IS
+'Connections kept free for the policy (0: none)';
+COMMENT ON COLUMN pool_health.usage_by_policy.reserve_unused IS
+'The part of the reserve no session of the policy uses now (reserve_connections - admitted, at least 0): the free connections refused to other logins';
+COMMENT ON COLUMN pool_health.usage_by_policy.max_logins_per_second IS
+'The policy''s login rate limit (NULL: none)';
+COMMENT ON COLUMN pool_health.usage_by_policy.login_burst IS
+'The size of its token bucket (NULL: no rate limit)';
+COMMENT ON COLUMN pool_health.usage_by_policy.login_tokens IS
+'Logins the policy may make at once now, at most login_burst (fractional: the next token is on its way; NULL: no rate limit)';
+COMMENT ON COLUMN pool_health.usage_by_policy.refused_reserve IS
+'Logins of the policy refused because the free connections were reserved for other policies';
+COMMENT ON COLUMN pool_health.usage_by_policy.refused_login_rate IS
+'Logins of the policy refused for want of a login token (max_logins_per_second)';
+
+REVOKE ALL ON pool_health.usage_by_policy FROM PUBLIC;
+REVOKE ALL ON FUNCTION pool_health.get_policy_usage() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pool_health.get_policy_usage() TO pg_monitor;
+GRANT SELECT ON pool_health.usage_by_policy TO pg_monitor;

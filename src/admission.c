@@ -5,8 +5,11 @@
  *		(chained to any previous one) that counts every client backend,
  *		finds the policy governing a new connection among those the worker
  *		published, and refuses it (FATAL, SQLSTATE 53300) when the policy's
- *		max_connections quota is reached, or when the server's capacity
- *		level is at or above the policy's refuse_at.
+ *		login rate (max_logins_per_second, a token bucket) or its
+ *		max_connections quota is exceeded, when the server's capacity level
+ *		is at or above the policy's refuse_at (unless the policy's reserve
+ *		covers the login), or when admitting it would eat into the
+ *		reserve_connections other policies keep free.
  *
  * The login path fails open.  Superusers, replication connections and
  * roles listed in pool_health.protected_roles are admitted before any
@@ -41,10 +44,14 @@
  *	  login but not yet visible in backend status.
  * Superusers and protected roles are neither refused nor counted.
  *
+ * Reserves are checked against the same counts, read consistently without
+ * a lock (unused_reserves()); a login rate limit is a token bucket per
+ * policy kept in one word, changed by compare-and-swap (take_login_token()).
+ *
  * Shared state: AdmissionShared ("pool_health admission"), field by field
- * below: atomics; the counters' names, under the published policy set's
- * lock (policy_set.c), which the login path holds while it matches and
- * counts.  The application_name a connection will have is settled by
+ * below: atomics; the counters' names and the list of reserves, under the
+ * published policy set's lock (policy_set.c), which the login path holds
+ * while it matches, takes a token, counts and checks the reserves.  The application_name a connection will have is settled by
  * login_name.c.
  *
  *-------------------------------------------------------------------------
@@ -52,18 +59,21 @@
 #include "postgres.h"
 
 #include <ctype.h>
+#include <math.h>
 
 #include "libpq/auth.h"
 #include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "replication/walsender.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/wait_event.h"
 
 #include "compat.h"
 #include "admission.h"
@@ -105,7 +115,41 @@ typedef struct QuotaCounter
 	bool		in_use;
 	pg_atomic_uint32 connections;	/* sessions counted in it now */
 	pg_atomic_uint64 refused;	/* connections refused since it was made */
+	pg_atomic_uint64 refused_by[PH_REFUSAL_REASONS];	/* of them, by reason */
+
+	/*
+	 * The login rate limit's token bucket, as a "theoretical arrival time"
+	 * (GCRA): a login at time t takes a token if login_tat - t is at most
+	 * (login_burst - 1) emission intervals, and moves login_tat one
+	 * interval past max(login_tat, t).  One word, changed by
+	 * compare-and-swap: no lock.  0: a full bucket.
+	 */
+	pg_atomic_uint64 login_tat;
+	pg_atomic_uint32 login_delayed; /* refused logins held back now */
 } QuotaCounter;
+
+/*
+ * A login refused for want of a token is held back until its token is due
+ * (at most LOGIN_DELAY_MAX_MS), then refused: a client reconnecting in a
+ * loop then tries a few times a second, not a thousand, and costs the
+ * server a process only as often.  A held-back login keeps its slot of the
+ * server, so at most LOGIN_DELAYED_MAX of a policy are held back at once,
+ * and only in a slot no reserve keeps (count_login()); the others are
+ * refused at once.
+ */
+#define LOGIN_DELAY_MAX_MS	200
+#define LOGIN_DELAYED_MAX	4
+
+/*
+ * A policy with a reserve, as published (written with the set's lock held
+ * exclusively, read under it held shared).
+ */
+typedef struct ReservedCounter
+{
+	int32		counter;		/* its quota counter, or -1 (none free) */
+	int32		reserve;		/* its reserve_connections, > 0 */
+	NameData	policy;
+} ReservedCounter;
 
 /*
  * counted[] holds, per PGPROC number, the pid of the client backend in it
@@ -116,11 +160,26 @@ typedef struct QuotaCounter
  */
 #define COUNTED_EXITED	0xFFFFFFFF
 
+/*
+ * clients packs two counts: the client backends past authentication (low
+ * 32 bits) and how many times that count has changed (high 32 bits), so
+ * that a reader can tell whether it changed while it read the quota
+ * counters (unused_reserves()).  One atomic add per login and exit.
+ */
+#define CLIENTS_COUNT(v)	((uint32) ((v) & 0xFFFFFFFF))
+#define CLIENTS_ARRIVE		((UINT64CONST(1) << 32) + 1)
+#define CLIENTS_LEAVE		((UINT64CONST(1) << 32) - 1)
+
 typedef struct AdmissionShared
 {
-	pg_atomic_uint32 clients;	/* client backends past authentication */
+	pg_atomic_uint64 clients;	/* see CLIENTS_* above */
+	pg_atomic_uint32 moving;	/* odd while the worker moves a session
+								 * between counters (only it writes) */
 	int			ncounters;		/* fixed: 2 x pool_health.max_policies */
 	QuotaCounter *counters;		/* fixed; see QuotaCounter */
+	int			nreserved;		/* the set's lock */
+	ReservedCounter *reserved;	/* fixed, max_policies entries; entries: the
+								 * set's lock */
 	int			nprocs;			/* fixed */
 	pg_atomic_uint64 *counted;	/* fixed; atomics, see above */
 } AdmissionShared;
@@ -133,6 +192,7 @@ admission_shmem_size(void)
 	Size		size = MAXALIGN(sizeof(AdmissionShared));
 
 	size = add_size(size, MAXALIGN(mul_size(sizeof(QuotaCounter), 2 * ph_max_policies)));
+	size = add_size(size, MAXALIGN(mul_size(sizeof(ReservedCounter), ph_max_policies)));
 	return add_size(size, mul_size(sizeof(pg_atomic_uint64), MaxBackends));
 }
 
@@ -154,7 +214,8 @@ ph_admission_shmem_startup(void)
 		return;
 	memset(admission, 0, sizeof(AdmissionShared));
 	storage = (char *) admission + MAXALIGN(sizeof(AdmissionShared));
-	pg_atomic_init_u32(&admission->clients, 0);
+	pg_atomic_init_u64(&admission->clients, 0);
+	pg_atomic_init_u32(&admission->moving, 0);
 	admission->ncounters = 2 * ph_max_policies;
 	admission->counters = (QuotaCounter *) storage;
 	storage += MAXALIGN(sizeof(QuotaCounter) * admission->ncounters);
@@ -164,7 +225,14 @@ ph_admission_shmem_startup(void)
 		admission->counters[i].in_use = false;
 		pg_atomic_init_u32(&admission->counters[i].connections, 0);
 		pg_atomic_init_u64(&admission->counters[i].refused, 0);
+		for (int r = 0; r < PH_REFUSAL_REASONS; r++)
+			pg_atomic_init_u64(&admission->counters[i].refused_by[r], 0);
+		pg_atomic_init_u64(&admission->counters[i].login_tat, 0);
+		pg_atomic_init_u32(&admission->counters[i].login_delayed, 0);
 	}
+	admission->nreserved = 0;
+	admission->reserved = (ReservedCounter *) storage;
+	storage += MAXALIGN(sizeof(ReservedCounter) * ph_max_policies);
 	admission->nprocs = MaxBackends;
 	admission->counted = (pg_atomic_uint64 *) storage;
 	for (int i = 0; i < admission->nprocs; i++)
@@ -213,9 +281,10 @@ admission_exit(int code, Datum arg)
 			}
 		}
 	}
+	/* after the count above: see unused_reserves() */
 	if (counted_as_client)
 	{
-		pg_atomic_fetch_sub_u32(&admission->clients, 1);
+		pg_atomic_fetch_add_u64(&admission->clients, CLIENTS_LEAVE);
 		counted_as_client = false;
 	}
 }
@@ -227,12 +296,15 @@ admission_exit(int code, Datum arg)
  * (not at its exit): a refused connection holds no place in the quota.
  */
 static void
-count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
-			  const char *application)
+count_refusal(int counter, PhRefusal reason, pg_atomic_uint64 *entry,
+			  const Port *port, Oid role, const char *application)
 {
 	ph_accounting_refused(port->database_name, role, application);
 	if (counter >= 0)
+	{
 		pg_atomic_fetch_add_u64(&admission->counters[counter].refused, 1);
+		pg_atomic_fetch_add_u64(&admission->counters[counter].refused_by[reason], 1);
+	}
 	ph_history_count_refusal();
 	if (entry != NULL)
 	{
@@ -243,44 +315,243 @@ count_refusal(int counter, pg_atomic_uint64 *entry, const Port *port, Oid role,
 	}
 }
 
+/*
+ * The login rate limit of a policy as a token bucket in GCRA form: the
+ * emission interval (usec per login) and the tolerance (how far ahead of
+ * now the theoretical arrival time may be: login_burst - 1 intervals).
+ */
+static void
+login_rate(const PhPolicy *p, int64 *interval, int64 *tolerance)
+{
+	double		usec = (double) USECS_PER_SEC / p->max_logins_per_second;
+
+	*interval = Max((int64) rint(usec), 1);
+	*tolerance = *interval * (int64) Max(p->login_burst - 1, 0);
+}
+
+/*
+ * Take a login token from a policy's bucket at now: 0 if one was taken,
+ * else how long (usec) until one is there.  Compare-and-swap, no lock.
+ */
+static int64
+take_login_token(QuotaCounter *counter, const PhPolicy *p, TimestampTz now)
+{
+	int64		interval;
+	int64		tolerance;
+	uint64		tat = pg_atomic_read_u64(&counter->login_tat);
+
+	login_rate(p, &interval, &tolerance);
+	for (;;)
+	{
+		int64		base = Max((int64) tat, (int64) now);
+
+		if (base - now > tolerance)
+			return base - now - tolerance;
+		if (pg_atomic_compare_exchange_u64(&counter->login_tat, &tat,
+										   (uint64) (base + interval)))
+			return 0;
+	}
+}
+
+/*
+ * Hold a login refused for want of a token back until its token is due,
+ * at most LOGIN_DELAY_MAX_MS, if fewer than LOGIN_DELAYED_MAX logins of
+ * its policy are held back already (see LOGIN_DELAY_MAX_MS).  Returns how
+ * long it waited (usec).  No lock is held; the wait ends early on a
+ * signal that sets the latch (shutdown) or the postmaster's death.
+ */
+static int64
+hold_back_login(QuotaCounter *counter, int64 retry_after)
+{
+	int64		waited = 0;
+
+	if (pg_atomic_fetch_add_u32(&counter->login_delayed, 1) < LOGIN_DELAYED_MAX)
+	{
+		TimestampTz start = GetCurrentTimestamp();
+		int64		wait = Min(retry_after, LOGIN_DELAY_MAX_MS * INT64CONST(1000));
+
+		/* the latch may be set already: wait out the time, unless told to die */
+		while (waited < wait && !ProcDiePending)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 (long) Max((wait - waited + 999) / 1000, 1),
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			waited = GetCurrentTimestamp() - start;
+		}
+	}
+	pg_atomic_fetch_sub_u32(&counter->login_delayed, 1);
+	return waited;
+}
+
+/*
+ * The slots the reserves of the published policies other than the
+ * counter exclude keep free now: the sum of max(0, reserve - sessions
+ * counted), with the client backends counted at the same instant into
+ * *clients, and the policy keeping the most into *largest (-1: none).
+ * Called under the set's lock (shared).  Raises nothing, takes no lock.
+ *
+ * Exact under concurrency, and never lower than the truth: a login counts
+ * itself in clients before its policy's counter, an exit gives back its
+ * policy's count before leaving clients, and the worker makes the
+ * "moving" count odd while a session is counted in two counters; the
+ * counters are read between two reads of clients (whose high half changes
+ * at every login and exit) and of moving, and read again when either
+ * changed.  A reading between those writes can only see a session as
+ * taking a slot outside any reserve (counted in clients, not yet or no
+ * longer in its counter): more slots taken, never fewer.  After 100
+ * unstable readings (a storm of logins), each reserve is counted as if
+ * it were wholly unused: refusing too much rather than eating a reserve.
+ */
+static int
+unused_reserves(int exclude, uint32 *clients, int *largest)
+{
+	for (int attempt = 0;; attempt++)
+	{
+		uint32		moving1 = pg_atomic_read_u32(&admission->moving);
+		uint64		clients1;
+		uint64		clients2;
+		int			sum = 0;
+		int			most = 0;
+
+		pg_read_barrier();
+		clients1 = pg_atomic_read_u64(&admission->clients);
+		pg_read_barrier();
+		*largest = -1;
+		for (int i = 0; i < admission->nreserved; i++)
+		{
+			const ReservedCounter *r = &admission->reserved[i];
+			int			counted = 0;
+			int			unused;
+
+			if (r->counter == exclude && exclude >= 0)
+				continue;
+			if (r->counter >= 0 && attempt < 100)
+				counted = (int) pg_atomic_read_u32(&admission->counters[r->counter].connections);
+			unused = Max(r->reserve - counted, 0);
+			sum += unused;
+			if (unused > most)
+			{
+				most = unused;
+				*largest = i;
+			}
+		}
+		pg_read_barrier();
+		clients2 = pg_atomic_read_u64(&admission->clients);
+		pg_read_barrier();
+		if ((clients1 == clients2 && (moving1 & 1) == 0 &&
+			 pg_atomic_read_u32(&admission->moving) == moving1) || attempt >= 100)
+		{
+			*clients = Max(CLIENTS_COUNT(clients1), CLIENTS_COUNT(clients2));
+			return sum;
+		}
+		pg_spin_delay();
+	}
+}
+
 /* What a login takes from its governing policy, under the set's lock. */
 typedef struct LoginMatch
 {
 	pg_atomic_uint64 *entry;	/* this backend's counted[] entry, or NULL */
+	bool		governed;		/* a policy governs it (below) */
 	NameData	policy_name;
 	int32		max_connections;
 	int8		refuse_at;
+	int32		reserve;		/* reserve_connections */
+	double		max_logins_per_second;
+	int32		login_burst;
 	int32		counter;		/* -1: not counted */
 	uint32		connections;	/* counted in it, this login included */
+	int64		retry_after;	/* > 0: no login token, usec until one */
+	bool		hold_back;		/* then: it may wait in a free slot */
+	bool		within_reserve; /* its policy's reserve covers it */
+	/* the reserve check (reserve_refused: admitting it would eat one) */
+	bool		reserve_refused;
+	uint32		clients;		/* client backends, this login included */
+	int			unused;			/* slots the other reserves keep free */
+	NameData	reserve_policy; /* the policy keeping the most of them */
+	int32		reserve_of_it;
+	int			unused_of_it;
 } LoginMatch;
 
 /*
- * Called under the published set's lock (shared): count the login in its
- * policy's counter, first, then check: concurrent logins cannot both slip
- * in.  Raises nothing.
+ * Called under the published set's lock (shared), with the policy
+ * governing the login or NULL: take a login token when the policy limits
+ * the login rate (a login refused for want of one is not counted); count
+ * the login in its policy's counter, first, then check the reserves:
+ * concurrent logins cannot both slip in.  Raises nothing.
  */
 static void
 count_login(const PhPolicy *p, void *arg)
 {
 	LoginMatch *m = (LoginMatch *) arg;
+	int			largest;
 
-	m->policy_name = p->name;
-	m->max_connections = p->max_connections;
-	m->refuse_at = p->refuse_at;
-	m->counter = p->counter;
-	if (m->counter >= 0 && m->counter < admission->ncounters)
+	m->counter = -1;
+	if (p != NULL)
 	{
-		m->connections = pg_atomic_add_fetch_u32(&admission->counters[m->counter].connections, 1);
-		if (m->entry != NULL)
-			pg_atomic_write_u64(m->entry, COUNTED(MyProcPid, m->counter + 1));
+		m->governed = true;
+		m->policy_name = p->name;
+		m->max_connections = p->max_connections;
+		m->refuse_at = p->refuse_at;
+		m->reserve = p->reserve_connections;
+		m->max_logins_per_second = p->max_logins_per_second;
+		m->login_burst = p->login_burst;
+		m->counter = p->counter;
+		if (m->counter < 0 || m->counter >= admission->ncounters)
+			m->counter = -1;	/* no counter: the quota cannot be kept */
+		if (m->counter >= 0 && p->max_logins_per_second > 0 &&
+			(m->retry_after = take_login_token(&admission->counters[m->counter],
+											   p, GetCurrentTimestamp())) > 0)
+		{
+			/*
+			 * Refused.  It may be held back (keeping its slot a while) only
+			 * in a slot no reserve keeps.
+			 */
+			m->hold_back = true;
+			if (admission->nreserved > 0)
+			{
+				int			unused = unused_reserves(m->counter, &m->clients, &largest);
+
+				m->hold_back = ph_rules_usable(NULL) - (int) m->clients >= unused;
+			}
+			return;
+		}
+		if (m->counter >= 0)
+		{
+			m->connections = pg_atomic_add_fetch_u32(&admission->counters[m->counter].connections, 1);
+			if (m->entry != NULL)
+				pg_atomic_write_u64(m->entry, COUNTED(MyProcPid, m->counter + 1));
+			m->within_reserve = m->connections <= (uint32) Max(m->reserve, 0);
+		}
 	}
-	else
-		m->counter = -1;		/* no counter: the quota cannot be kept */
+
+	/*
+	 * A login its own policy's reserve covers takes a slot kept for it;
+	 * any other is admitted only if the free slots left after it still
+	 * cover the reserves not in use.
+	 */
+	if (admission->nreserved == 0 || m->within_reserve)
+		return;
+	m->unused = unused_reserves(m->counter, &m->clients, &largest);
+	if (m->unused > 0 &&
+		ph_rules_usable(NULL) - (int) m->clients < m->unused)
+	{
+		const ReservedCounter *r = &admission->reserved[largest];
+
+		m->reserve_refused = true;
+		m->reserve_policy = r->policy;
+		m->reserve_of_it = r->reserve;
+		m->unused_of_it = r->counter >= 0 ?
+			Max(r->reserve - (int) pg_atomic_read_u32(&admission->counters[r->counter].connections), 0) :
+			r->reserve;
+	}
 }
 
 /*
  * The admission decision for an authenticated, non-replication connection
- * (admission on).
+ * (admission on).  The order: the login rate, the quota, refuse_at (not
+ * for a login its policy's reserve covers), the reserves.
  */
 static void
 admit(Port *port, pg_atomic_uint64 *entry)
@@ -289,11 +560,6 @@ admit(Port *port, pg_atomic_uint64 *entry)
 	char		name[NAMEDATALEN];
 	PhMatchKey	key;
 	LoginMatch	m;
-	NameData	policy_name;
-	int32		max_connections;
-	int8		refuse_at;
-	int32		counter;
-	uint32		connections;
 
 	/* the lookups InitializeSessionUserId() makes right after this hook */
 	role = get_role_oid(port->user_name, true);
@@ -311,44 +577,74 @@ admit(Port *port, pg_atomic_uint64 *entry)
 
 	memset(&m, 0, sizeof(m));
 	m.entry = entry;
-	if (!ph_policy_set_match(&key, count_login, &m))
-		return;
-	policy_name = m.policy_name;
-	max_connections = m.max_connections;
-	refuse_at = m.refuse_at;
-	counter = m.counter;
-	connections = m.connections;
+	ph_policy_set_match(&key, count_login, &m);
 
-	if (max_connections > 0 && counter >= 0 && connections > (uint32) max_connections)
+	if (m.retry_after > 0)
 	{
-		count_refusal(counter, entry, port, role, name);
+		int64		retry_ms;
+
+		count_refusal(m.counter, PH_REFUSAL_RATE, entry, port, role, name);
+		if (m.hold_back)
+			m.retry_after -= hold_back_login(&admission->counters[m.counter], m.retry_after);
+		retry_ms = Max((m.retry_after + 999) / 1000, 1);
+		ereport(FATAL,
+				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+				 errmsg("too many logins for pool_health policy \"%s\"",
+						NameStr(m.policy_name)),
+				 errdetail("The policy admits %g logins per second, %d at once (max_logins_per_second, login_burst): retry after " INT64_FORMAT " ms.",
+						   m.max_logins_per_second, m.login_burst, retry_ms),
+				 errhint("Keep connections open in a pool rather than reconnecting, or raise max_logins_per_second of policy \"%s\" in pool_health.policies.",
+						 NameStr(m.policy_name))));
+	}
+	if (m.max_connections > 0 && m.counter >= 0 &&
+		m.connections > (uint32) m.max_connections)
+	{
+		count_refusal(m.counter, PH_REFUSAL_QUOTA, entry, port, role, name);
 		ereport(FATAL,
 				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 				 errmsg("too many connections for pool_health policy \"%s\"",
-						NameStr(policy_name)),
+						NameStr(m.policy_name)),
 				 errdetail("Connections governed by the policy: %u open, at most %d allowed (max_connections).",
-						   connections - 1, max_connections),
+						   m.connections - 1, m.max_connections),
 				 errhint("Retry when a connection of the policy has closed, or raise max_connections of policy \"%s\" in pool_health.policies.",
-						 NameStr(policy_name))));
+						 NameStr(m.policy_name))));
 	}
-	if (refuse_at >= 0)
+	if (m.governed && m.refuse_at >= 0 && !m.within_reserve)
 	{
 		int			usable = ph_rules_usable(NULL);
-		int			used = (int) pg_atomic_read_u32(&admission->clients) - 1;
+		int			used = (int) CLIENTS_COUNT(pg_atomic_read_u64(&admission->clients)) - 1;
 		PhLevel		level = ph_capacity_level(used, usable);
 
-		if (level >= (PhLevel) refuse_at)
+		if (level >= (PhLevel) m.refuse_at)
 		{
-			count_refusal(counter, entry, port, role, name);
+			count_refusal(m.counter, PH_REFUSAL_REFUSE_AT, entry, port, role, name);
 			ereport(FATAL,
 					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 					 errmsg("connection refused by pool_health policy \"%s\": server connection health is %s",
-							NameStr(policy_name), ph_level_name(level)),
+							NameStr(m.policy_name), ph_level_name(level)),
 					 errdetail("%s. The policy refuses new connections while the capacity level is %s or worse (refuse_at), to keep the remaining connections for other applications.",
-							   ph_usage_words(used, usable), ph_level_name((PhLevel) refuse_at)),
+							   ph_usage_words(used, usable), ph_level_name((PhLevel) m.refuse_at)),
 					 errhint("Retry later, or change refuse_at of policy \"%s\" in pool_health.policies.",
-							 NameStr(policy_name))));
+							 NameStr(m.policy_name))));
 		}
+	}
+	if (m.reserve_refused)
+	{
+		int			usable = ph_rules_usable(NULL);
+		int			free_after = Max(usable - (int) m.clients, 0);
+
+		count_refusal(m.counter, PH_REFUSAL_RESERVE, entry, port, role, name);
+		ereport(FATAL,
+				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+				 m.governed ?
+				 errmsg("connection refused by pool_health policy \"%s\": the free connections are reserved",
+						NameStr(m.policy_name)) :
+				 errmsg("connection refused by pool_health: the free connections are reserved"),
+				 errdetail("%d of %d usable connections would be in use, leaving %d free, and reserve_connections keeps %d free for other policies: policy \"%s\" reserves %d and uses %d of them.",
+						   (int) m.clients, usable, free_after, m.unused,
+						   NameStr(m.reserve_policy), m.reserve_of_it,
+						   m.reserve_of_it - m.unused_of_it),
+				 errhint("Retry when connections have closed, or lower reserve_connections in pool_health.policies.")));
 	}
 }
 
@@ -392,7 +688,8 @@ ph_client_authentication(Port *port, int status)
 		if (COUNTED_PID(old) != MyProcPid && COUNTED_STATE(old) != COUNTED_EXITED)
 			release_count(COUNTED_STATE(old));
 	}
-	pg_atomic_fetch_add_u32(&admission->clients, 1);
+	/* before the policy's count (count_login): see unused_reserves() */
+	pg_atomic_fetch_add_u64(&admission->clients, CLIENTS_ARRIVE);
 	counted_as_client = true;
 
 	if (ph_admission)
@@ -497,7 +794,24 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 		admission->counters[c].policy = items[i].name;
 		admission->counters[c].in_use = true;
 		pg_atomic_write_u64(&admission->counters[c].refused, 0);
+		for (int r = 0; r < PH_REFUSAL_REASONS; r++)
+			pg_atomic_write_u64(&admission->counters[c].refused_by[r], 0);
+		pg_atomic_write_u64(&admission->counters[c].login_tat, 0);
 		items[i].counter = c;
+	}
+
+	/* the reserves the login path checks (their sum fits: policy_set.c) */
+	admission->nreserved = 0;
+	for (int i = 0; i < count && admission->nreserved < ph_max_policies; i++)
+	{
+		ReservedCounter *r;
+
+		if (items[i].reserve_connections <= 0)
+			continue;
+		r = &admission->reserved[admission->nreserved++];
+		r->counter = items[i].counter;
+		r->reserve = items[i].reserve_connections;
+		r->policy = items[i].name;
 	}
 }
 
@@ -557,12 +871,15 @@ ph_admission_rehome(const PhEvaluation *eval)
 			last_seen[be->procno] = COUNTED(be->pid, want);
 			continue;
 		}
+		/* odd while it may be counted twice: see unused_reserves() */
+		pg_atomic_fetch_add_u32(&admission->moving, 1);
 		if (want != 0)
 			pg_atomic_fetch_add_u32(&admission->counters[want - 1].connections, 1);
 		if (pg_atomic_compare_exchange_u64(entry, &old, COUNTED(be->pid, want)))
 			release_count(current);
 		else if (want != 0)
 			pg_atomic_fetch_sub_u32(&admission->counters[want - 1].connections, 1);
+		pg_atomic_fetch_add_u32(&admission->moving, 1);
 	}
 }
 
@@ -592,4 +909,71 @@ ph_admission_refused(const PhPolicy *policy)
 	QuotaCounter *counter = counter_of(policy);
 
 	return counter ? pg_atomic_read_u64(&counter->refused) : 0;
+}
+
+/* Connections a published policy refused for one reason. */
+uint64
+ph_admission_refused_by(const PhPolicy *policy, PhRefusal reason)
+{
+	QuotaCounter *counter = counter_of(policy);
+
+	return counter ? pg_atomic_read_u64(&counter->refused_by[reason]) : 0;
+}
+
+/*
+ * The part of a published policy's reserve no session of it uses now:
+ * the slots kept free for it (0 without a reserve; the whole reserve
+ * when it has no counter).
+ */
+int
+ph_admission_reserve_unused(const PhPolicy *policy)
+{
+	QuotaCounter *counter = counter_of(policy);
+	int			counted;
+
+	if (policy->reserve_connections <= 0)
+		return 0;
+	counted = counter ? (int) pg_atomic_read_u32(&counter->connections) : 0;
+	return Max(policy->reserve_connections - counted, 0);
+}
+
+/*
+ * The login tokens a published policy's bucket holds at now (fractional:
+ * the next one is on its way), at most login_burst; -1 without a rate
+ * limit or a counter.
+ */
+double
+ph_admission_login_tokens(const PhPolicy *policy, TimestampTz now)
+{
+	QuotaCounter *counter = counter_of(policy);
+	int64		interval;
+	int64		tolerance;
+	int64		ahead;
+
+	if (counter == NULL || policy->max_logins_per_second <= 0)
+		return -1;
+	login_rate(policy, &interval, &tolerance);
+	ahead = (int64) pg_atomic_read_u64(&counter->login_tat) - now;
+	if (ahead <= 0)
+		return policy->login_burst;
+	return Max((double) (tolerance + interval - ahead) / interval, 0.0);
+}
+
+/* The name of a refusal reason (views, metrics). */
+const char *
+ph_refusal_name(PhRefusal reason)
+{
+	switch (reason)
+	{
+		case PH_REFUSAL_QUOTA:
+			return "max_connections";
+		case PH_REFUSAL_REFUSE_AT:
+			return "refuse_at";
+		case PH_REFUSAL_RESERVE:
+			return "reserve";
+		case PH_REFUSAL_RATE:
+			return "login_rate";
+		default:
+			return "unknown";
+	}
 }

@@ -388,18 +388,27 @@ ph_acct_detach(PhAppGroup *g)
 
 /*
  * A connection was refused at login (admission.c): counted in its group
- * if it exists, else in (other).  Never raises.
+ * if it exists, else in (other).  Never raises, and never waits: in a
+ * login storm the refused logins must not queue on the lock behind a
+ * group being created or the minute being closed, so when the lock is
+ * held exclusively the refusal is counted in (other), slot 0, which is
+ * never evicted nor moved (an atomic: no lock needed).
  */
 void
 ph_accounting_refused(const char *database, Oid role_id, const char *application)
 {
-	PhAppGroup *g;
+	PhAppGroup *g = NULL;
 
 	if (ph_acct == NULL)
 		return;
-	LWLockAcquire(ph_acct->lock, LW_SHARED);
-	g = find_group(key_hash(database, role_id, application), InvalidOid,
-				   database, role_id, application);
-	pg_atomic_fetch_add_u64(&(g != NULL ? g : &ph_acct->groups[0])->refused, 1);
-	LWLockRelease(ph_acct->lock);
+	if (LWLockConditionalAcquire(ph_acct->lock, LW_SHARED))
+	{
+		g = find_group(key_hash(database, role_id, application), InvalidOid,
+					   database, role_id, application);
+		if (g != NULL)
+			pg_atomic_fetch_add_u64(&g->refused, 1);
+		LWLockRelease(ph_acct->lock);
+	}
+	if (g == NULL)
+		pg_atomic_fetch_add_u64(&ph_acct->groups[0].refused, 1);
 }

@@ -14,6 +14,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -242,7 +244,8 @@ append_policy_state(StringInfo buf, const PhPolicies *policies)
 	{
 		const PhPolicy *p = &policies->items[i];
 
-		if (p->max_connections < 0 && p->refuse_at < 0)
+		if (p->max_connections < 0 && p->refuse_at < 0 &&
+			p->reserve_connections <= 0 && p->max_logins_per_second <= 0)
 			continue;
 		ph_json_open(buf, NULL, '{');
 		ph_json_str(buf, "policy", NameStr(p->name));
@@ -254,6 +257,30 @@ append_policy_state(StringInfo buf, const PhPolicies *policies)
 					ph_level_name((PhLevel) p->refuse_at));
 		ph_json_int(buf, "connections", ph_admission_counted(p));
 		ph_json_int(buf, "refused", (int64) ph_admission_refused(p));
+		ph_json_int(buf, "reserve_connections", p->reserve_connections);
+		ph_json_int(buf, "reserve_unused", ph_admission_reserve_unused(p));
+		if (p->max_logins_per_second > 0)
+		{
+			double		tokens = ph_admission_login_tokens(p, GetCurrentTimestamp());
+
+			ph_json_double(buf, "max_logins_per_second", p->max_logins_per_second, 3);
+			ph_json_int(buf, "login_burst", p->login_burst);
+			if (tokens >= 0)
+				ph_json_double(buf, "login_tokens", floor(tokens * 100) / 100, 2);
+			else
+				ph_json_str(buf, "login_tokens", NULL);
+		}
+		else
+		{
+			ph_json_str(buf, "max_logins_per_second", NULL);
+			ph_json_str(buf, "login_burst", NULL);
+			ph_json_str(buf, "login_tokens", NULL);
+		}
+		ph_json_open(buf, "refused_by", '{');
+		for (int r = 0; r < PH_REFUSAL_REASONS; r++)
+			ph_json_int(buf, ph_refusal_name((PhRefusal) r),
+						(int64) ph_admission_refused_by(p, (PhRefusal) r));
+		ph_json_close(buf, '}');
 		ph_json_close(buf, '}');
 	}
 	ph_json_close(buf, ']');

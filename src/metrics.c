@@ -223,6 +223,16 @@ sample_labelled(StringInfo buf, const char *name, const char *label,
 	appendStringInfo(buf, "} %.17g\n", number);
 }
 
+/* A sample of pool_health_policy_refusals_by_reason_total. */
+static void
+sample_policy_reason(StringInfo buf, const char *policy, const char *reason,
+					 double number)
+{
+	appendStringInfoString(buf, "pool_health_policy_refusals_by_reason_total{policy=");
+	append_label_value(buf, policy);
+	appendStringInfo(buf, ",reason=\"%s\"} %.17g\n", reason, number);
+}
+
 static void
 gauge(StringInfo buf, const char *name, const char *help, double value)
 {
@@ -326,6 +336,38 @@ shared_figures(StringInfo buf, const PhEvaluation *eval)
 		sample_labelled(buf, "pool_health_policy_refusals_total", "policy",
 						NameStr(policies->items[i].name),
 						(double) ph_admission_refused(&policies->items[i]));
+	family(buf, "pool_health_policy_refusals_by_reason_total", "counter",
+		   "Connections refused per policy and reason (max_connections, refuse_at, reserve, login_rate), since the policy was created or renamed.");
+	for (int i = 0; i < policies->count; i++)
+		for (int r = 0; r < PH_REFUSAL_REASONS; r++)
+			sample_policy_reason(buf, NameStr(policies->items[i].name),
+								 ph_refusal_name((PhRefusal) r),
+								 (double) ph_admission_refused_by(&policies->items[i], (PhRefusal) r));
+	family(buf, "pool_health_policy_reserve_connections", "gauge",
+		   "Connections kept free for each policy that has a reserve (reserve_connections).");
+	for (int i = 0; i < policies->count; i++)
+		if (policies->items[i].reserve_connections > 0)
+			sample_labelled(buf, "pool_health_policy_reserve_connections", "policy",
+							NameStr(policies->items[i].name),
+							policies->items[i].reserve_connections);
+	family(buf, "pool_health_policy_reserve_unused", "gauge",
+		   "The part of each policy's reserve that no session of it uses now: kept free, refused to others.");
+	for (int i = 0; i < policies->count; i++)
+		if (policies->items[i].reserve_connections > 0)
+			sample_labelled(buf, "pool_health_policy_reserve_unused", "policy",
+							NameStr(policies->items[i].name),
+							ph_admission_reserve_unused(&policies->items[i]));
+	family(buf, "pool_health_policy_login_tokens", "gauge",
+		   "Login tokens left in each rate-limited policy's bucket (at most login_burst).");
+	for (int i = 0; i < policies->count; i++)
+	{
+		double		tokens = ph_admission_login_tokens(&policies->items[i],
+													   eval->snap.taken_at);
+
+		if (tokens >= 0)
+			sample_labelled(buf, "pool_health_policy_login_tokens", "policy",
+							NameStr(policies->items[i].name), tokens);
+	}
 }
 
 /* The whole exposition, from one evaluation. */

@@ -117,7 +117,8 @@ typedef struct PhNetwork
  * A policy as compiled from a valid row of pool_health.policies
  * (policy_table.c): names resolved to OIDs (InvalidOid with a name:
  * matches nothing), limits in usec (0: no limit), -1 for no quota or
- * refuse_at.  A plain struct: copied into and out of shared memory.
+ * refuse_at, 0 for no reserve or login rate.  A plain struct: copied
+ * into and out of shared memory.
  */
 typedef struct PhPolicy
 {
@@ -143,6 +144,9 @@ typedef struct PhPolicy
 	bool		dry_run;
 	bool		allow_superuser;
 	int8		refuse_at;		/* PhLevel, or -1 */
+	int32		reserve_connections;	/* slots kept for it (0: none) */
+	double		max_logins_per_second;	/* login rate limit (0: none) */
+	int32		login_burst;	/* logins at once beyond the rate (0: none) */
 	int32		counter;		/* admission counter (admission.c), or -1 */
 } PhPolicy;
 

@@ -12,7 +12,10 @@
 
 #include "ph_model.h"
 
-/* Called under the published set's lock (ph_policy_set_match). */
+/*
+ * Called under the published set's lock (ph_policy_set_match), with the
+ * policy that governs, or NULL when none does.
+ */
 typedef void (*PhPolicyMatchFn) (const PhPolicy *policy, void *arg);
 
 extern bool ph_policies_read(PhPolicies *out, bool wait);

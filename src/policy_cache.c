@@ -16,6 +16,7 @@
 
 #include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -82,12 +83,26 @@ ph_policy_cache_refresh(Oid extension, bool standby)
 									standby ? POLICY_RECOMPILE_STANDBY_MS : POLICY_RECOMPILE_MS))
 		return false;
 
-	/* read into the cycle's context, publish, keep a copy */
+	/*
+	 * Read into the cycle's context, publish, keep a copy.  The table is
+	 * read with a snapshot taken after the generation was: a commit bumps
+	 * the generation once it is visible, so the rows read are at least
+	 * those of that generation (the cycle's snapshot can be older: a
+	 * change committed in between was marked compiled but not read).
+	 */
 	memset(&fresh, 0, sizeof(fresh));
-	if (OidIsValid(extension) && !ph_policies_read(&fresh, false) && fresh.locked)
+	if (OidIsValid(extension))
 	{
-		policies_stale = true;	/* keep what is published; look again */
-		return false;
+		bool		read;
+
+		PushActiveSnapshot(GetLatestSnapshot());
+		read = ph_policies_read(&fresh, false);
+		PopActiveSnapshot();
+		if (!read && fresh.locked)
+		{
+			policies_stale = true;	/* keep what is published; look again */
+			return false;
+		}
 	}
 	policies_compiled_at = now;
 	policies_generation = generation;

@@ -40,6 +40,7 @@
 
 #include "admission.h"
 #include "policy.h"
+#include "rules.h"
 #include "settings.h"
 #include "shmem.h"
 #include "worker.h"
@@ -112,8 +113,40 @@ ph_policy_set_shmem_startup(void)
 }
 
 /*
+ * The reserves must fit in the usable connections together: in precedence
+ * order, a policy whose reserve_connections would take the sum of the
+ * reserves beyond them is left out (an error), so that a set in effect
+ * can always keep every reserve.  max_connections and the reserved slots
+ * are fixed until a restart, so the sum is checked against them here,
+ * at each compilation, as well as when a row is written.
+ */
+static void
+limit_reserves(PhPolicies *policies)
+{
+	int			usable = ph_rules_usable(NULL);
+	int			sum = 0;
+	int			kept = 0;
+
+	for (int i = 0; i < policies->count; i++)
+	{
+		PhPolicy   *p = &policies->items[i];
+
+		if (p->reserve_connections > usable - sum)
+		{
+			ph_policy_error(policies, NameStr(p->name),
+							"not in effect: reserve_connections %d does not fit: the policies before it reserve %d of the %d usable connections (max_connections minus the reserved slots)",
+							p->reserve_connections, sum, usable);
+			continue;
+		}
+		sum += p->reserve_connections;
+		policies->items[kept++] = *p;
+	}
+	policies->count = kept;
+}
+
+/*
  * Keep at most pool_health.max_policies policies (in precedence order):
- * the others are errors.
+ * the others are errors; then the reserves that fit (limit_reserves).
  */
 static void
 limit_to_capacity(PhPolicies *policies)
@@ -123,6 +156,7 @@ limit_to_capacity(PhPolicies *policies)
 						"not in effect: more than pool_health.max_policies (%d) enabled policies; raise it and restart the server",
 						ph_max_policies);
 	policies->count = Min(policies->count, ph_max_policies);
+	limit_reserves(policies);
 }
 
 /*
@@ -238,10 +272,11 @@ ph_policy_set_compiled(void)
 
 /*
  * Login path: the published policy governing key, if the worker has
- * published a set and one matches; then under_lock(policy, arg) runs with
- * the set's lock held (shared), so that what it does with the policy's
- * counter cannot cross a publication.  Raises nothing; under_lock must
- * not either.  False when no policy governs (or none is known).
+ * published a set and one matches; once a set is published,
+ * under_lock(policy or NULL, arg) runs with the set's lock held (shared),
+ * so that what it does with the policies' counters cannot cross a
+ * publication.  Raises nothing; under_lock must not either.  False when
+ * no policy governs (or none is known).
  */
 bool
 ph_policy_set_match(const PhMatchKey *key, PhPolicyMatchFn under_lock, void *arg)
@@ -251,9 +286,11 @@ ph_policy_set_match(const PhMatchKey *key, PhPolicyMatchFn under_lock, void *arg
 	if (set == NULL)
 		return false;
 	LWLockAcquire(set->lock, LW_SHARED);
-	if (set->compiled &&
-		(p = ph_policy_match(set->policies, set->count, key)) != NULL)
+	if (set->compiled)
+	{
+		p = ph_policy_match(set->policies, set->count, key);
 		under_lock(p, arg);
+	}
 	LWLockRelease(set->lock);
 	return p != NULL;
 }

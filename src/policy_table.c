@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include <math.h>
 #include <sys/socket.h>
 
 #include "access/table.h"
@@ -37,6 +38,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inet.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -64,7 +66,12 @@ enum
 	COL_ALLOW_SUPERUSER,
 	COL_REFUSE_AT,
 	COL_ENABLED,
-	NUM_POLICY_COLUMNS
+	NUM_POLICY_COLUMNS,
+	/* added in 1.3: read as NULL while the table is a 1.2 one */
+	COL_RESERVE_CONNECTIONS = NUM_POLICY_COLUMNS,
+	COL_MAX_LOGINS_PER_SECOND,
+	COL_LOGIN_BURST,
+	NUM_ALL_POLICY_COLUMNS
 };
 
 static const PhColumn policy_columns[NUM_POLICY_COLUMNS] = {
@@ -85,6 +92,31 @@ static const PhColumn policy_columns[NUM_POLICY_COLUMNS] = {
 	{"refuse_at", TEXTOID},
 	{"enabled", BOOLOID},
 };
+
+/*
+ * Columns a table created by an older version of the extension lacks
+ * until ALTER EXTENSION pool_health UPDATE has run: NULL then.  When
+ * present, they must have these types.
+ */
+static const PhColumn optional_policy_columns[NUM_ALL_POLICY_COLUMNS - NUM_POLICY_COLUMNS] = {
+	{"reserve_connections", INT4OID},
+	{"max_logins_per_second", NUMERICOID},
+	{"login_burst", INT4OID},
+};
+
+/* The name of any column read, by its number above. */
+static const char *
+column_name(int col)
+{
+	return col < NUM_POLICY_COLUMNS ? policy_columns[col].name :
+		optional_policy_columns[col - NUM_POLICY_COLUMNS].name;
+}
+
+/* Bounds of the headroom columns (SQL: the table's CHECK constraints). */
+#define RESERVE_MAX			262143	/* MAX_BACKENDS */
+#define LOGIN_RATE_MIN		0.001
+#define LOGIN_RATE_MAX		1000000.0
+#define LOGIN_BURST_MAX		1000000
 
 /* The bounds of a limit, in usec (SQL: pool_health.limit_is_valid()). */
 #define LIMIT_MIN_USEC	INT64CONST(1000)
@@ -145,7 +177,7 @@ stored_out_of_line(PhPolicies *out, const char *name, Datum d, int col)
 	if (!VARATT_IS_EXTERNAL(DatumGetPointer(d)))
 		return false;
 	ph_policy_error(out, name, "%s is too long (stored out of line)",
-					policy_columns[col].name);
+					column_name(col));
 	return true;
 }
 
@@ -187,6 +219,95 @@ compile_flag(PhPolicies *out, const char *name, TupleTableSlot *slot,
 		return false;
 	}
 	*value = DatumGetBool(d);
+	return true;
+}
+
+/*
+ * The headroom columns of a row (reserve_connections,
+ * max_logins_per_second, login_burst), into *p; false (with the error
+ * recorded) if invalid.  A column the table lacks (attnum invalid) is
+ * NULL.
+ */
+static bool
+compile_headroom(PhPolicies *out, const char *name, TupleTableSlot *slot,
+				 const AttrNumber *attnums, PhPolicy *p)
+{
+	bool		isnull = true;
+	Datum		d = (Datum) 0;
+
+	p->reserve_connections = 0;
+	p->max_logins_per_second = 0;
+	p->login_burst = 0;
+
+	if (attnums[COL_RESERVE_CONNECTIONS] != InvalidAttrNumber)
+		d = slot_getattr(slot, attnums[COL_RESERVE_CONNECTIONS], &isnull);
+	if (!isnull)
+	{
+		int32		reserve = DatumGetInt32(d);
+
+		if (reserve < 0 || reserve > RESERVE_MAX)
+		{
+			ph_policy_error(out, name,
+							"invalid reserve_connections %d: a reserve must be between 0 and %d",
+							reserve, RESERVE_MAX);
+			return false;
+		}
+		if (p->max_connections > 0 && reserve > p->max_connections)
+		{
+			ph_policy_error(out, name,
+							"invalid reserve_connections %d: larger than the policy's max_connections (%d)",
+							reserve, p->max_connections);
+			return false;
+		}
+		p->reserve_connections = reserve;
+	}
+
+	isnull = true;
+	if (attnums[COL_MAX_LOGINS_PER_SECOND] != InvalidAttrNumber)
+		d = slot_getattr(slot, attnums[COL_MAX_LOGINS_PER_SECOND], &isnull);
+	if (!isnull)
+	{
+		double		rate;
+
+		if (stored_out_of_line(out, name, d, COL_MAX_LOGINS_PER_SECOND))
+			return false;
+		rate = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, d));
+		if (isnan(rate) || rate < LOGIN_RATE_MIN || rate > LOGIN_RATE_MAX)
+		{
+			ph_policy_error(out, name,
+							"invalid max_logins_per_second %s: a login rate must be between %g and %g",
+							DatumGetCString(DirectFunctionCall1(numeric_out, d)),
+							LOGIN_RATE_MIN, LOGIN_RATE_MAX);
+			return false;
+		}
+		p->max_logins_per_second = rate;
+	}
+
+	isnull = true;
+	if (attnums[COL_LOGIN_BURST] != InvalidAttrNumber)
+		d = slot_getattr(slot, attnums[COL_LOGIN_BURST], &isnull);
+	if (!isnull)
+	{
+		int32		burst = DatumGetInt32(d);
+
+		if (burst < 1 || burst > LOGIN_BURST_MAX)
+		{
+			ph_policy_error(out, name,
+							"invalid login_burst %d: a burst must be between 1 and %d",
+							burst, LOGIN_BURST_MAX);
+			return false;
+		}
+		if (p->max_logins_per_second == 0)
+		{
+			ph_policy_error(out, name,
+							"login_burst %d without max_logins_per_second: a burst needs a rate",
+							burst);
+			return false;
+		}
+		p->login_burst = burst;
+	}
+	else if (p->max_logins_per_second > 0)
+		p->login_burst = (int32) Max(1.0, ceil(p->max_logins_per_second));
 	return true;
 }
 
@@ -344,7 +465,7 @@ compile_row(PhPolicies *out, TupleTableSlot *slot, const AttrNumber *attnums,
 			return false;
 		}
 	}
-	return true;
+	return compile_headroom(out, name, slot, attnums, p);
 }
 
 static int
@@ -406,7 +527,7 @@ ph_policies_read(PhPolicies *out, bool wait)
 {
 	Oid			relid;
 	char	   *why = NULL;
-	AttrNumber	attnums[NUM_POLICY_COLUMNS];
+	AttrNumber	attnums[NUM_ALL_POLICY_COLUMNS];
 	Relation	rel;
 	TupleDesc	desc;
 	TupleTableSlot *slot;
@@ -447,6 +568,32 @@ ph_policies_read(PhPolicies *out, bool wait)
 				attnums[c] = att->attnum;
 		}
 		Assert(attnums[c] != InvalidAttrNumber);	/* checked by ph_extension_table */
+	}
+	for (int c = NUM_POLICY_COLUMNS; c < NUM_ALL_POLICY_COLUMNS; c++)
+	{
+		const PhColumn *col = &optional_policy_columns[c - NUM_POLICY_COLUMNS];
+
+		attnums[c] = InvalidAttrNumber;
+		for (int a = 0; a < desc->natts; a++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, a);
+
+			if (!att->attisdropped && strcmp(NameStr(att->attname), col->name) == 0)
+			{
+				if (att->atttypid != col->type)
+				{
+					ph_policy_error(out, NULL,
+									"column \"%s\" of table pool_health.policies has type %s, not %s: the table is ignored",
+									col->name, format_type_be(att->atttypid),
+									format_type_be(col->type));
+					table_close(rel, AccessShareLock);
+					out->owner = InvalidOid;
+					out->relid = InvalidOid;
+					return false;
+				}
+				attnums[c] = att->attnum;
+			}
+		}
 	}
 
 	out->items = palloc(sizeof(PhPolicy) * capacity);

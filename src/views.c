@@ -375,12 +375,14 @@ pool_health_get_usage_by(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-#define POLICY_USAGE_COLS 8
+#define POLICY_USAGE_COLS 15
 
 /*
  * get_policy_usage(): per policy in effect, the client sessions it
- * governs now, its quota and refuse_at, and, with the preload, the
- * sessions counted against its quota and the connections it refused.
+ * governs now, its quota and refuse_at, its reserve and login rate, and,
+ * with the preload, the sessions counted against its quota, the
+ * connections it refused (in all, and for its reserve or login rate), the
+ * part of its reserve not in use and the login tokens it has left.
  */
 Datum
 pool_health_get_policy_usage(PG_FUNCTION_ARGS)
@@ -412,6 +414,19 @@ pool_health_get_policy_usage(PG_FUNCTION_ARGS)
 		nulls[7] = p->max_connections < 0;
 		values[7] = Float8GetDatum(p->max_connections > 0 ?
 								   100.0 * eval.governed[i] / p->max_connections : 0);
+		values[8] = Int32GetDatum(p->reserve_connections);
+		nulls[9] = !policies->published;
+		values[9] = Int32GetDatum(ph_admission_reserve_unused(p));
+		nulls[10] = nulls[11] = p->max_logins_per_second <= 0;
+		values[10] = Float8GetDatum(p->max_logins_per_second);
+		values[11] = Int32GetDatum(p->login_burst);
+		nulls[12] = !policies->published || p->max_logins_per_second <= 0 ||
+			ph_admission_login_tokens(p, eval.snap.taken_at) < 0;
+		if (!nulls[12])
+			values[12] = Float8GetDatum(ph_admission_login_tokens(p, eval.snap.taken_at));
+		nulls[13] = nulls[14] = !policies->published;
+		values[13] = Int64GetDatum((int64) ph_admission_refused_by(p, PH_REFUSAL_RESERVE));
+		values[14] = Int64GetDatum((int64) ph_admission_refused_by(p, PH_REFUSAL_RATE));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -15,14 +15,17 @@ Load, either
                  its requests (a worker pool).
 --warm opens all pool_size connections first (a pool with a minimum size).
 --declare passes the pool's size to the server in the startup options
-(-c pool_health.client_pool_size=N).
+(-c pool_health.client_pool_size=N).  --recycle-s S replaces a connection
+older than S seconds at its next checkout (SQLAlchemy's pool_recycle), so
+that the pool keeps connecting, as long-running applications' pools do.
 
 Prints one line of JSON: requests served, errors, the most connections
 checked out at once, connections the pool opened, the requests that
 arrived while every connection of the pool was checked out (they waited
 for one), the time each request waited to check a connection out (from
-its arrival), in ms, and the time its transactions took in all (from
-BEGIN to the end of COMMIT), in ms.
+its arrival), in ms, the time its transactions took in all (from
+BEGIN to the end of COMMIT), in ms, and percentiles of each request's
+latency (from its arrival to the end of its COMMIT), in ms.
 """
 import argparse
 import concurrent.futures
@@ -49,6 +52,7 @@ def main():
     ap.add_argument("--duration-ms", type=float, required=True)
     ap.add_argument("--seconds", type=float, required=True)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--recycle-s", type=float, default=-1)
     args = ap.parse_args()
 
     connect_args = {"application_name": args.app}
@@ -56,11 +60,12 @@ def main():
         connect_args["options"] = "-c pool_health.client_pool_size=%d" % args.pool_size
     engine = sqlalchemy.create_engine(
         args.url, pool_size=args.pool_size, max_overflow=0, pool_timeout=120,
-        connect_args=connect_args)
+        pool_recycle=args.recycle_s, connect_args=connect_args)
 
     lock = threading.Lock()
     state = {"out": 0, "peak": 0, "opened": 0, "exhausted": 0, "xact_ms": 0.0}
     waits = []
+    latencies = []
     errors = []
 
     @event.listens_for(engine, "connect")
@@ -91,6 +96,7 @@ def main():
                 committed = time.monotonic()
             with lock:
                 waits.append((checked_out - arrival) * 1000.0)
+                latencies.append((committed - arrival) * 1000.0)
                 state["xact_ms"] += (committed - checked_out) * 1000.0
         except Exception as e:  # counted, and the first few shown
             with lock:
@@ -132,11 +138,12 @@ def main():
     engine.dispose()
 
     waits.sort()
+    latencies.sort()
 
-    def pct(p):
-        if not waits:
+    def pct(p, values=waits):
+        if not values:
             return None
-        return round(waits[min(len(waits) - 1, int(p * len(waits)))], 3)
+        return round(values[min(len(values) - 1, int(p * len(values)))], 3)
 
     print(json.dumps({
         "app": args.app, "pool_size": args.pool_size, "requests": len(waits),
@@ -146,6 +153,7 @@ def main():
         "wait_p50_ms": pct(0.50), "wait_p95_ms": pct(0.95), "wait_p99_ms": pct(0.99),
         "wait_max_ms": round(waits[-1], 3) if waits else None,
         "wait_mean_ms": round(sum(waits) / len(waits), 3) if waits else None,
+        "latency_p50_ms": pct(0.50, latencies), "latency_p99_ms": pct(0.99, latencies),
         "seconds": round(time.monotonic() - start, 3)}))
 
 

@@ -101,6 +101,59 @@ DELETE FROM pool_health.policies;
 SELECT wait_for_policies();
 SELECT policy FROM pool_health.sessions WHERE pid = pg_backend_pid();
 
+-- headroom (reserve_connections, max_logins_per_second, login_burst): bad
+-- input gets a clear error and changes nothing; this instance has 10
+-- usable connections (12 - 2 for superusers)
+SELECT expect_error($$INSERT INTO pool_health.policies (name, reserve_connections) VALUES ('p', -1)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, reserve_connections) VALUES ('p', 1000000)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, reserve_connections) VALUES ('p', 11)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, reserve_connections, max_connections) VALUES ('p', 3, 2)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, role, reserve_connections) VALUES ('p', current_user, 1)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second) VALUES ('p', 0)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second) VALUES ('p', -5)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second) VALUES ('p', 'NaN')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second) VALUES ('p', 'Infinity')$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second) VALUES ('p', 1e7)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second) VALUES ('p', 0.0001)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second, login_burst) VALUES ('p', 10, 0)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second, login_burst) VALUES ('p', 10, 2000000)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, login_burst) VALUES ('p', 5)$$);
+SELECT count(*) AS nothing_inserted FROM pool_health.policies;
+-- the reserves of the enabled policies must fit together
+INSERT INTO pool_health.policies (name, application_name, reserve_connections) VALUES ('web', 'web%', 6);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, application_name, reserve_connections) VALUES ('api', 'api%', 5)$$);
+INSERT INTO pool_health.policies (name, application_name, reserve_connections, enabled) VALUES ('api', 'api%', 5, false);
+SELECT expect_error($$UPDATE pool_health.policies SET enabled = true WHERE name = 'api'$$);
+UPDATE pool_health.policies SET reserve_connections = 5 WHERE name = 'web';
+UPDATE pool_health.policies SET enabled = true, max_logins_per_second = 2.5 WHERE name = 'api';
+SELECT name, reserve_connections, max_logins_per_second, login_burst FROM pool_health.policies ORDER BY name;
+-- the constraints hold with the trigger bypassed
+SET session_replication_role = replica;
+SELECT expect_error($$INSERT INTO pool_health.policies (name, reserve_connections) VALUES ('p', -1)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, reserve_connections, max_connections) VALUES ('p', 3, 2)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second) VALUES ('p', 0)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, login_burst) VALUES ('p', 5)$$);
+SELECT expect_error($$INSERT INTO pool_health.policies (name, max_logins_per_second, login_burst) VALUES ('p', 1, 0)$$);
+-- reserves beyond the usable connections get past the constraints, not
+-- past the worker: the policy that does not fit (last in precedence) is
+-- left out and listed
+INSERT INTO pool_health.policies (name, priority, application_name, reserve_connections) VALUES ('greedy', -1, 'greedy%', 5);
+RESET session_replication_role;
+UPDATE pool_health.policies SET comment = NULL WHERE false;	-- tells the worker
+SELECT wait_for_policies();
+SELECT name, error FROM pool_health.policy_errors;
+SELECT policy, reserve_connections, reserve_unused, max_logins_per_second, login_burst,
+       login_tokens, refused_reserve, refused_login_rate
+FROM pool_health.usage_by_policy ORDER BY policy;
+SELECT q->>'policy' AS policy, q->'reserve_connections' AS reserve, q->'reserve_unused' AS unused,
+       q->'max_logins_per_second' AS rate, q->'login_burst' AS burst, q->'login_tokens' AS tokens,
+       q->'refused_by' AS refused_by
+FROM jsonb_array_elements(pool_health.status()->'policies'->'quotas') q ORDER BY 1;
+SELECT line FROM regexp_split_to_table(pool_health.metrics(), E'\n') line
+WHERE line ~ '^pool_health_policy_(reserve|login|refusals_by_reason)' ORDER BY 1;
+DELETE FROM pool_health.policies;
+SELECT wait_for_policies();
+
 -- the cleanup functions check their arguments
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle(NULL)$$);
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle('0')$$);

@@ -120,6 +120,7 @@ like($scrape, qr/^pool_health_application_other_connections(\{[^}]*\})? \d+/m, '
 like($scrape, qr/^pool_health_policy_max_connections\{[^}]*policy="web"[^}]*\} 10/m, 'and policy quotas');
 like($scrape, qr/^pool_health_info\{[^}]*extension_version="\d+\.\d+"[^}]*\} 1$/m,
 	'and pool_health_info, the installed extension\'s version');
+like($scrape, qr/^pool_health_policy_reserve_connections\{[^}]*policy="web"[^}]*\} 0$/m, 'and reserves (none here)');
 like($scrape, qr/^pool_health_pool_in_xact\{[^}]*application_name="report"[^}]*\} 1$/m,
 	'and per-application accounting: the leaker is in a transaction');
 like($scrape, qr/^pool_health_pool_suggested_pool_size\{[^}]*application_name="report"[^}]*\} 1$/m,
