@@ -1,3 +1,9 @@
+# Checks: two transactions that each add a reserve fitting alone cannot
+# both commit: the second INSERT waits for the first (validate_policy()'s
+# advisory lock) and is then refused with "does not fit" (SQLSTATE 23514).
+# Under REPEATABLE READ the check cannot see rows committed after the
+# snapshot: the worker leaves the later policy out at compile (README).
+#
 # Attack on issue 23 (bad input at INSERT/UPDATE): "The sum of reserves
 # cannot exceed the usable slots (a clear error at insert and at
 # compile)".  validate_policy() sums the other rows it can see, so two

@@ -1,3 +1,7 @@
+# Checks: after max_connections was lowered so that the reserves no
+# longer fit, an UPDATE that does not raise the sum of the enabled
+# reserves (lowering one, editing a comment) is accepted.
+#
 # Attack on issue 23 (bad input at INSERT/UPDATE, a reserve changed):
 # validate_policy() checks the sum of the reserves on every UPDATE of a
 # reserved row against the usable connections of now.  After a restart
