@@ -1,3 +1,8 @@
+# Checks: when a reserved policy's match changes while sessions it
+# governed are connected, its reserve counts as wholly unused until the
+# worker has re-homed those sessions: no other login is admitted into it,
+# and the policy's new application then finds its reserved slots.
+#
 # Attack on issue 23 (reserve_connections changed while sessions are
 # connected): a reserved policy's counter is kept by name across edits,
 # so when the policy's match columns change, the counter still holds the

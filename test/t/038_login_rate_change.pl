@@ -1,3 +1,7 @@
+# Checks: raising a policy's max_logins_per_second and login_burst takes
+# effect at the next login (the token bucket of the old rate is dropped:
+# it starts full), and login_tokens shows the new bucket.
+#
 # Attack on issue 23 (login rate limit): raising a policy's
 # max_logins_per_second must take effect at the next login.  The token
 # bucket (login_tat) is kept across edits, so a bucket that a slow rate
