@@ -222,10 +222,13 @@ ph_policy_set_publish(PhPolicies *policies, uint64 generation)
 		if (is_new[i])
 			ereport(WARNING,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 NameStr(policies->errors[i].name)[0] ?
-					 errmsg("pool_health: policy \"%s\" is not in effect: %s",
+					 !NameStr(policies->errors[i].name)[0] ?
+					 errmsg("pool_health: %s", policies->errors[i].error) :
+					 strncmp(policies->errors[i].error, "in effect ", 10) == 0 ?
+					 errmsg("pool_health: policy \"%s\" is %s",
 							NameStr(policies->errors[i].name), policies->errors[i].error) :
-					 errmsg("pool_health: %s", policies->errors[i].error),
+					 errmsg("pool_health: policy \"%s\" is not in effect: %s",
+							NameStr(policies->errors[i].name), policies->errors[i].error),
 					 errhint("See pool_health.policy_errors.")));
 	pfree(scratch);
 	pfree(is_new);

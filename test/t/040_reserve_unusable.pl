@@ -1,3 +1,9 @@
+# Checks: a reserve no login can use (a superuser role written past the
+# trigger, a role made superuser later, a role in
+# pool_health.protected_roles) keeps no slot from other applications: the
+# worker keeps the policy without its reserve (a policy_errors row and a
+# WARNING), and the trigger refuses a reserve for a protected role.
+#
 # Attack on issue 23 (bad input that bypasses validation): a reserve that
 # no login can ever use.  Superusers and pool_health.protected_roles are
 # neither counted nor refused at login, so a reserve_connections of a
@@ -72,6 +78,15 @@ my $err = thirteenth();
 is($err, undef,
 	'a reserve for a superuser role (written past the trigger) keeps no slot from others')
   or diag($err);
+is($node->safe_psql('postgres',
+	"SELECT error FROM pool_health.policy_errors WHERE name = 'boss'"),
+	'in effect without its reserve_connections 5: role "boss" is a superuser, never counted nor refused at login',
+	'policy_errors says the reserve of boss is left out');
+ok($node->wait_for_log(qr/WARNING:  pool_health: policy "boss" is in effect without its reserve_connections 5/),
+	'and the worker logs it once as a WARNING');
+is($node->safe_psql('postgres',
+	"SELECT reserve_connections FROM pool_health.usage_by_policy WHERE policy = 'boss'"),
+	'0', 'usage_by_policy shows boss without a reserve');
 
 # 2. a role made superuser after its reserve was accepted
 $node->safe_psql('postgres', q{
@@ -96,9 +111,26 @@ $node->psql('postgres',
 	stdout => \$stdout, stderr => \$stderr);
 ok(published(), 'published');
 $err = thirteenth();
-ok(!defined $err || $stderr =~ /protected/,
-	'a reserve for a protected role is refused at INSERT, or keeps no slot from others')
-  or diag("INSERT: $stderr\nlogin: " . ($err // ''));
+like($stderr, qr/ERROR:  policy "guard" cannot reserve connections for protected role "guard"/,
+	'a reserve for a protected role is refused at INSERT');
+is($err, undef, 'and keeps no slot from others') or diag($err);
+
+# written past the trigger, the worker leaves that reserve out
+$node->safe_psql('postgres', q{
+	SET session_replication_role = replica;
+	INSERT INTO pool_health.policies (name, role, reserve_connections)
+	VALUES ('guard', 'guard', 5);
+	RESET session_replication_role;
+	INSERT INTO pool_health.policies (name, application_name) VALUES ('bump3', 'bump3');
+});
+ok(published(), 'published');
+$err = thirteenth();
+is($err, undef, 'a reserve for a protected role written past the trigger keeps no slot from others')
+  or diag($err);
+like($node->safe_psql('postgres',
+	"SELECT error FROM pool_health.policy_errors WHERE name = 'guard'"),
+	qr/in effect without its reserve_connections 5: role "guard" is in pool_health.protected_roles/,
+	'policy_errors says so');
 
 $_->quit for @held;
 $node->stop;
