@@ -635,7 +635,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 				 errmsg("too many logins for pool_health policy \"%s\"",
 						NameStr(m.policy_name)),
-				 errdetail("The policy admits %g logins per second, %d at once (max_logins_per_second, login_burst): retry after " INT64_FORMAT " ms.",
+				 errdetail("The policy admits %.15g logins per second, %d at once (max_logins_per_second, login_burst): retry after " INT64_FORMAT " ms.",
 						   m.max_logins_per_second, m.login_burst, retry_ms),
 				 errhint("Keep connections open in a pool rather than reconnecting, or raise max_logins_per_second of policy \"%s\" in pool_health.policies.",
 						 NameStr(m.policy_name))));

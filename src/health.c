@@ -279,7 +279,9 @@ append_policy_state(StringInfo buf, const PhPolicies *policies)
 		{
 			double		tokens = ph_admission_login_tokens(p, GetCurrentTimestamp());
 
-			ph_json_double(buf, "max_logins_per_second", p->max_logins_per_second, 3);
+			/* as written (at most 15 significant digits: numeric to float8) */
+			ph_json_key(buf, "max_logins_per_second");
+			appendStringInfo(buf, "%.15g", p->max_logins_per_second);
 			ph_json_int(buf, "login_burst", p->login_burst);
 			if (tokens >= 0)
 				ph_json_double(buf, "login_tokens", floor(tokens * 100) / 100, 2);

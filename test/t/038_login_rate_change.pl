@@ -65,5 +65,18 @@ ok($node->safe_psql('postgres',
 	"SELECT login_tokens >= 900 FROM pool_health.usage_by_policy WHERE policy = 'slow'") eq 't',
 	'login_tokens shows the bucket of the new rate, nearly full');
 
+# a rate is shown as written: 0.0015, not 0.002 (status(), the DETAIL)
+$node->safe_psql('postgres',
+	"UPDATE pool_health.policies SET max_logins_per_second = 0.0015, login_burst = 1 WHERE name = 'slow'");
+ok($node->poll_query_until('postgres',
+	"SELECT q->>'max_logins_per_second' = '0.0015' FROM jsonb_array_elements(pool_health.status()->'policies'->'quotas') q WHERE q->>'policy' = 'slow'"),
+	'status() shows the rate 0.0015 as written');
+is(ph_try_connect($node, 'slow-1', 'app'), undef,
+	'lowered to 0.0015/s: the bucket of the new rate starts full');
+ph_close_all();
+like(ph_try_connect($node, 'slow-1', 'app') // '',
+	qr/DETAIL:  The policy admits 0.0015 logins per second, 1 at once/,
+	'the second login is refused, its DETAIL shows the rate as written');
+
 $node->stop;
 done_testing();
