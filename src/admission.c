@@ -45,8 +45,11 @@
  * Superusers and protected roles are neither refused nor counted.
  *
  * Reserves are checked against the same counts, read consistently without
- * a lock (unused_reserves()); a login rate limit is a token bucket per
- * policy kept in one word, changed by compare-and-swap (take_login_token()).
+ * a lock (unused_reserves()), except that a reserve whose policy's match
+ * changed counts as wholly unused until the worker has re-homed the
+ * sessions counted in it (match_changed); a login rate limit is a token
+ * bucket per policy kept in one word, changed by compare-and-swap
+ * (take_login_token()), started full when its rate or burst changes.
  *
  * Shared state: AdmissionShared ("pool_health admission"), field by field
  * below: atomics; the counters' names and the list of reserves, under the

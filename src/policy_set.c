@@ -10,7 +10,8 @@
  * pool_health.max_policies policies (the first ones in precedence order);
  * the others, and every row that failed validation, are listed as
  * errors (pool_health.policy_errors, status()), with the time each error
- * was first seen, and logged once as a WARNING.  The worker evaluates with
+ * was first seen, and logged once as a WARNING; so is a reserve a policy
+ * before it may shadow (ph_reserve_shadowed_by).  The worker evaluates with
  * the published copy too, so what it enforces is what the views show.
  *
  * Without the preload, each reader compiles the table of its own database.
