@@ -289,7 +289,27 @@ BEGIN
                 USING ERRCODE = 'check_violation',
                       DETAIL = 'Superusers are never counted nor refused by admission control: they have superuser_reserved_connections.';
         END IF;
-        IF NEW.reserve_connections > 0 AND NEW.enabled THEN
+        -- pool_health.protected_roles as the server splits it (a list of
+        -- identifiers: unquoted ones folded to lower case)
+        IF NEW.reserve_connections > 0 AND NEW.role IS NOT NULL AND
+           EXISTS (SELECT FROM regexp_split_to_table(current_setting('pool_health.protected_roles', true), ',') AS item(v)
+                   WHERE CASE WHEN btrim(v) ~ '^".*"$'
+                              THEN replace(substr(btrim(v), 2, length(btrim(v)) - 2), '""', '"')
+                              ELSE lower(btrim(v)) END = NEW.role) THEN
+            RAISE EXCEPTION 'policy "%" cannot reserve connections for protected role "%"', NEW.name, NEW.role
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'Roles in pool_health.protected_roles are never counted nor refused by admission control: a reserve for them would keep connections free for no login.';
+        END IF;
+        -- the sum is checked when a row adds to the enabled reserves (an
+        -- UPDATE that keeps or lowers them is accepted even when they no
+        -- longer fit, e.g. after max_connections was lowered), under a
+        -- transaction-level advisory lock on the fixed key
+        -- 8101816766061437284 ('poolhead'): a concurrent writer waits, and
+        -- under READ COMMITTED then sees the committed rows
+        IF NEW.reserve_connections > 0 AND NEW.enabled AND
+           NOT (TG_OP = 'UPDATE' AND coalesce(OLD.enabled, false) AND
+                coalesce(OLD.reserve_connections, 0) >= NEW.reserve_connections) THEN
+            PERFORM pg_catalog.pg_advisory_xact_lock(8101816766061437284);
             usable := current_setting('max_connections')::int
                       - current_setting('superuser_reserved_connections')::int
                       - coalesce(current_setting('reserved_connections', true)::int, 0);
@@ -337,7 +357,7 @@ $$;
 
 
 COMMENT ON FUNCTION pool_health.validate_policy() IS
-'Trigger: rejects invalid policies (limits outside 1 millisecond to 365 days, unknown action or refuse_at, quota below 1, bad pattern, reserves that are negative, above the quota, for a superuser role or beyond the usable connections together, login rates and bursts out of range) with a clear message; the table''s CHECK constraints and the worker check the same rules';
+'Trigger: rejects invalid policies (limits outside 1 millisecond to 365 days, unknown action or refuse_at, quota below 1, bad pattern, reserves that are negative, above the quota, for a superuser or protected role or beyond the usable connections together (checked when a row adds to the enabled reserves, under the transaction-level advisory lock 8101816766061437284 so that concurrent writers are checked one after the other), login rates and bursts out of range) with a clear message; the table''s CHECK constraints and the worker check the same rules';
 
 DROP VIEW pool_health.usage_by_policy;
 DROP FUNCTION pool_health.get_policy_usage();

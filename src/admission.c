@@ -45,8 +45,11 @@
  * Superusers and protected roles are neither refused nor counted.
  *
  * Reserves are checked against the same counts, read consistently without
- * a lock (unused_reserves()); a login rate limit is a token bucket per
- * policy kept in one word, changed by compare-and-swap (take_login_token()).
+ * a lock (unused_reserves()), except that a reserve whose policy's match
+ * changed counts as wholly unused until the worker has re-homed the
+ * sessions counted in it (match_changed); a login rate limit is a token
+ * bucket per policy kept in one word, changed by compare-and-swap
+ * (take_login_token()), started full when its rate or burst changes.
  *
  * Shared state: AdmissionShared ("pool_health admission"), field by field
  * below: atomics; the counters' names and the list of reserves, under the
@@ -126,7 +129,26 @@ typedef struct QuotaCounter
 	 */
 	pg_atomic_uint64 login_tat;
 	pg_atomic_uint32 login_delayed; /* refused logins held back now */
+
+	/*
+	 * Non-zero while sessions counted in it may be sessions its policy no
+	 * longer governs: its policy's match columns or priority changed at a
+	 * publication, and the worker has not yet re-homed them.  Meanwhile
+	 * its reserve counts as wholly unused (unused_reserves()): the old
+	 * sessions cannot make it look used.  Only the worker writes it (set
+	 * at publication, cleared by ph_admission_rehome()); an atomic, read
+	 * without a lock.
+	 */
+	pg_atomic_uint32 match_changed;
 } QuotaCounter;
+
+/*
+ * How far beyond the most a bucket can be ahead of now (its tolerance
+ * plus one interval) a login_tat may be, for concurrent takers that read
+ * the clock at slightly different times; further ahead, it is stale (the
+ * clock was stepped back) and the bucket counts as full.
+ */
+#define LOGIN_TAT_SLACK_USEC	(USECS_PER_SEC)
 
 /*
  * A login refused for want of a token is held back until its token is due
@@ -229,6 +251,7 @@ ph_admission_shmem_startup(void)
 			pg_atomic_init_u64(&admission->counters[i].refused_by[r], 0);
 		pg_atomic_init_u64(&admission->counters[i].login_tat, 0);
 		pg_atomic_init_u32(&admission->counters[i].login_delayed, 0);
+		pg_atomic_init_u32(&admission->counters[i].match_changed, 0);
 	}
 	admission->nreserved = 0;
 	admission->reserved = (ReservedCounter *) storage;
@@ -330,6 +353,19 @@ login_rate(const PhPolicy *p, int64 *interval, int64 *tolerance)
 }
 
 /*
+ * Where a bucket stands at now: login_tat, or now (a full bucket) when
+ * login_tat is further ahead than any taker at this rate can have put it
+ * (the clock was stepped back, or the bucket is of an older, slower rate).
+ */
+static int64
+login_base(uint64 tat, TimestampTz now, int64 interval, int64 tolerance)
+{
+	if ((int64) tat - now > tolerance + interval + LOGIN_TAT_SLACK_USEC)
+		return now;
+	return Max((int64) tat, (int64) now);
+}
+
+/*
  * Take a login token from a policy's bucket at now: 0 if one was taken,
  * else how long (usec) until one is there.  Compare-and-swap, no lock.
  */
@@ -343,7 +379,7 @@ take_login_token(QuotaCounter *counter, const PhPolicy *p, TimestampTz now)
 	login_rate(p, &interval, &tolerance);
 	for (;;)
 	{
-		int64		base = Max((int64) tat, (int64) now);
+		int64		base = login_base(tat, now, interval, tolerance);
 
 		if (base - now > tolerance)
 			return base - now - tolerance;
@@ -403,6 +439,19 @@ hold_back_login(QuotaCounter *counter, int64 retry_after)
  * unstable readings (a storm of logins), each reserve is counted as if
  * it were wholly unused: refusing too much rather than eating a reserve.
  */
+/*
+ * The sessions of counter c that use its policy's reserve: those counted
+ * in it, or none while they may be another policy's (match_changed).
+ */
+static int
+reserve_counted(int c)
+{
+	if (c < 0 || c >= admission->ncounters ||
+		pg_atomic_read_u32(&admission->counters[c].match_changed) != 0)
+		return 0;
+	return (int) pg_atomic_read_u32(&admission->counters[c].connections);
+}
+
 static int
 unused_reserves(int exclude, uint32 *clients, int *largest)
 {
@@ -426,8 +475,8 @@ unused_reserves(int exclude, uint32 *clients, int *largest)
 
 			if (r->counter == exclude && exclude >= 0)
 				continue;
-			if (r->counter >= 0 && attempt < 100)
-				counted = (int) pg_atomic_read_u32(&admission->counters[r->counter].connections);
+			if (attempt < 100)
+				counted = reserve_counted(r->counter);
 			unused = Max(r->reserve - counted, 0);
 			sum += unused;
 			if (unused > most)
@@ -542,9 +591,7 @@ count_login(const PhPolicy *p, void *arg)
 		m->reserve_refused = true;
 		m->reserve_policy = r->policy;
 		m->reserve_of_it = r->reserve;
-		m->unused_of_it = r->counter >= 0 ?
-			Max(r->reserve - (int) pg_atomic_read_u32(&admission->counters[r->counter].connections), 0) :
-			r->reserve;
+		m->unused_of_it = Max(r->reserve - reserve_counted(r->counter), 0);
 	}
 }
 
@@ -591,7 +638,7 @@ admit(Port *port, pg_atomic_uint64 *entry)
 				(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 				 errmsg("too many logins for pool_health policy \"%s\"",
 						NameStr(m.policy_name)),
-				 errdetail("The policy admits %g logins per second, %d at once (max_logins_per_second, login_burst): retry after " INT64_FORMAT " ms.",
+				 errdetail("The policy admits %.15g logins per second, %d at once (max_logins_per_second, login_burst): retry after " INT64_FORMAT " ms.",
 						   m.max_logins_per_second, m.login_burst, retry_ms),
 				 errhint("Keep connections open in a pool rather than reconnecting, or raise max_logins_per_second of policy \"%s\" in pool_health.policies.",
 						 NameStr(m.policy_name))));
@@ -721,6 +768,23 @@ same_match(const PhPolicy *a, const PhPolicy *b)
 }
 
 /*
+ * A counter kept from the published policy was to the new one (same name,
+ * or renamed): a bucket of another rate or burst starts full (its
+ * login_tat means nothing at the new rate); when the sessions it governs
+ * may have changed (match columns or priority), its reserve counts as
+ * unused until the worker has re-homed them (match_changed).
+ */
+static void
+kept_counter(QuotaCounter *counter, const PhPolicy *was, const PhPolicy *now)
+{
+	if (was->max_logins_per_second != now->max_logins_per_second ||
+		was->login_burst != now->login_burst)
+		pg_atomic_write_u64(&counter->login_tat, 0);
+	if (!same_match(was, now) || was->priority != now->priority)
+		pg_atomic_write_u32(&counter->match_changed, 1);
+}
+
+/*
  * Give each policy of a set about to be published its quota counter: the
  * one already named after it; else, for a policy renamed (a published
  * policy with the same match columns is gone), that policy's counter,
@@ -752,6 +816,9 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 			{
 				items[i].counter = c;
 				named[c] = true;
+				for (int j = 0; j < nold; j++)
+					if (old[j].counter == c)
+						kept_counter(counter, &old[j], &items[i]);
 				break;
 			}
 		}
@@ -771,6 +838,7 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 				admission->counters[c].policy = items[i].name;
 				items[i].counter = c;
 				named[c] = true;
+				kept_counter(&admission->counters[c], &old[j], &items[i]);
 				break;
 			}
 		}
@@ -797,6 +865,7 @@ ph_admission_assign_counters(PhPolicy *items, int count, const PhPolicy *old,
 		for (int r = 0; r < PH_REFUSAL_REASONS; r++)
 			pg_atomic_write_u64(&admission->counters[c].refused_by[r], 0);
 		pg_atomic_write_u64(&admission->counters[c].login_tat, 0);
+		pg_atomic_write_u32(&admission->counters[c].match_changed, 0);
 		items[i].counter = c;
 	}
 
@@ -833,12 +902,18 @@ void
 ph_admission_rehome(const PhEvaluation *eval)
 {
 	static uint64 *last_seen = NULL;	/* per PGPROC: pid, wanted counter */
+	static bool *pending = NULL;	/* per counter: holds another's session */
 
 	if (!eval->policies.published)
 		return;
 	if (last_seen == NULL)
+	{
 		last_seen = MemoryContextAllocZero(TopMemoryContext,
 										   sizeof(uint64) * admission->nprocs);
+		pending = MemoryContextAllocZero(TopMemoryContext,
+										 sizeof(bool) * admission->ncounters);
+	}
+	memset(pending, 0, sizeof(bool) * admission->ncounters);
 	for (int i = 0; i < eval->snap.nbackends; i++)
 	{
 		const PhBackend *be = &eval->snap.backends[i];
@@ -847,20 +922,31 @@ ph_admission_rehome(const PhEvaluation *eval)
 		uint32		current;
 		uint32		want = 0;
 
-		if (!be->is_client || be->exemption == PH_EXEMPT_STARTING ||
-			(entry = counted_entry(be->procno)) == NULL)
+		if (!be->is_client || (entry = counted_entry(be->procno)) == NULL)
 			continue;
-		if (ph_rules_counted_in_quota(be))
-			want = (uint32) be->policy->counter + 1;
-
 		old = pg_atomic_read_u64(entry);
 		current = COUNTED_STATE(old);
-		if (COUNTED_PID(old) != be->pid || current == COUNTED_EXITED ||
-			current == want)
+		if (COUNTED_PID(old) != be->pid || current == COUNTED_EXITED)
 		{
 			last_seen[be->procno] = 0;
 			continue;
 		}
+		if (be->exemption == PH_EXEMPT_STARTING)
+		{
+			/* not known yet: it may be counted where it does not belong */
+			if (current != 0 && current <= (uint32) admission->ncounters)
+				pending[current - 1] = true;
+			continue;
+		}
+		if (ph_rules_counted_in_quota(be))
+			want = (uint32) be->policy->counter + 1;
+		if (current == want)
+		{
+			last_seen[be->procno] = 0;
+			continue;
+		}
+		if (current != 0 && current <= (uint32) admission->ncounters)
+			pending[current - 1] = true;
 
 		/*
 		 * Move it only when two samples in a row say so: a session in its
@@ -881,6 +967,15 @@ ph_admission_rehome(const PhEvaluation *eval)
 			pg_atomic_fetch_sub_u32(&admission->counters[want - 1].connections, 1);
 		pg_atomic_fetch_add_u32(&admission->moving, 1);
 	}
+
+	/*
+	 * A counter whose policy's match changed counts its reserve again once
+	 * a pass finds none of its sessions governed elsewhere (those found
+	 * are moved at the next pass, and checked again at the one after).
+	 */
+	for (int c = 0; c < admission->ncounters; c++)
+		if (!pending[c] && pg_atomic_read_u32(&admission->counters[c].match_changed) != 0)
+			pg_atomic_write_u32(&admission->counters[c].match_changed, 0);
 }
 
 /* The counter of a published policy, or NULL. */
@@ -933,7 +1028,7 @@ ph_admission_reserve_unused(const PhPolicy *policy)
 
 	if (policy->reserve_connections <= 0)
 		return 0;
-	counted = counter ? (int) pg_atomic_read_u32(&counter->connections) : 0;
+	counted = counter ? reserve_counted(policy->counter) : 0;
 	return Max(policy->reserve_connections - counted, 0);
 }
 
@@ -953,7 +1048,8 @@ ph_admission_login_tokens(const PhPolicy *policy, TimestampTz now)
 	if (counter == NULL || policy->max_logins_per_second <= 0)
 		return -1;
 	login_rate(policy, &interval, &tolerance);
-	ahead = (int64) pg_atomic_read_u64(&counter->login_tat) - now;
+	ahead = login_base(pg_atomic_read_u64(&counter->login_tat), now,
+					   interval, tolerance) - now;
 	if (ahead <= 0)
 		return policy->login_burst;
 	return Max((double) (tolerance + interval - ahead) / interval, 0.0);

@@ -176,7 +176,8 @@ append_application_state(StringInfo buf)
 /*
  * Behind a pooler: while sessions that changed application_name between
  * transactions are connected, the policies that act at login by name
- * (their quota or refuse_at cannot apply to those sessions).
+ * (their quota or refuse_at cannot apply to those sessions).  And the
+ * reserves a policy before them may shadow (ph_reserve_shadowed_by).
  */
 static void
 append_pooler_warnings(StringInfo buf, const PhPolicies *policies)
@@ -199,6 +200,21 @@ append_pooler_warnings(StringInfo buf, const PhPolicies *policies)
 							 server.renamed, server.renamed == 1 ? "" : "s",
 							 p->max_connections >= 0 && p->refuse_at >= 0 ? "quota and refuse_at" :
 							 p->max_connections >= 0 ? "quota" : "refuse_at"));
+		ph_json_close(buf, '}');
+	}
+	for (int i = 0; i < policies->count; i++)
+	{
+		const PhPolicy *p = &policies->items[i];
+		int			j = ph_reserve_shadowed_by(policies->items, policies->count, i);
+
+		if (j < 0)
+			continue;
+		ph_json_open(buf, NULL, '{');
+		ph_json_str(buf, "policy", NameStr(p->name));
+		ph_json_str(buf, "shadowed_by", NameStr(policies->items[j].name));
+		ph_json_str(buf, "warning",
+					psprintf("its reserve_connections (%d) covers only the logins it governs: policy \"%s\" comes first and may govern sessions it matches, which the reserve does not cover",
+							 p->reserve_connections, NameStr(policies->items[j].name)));
 		ph_json_close(buf, '}');
 	}
 	ph_json_close(buf, ']');
@@ -263,7 +279,9 @@ append_policy_state(StringInfo buf, const PhPolicies *policies)
 		{
 			double		tokens = ph_admission_login_tokens(p, GetCurrentTimestamp());
 
-			ph_json_double(buf, "max_logins_per_second", p->max_logins_per_second, 3);
+			/* as written (at most 15 significant digits: numeric to float8) */
+			ph_json_key(buf, "max_logins_per_second");
+			appendStringInfo(buf, "%.15g", p->max_logins_per_second);
 			ph_json_int(buf, "login_burst", p->login_burst);
 			if (tokens >= 0)
 				ph_json_double(buf, "login_tokens", floor(tokens * 100) / 100, 2);

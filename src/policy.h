@@ -29,6 +29,7 @@ extern bool ph_like_pattern_valid(const char *pattern);
 extern const unsigned char *ph_address_bytes(const struct sockaddr *addr, int *len);
 extern bool ph_network_contains(const PhNetwork *net, const SockAddr *addr);
 extern const char *ph_limit_name(PhLimit limit);
+extern int	ph_reserve_shadowed_by(const PhPolicy *items, int count, int i);
 
 extern void ph_policy_set_shmem_request(void);
 extern void ph_policy_set_shmem_startup(void);

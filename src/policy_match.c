@@ -228,6 +228,85 @@ ph_policy_match(const PhPolicy *items, int count, const PhMatchKey *key)
 	return NULL;
 }
 
+/*
+ * Can no string match both LIKE patterns?  When their literal prefixes
+ * (up to the first wildcard, escapes undone) differ within the shorter,
+ * or both are literals that differ.
+ */
+static bool
+patterns_disjoint(const char *a, const char *b)
+{
+	for (;;)
+	{
+		bool		a_wild = *a == '%' || *a == '_';
+		bool		b_wild = *b == '%' || *b == '_';
+
+		if (a_wild || b_wild)
+			return false;
+		if (*a == '\\')
+			a++;
+		if (*b == '\\')
+			b++;
+		if (*a != *b)
+			return true;		/* one ended, or a literal byte differs */
+		if (*a == '\0')
+			return false;		/* the same literal */
+		a++;
+		b++;
+	}
+}
+
+/* Do two networks share no address (same family, differing prefixes)? */
+static bool
+networks_disjoint(const PhNetwork *a, const PhNetwork *b)
+{
+	int			bits = Min(a->bits, b->bits);
+	int			full = bits / 8;
+	int			rest = bits % 8;
+
+	if (a->family != b->family)
+		return false;			/* not proven: IPv4-mapped addresses */
+	if (memcmp(a->addr, b->addr, full) != 0)
+		return true;
+	return rest != 0 &&
+		((a->addr[full] ^ b->addr[full]) & (0xFF << (8 - rest))) != 0;
+}
+
+/*
+ * Can no session match both policies?  Only when some criterion is set on
+ * both with literal values that differ (a database, a role, application_name
+ * patterns whose literal prefixes differ, networks without a common
+ * address).
+ */
+static bool
+provably_disjoint(const PhPolicy *a, const PhPolicy *b)
+{
+	return (a->match_database && b->match_database &&
+			strcmp(NameStr(a->database), NameStr(b->database)) != 0) ||
+		(a->match_role && b->match_role &&
+		 strcmp(NameStr(a->role), NameStr(b->role)) != 0) ||
+		(a->match_application && b->match_application &&
+		 patterns_disjoint(a->application_pattern, b->application_pattern)) ||
+		(a->match_client && b->match_client &&
+		 networks_disjoint(&a->client, &b->client));
+}
+
+/*
+ * A reserve covers the logins its policy governs, not every login it
+ * matches: the first policy before items[i] (in precedence order) that
+ * may govern sessions items[i] matches, or -1 (none, or no reserve).
+ */
+int
+ph_reserve_shadowed_by(const PhPolicy *items, int count, int i)
+{
+	if (i < 0 || i >= count || items[i].reserve_connections <= 0)
+		return -1;
+	for (int j = 0; j < i; j++)
+		if (!provably_disjoint(&items[j], &items[i]))
+			return j;
+	return -1;
+}
+
 const char *
 ph_limit_name(PhLimit limit)
 {

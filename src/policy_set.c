@@ -10,7 +10,8 @@
  * pool_health.max_policies policies (the first ones in precedence order);
  * the others, and every row that failed validation, are listed as
  * errors (pool_health.policy_errors, status()), with the time each error
- * was first seen, and logged once as a WARNING.  The worker evaluates with
+ * was first seen, and logged once as a WARNING; so is a reserve a policy
+ * before it may shadow (ph_reserve_shadowed_by).  The worker evaluates with
  * the published copy too, so what it enforces is what the views show.
  *
  * Without the preload, each reader compiles the table of its own database.
@@ -160,6 +161,39 @@ limit_to_capacity(PhPolicies *policies)
 }
 
 /*
+ * Worker, before publishing: for each policy of the new set, the policy
+ * shadowing its reserve (ph_reserve_shadowed_by) when the published set
+ * did not have the same pair, else -1 (palloc'd): each is logged once.
+ */
+static int *
+reserves_newly_shadowed(const PhPolicies *policies)
+{
+	int		   *shadowed = palloc(sizeof(int) * Max(policies->count, 1));
+
+	LWLockAcquire(set->lock, LW_SHARED);
+	for (int i = 0; i < policies->count; i++)
+	{
+		int			j = ph_reserve_shadowed_by(policies->items, policies->count, i);
+
+		shadowed[i] = j;
+		for (int o = 0; j >= 0 && set->compiled && o < set->count; o++)
+		{
+			int			was;
+
+			if (strcmp(NameStr(set->policies[o].name), NameStr(policies->items[i].name)) != 0)
+				continue;
+			was = ph_reserve_shadowed_by(set->policies, set->count, o);
+			if (was >= 0 &&
+				strcmp(NameStr(set->policies[was].name), NameStr(policies->items[j].name)) == 0)
+				shadowed[i] = -1;
+			break;
+		}
+	}
+	LWLockRelease(set->lock);
+	return shadowed;
+}
+
+/*
  * Worker: publish a compiled set as of generation.  Errors already
  * published keep the time they were first seen; new ones are logged as a
  * WARNING.  The quota counters are assigned (by name) under the lock.
@@ -172,6 +206,7 @@ ph_policy_set_publish(PhPolicies *policies, uint64 generation)
 	bool		changed;
 	bool	   *scratch = palloc(sizeof(bool) * ph_admission_ncounters());
 	bool	   *is_new;
+	int		   *shadowed_new;
 	int			nerrors;
 
 	limit_to_capacity(policies);
@@ -193,6 +228,8 @@ ph_policy_set_publish(PhPolicies *policies, uint64 generation)
 			}
 		}
 	}
+
+	shadowed_new = reserves_newly_shadowed(policies);
 
 	LWLockAcquire(set->lock, LW_EXCLUSIVE);
 	ph_admission_assign_counters(policies->items, policies->count,
@@ -222,11 +259,32 @@ ph_policy_set_publish(PhPolicies *policies, uint64 generation)
 		if (is_new[i])
 			ereport(WARNING,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 NameStr(policies->errors[i].name)[0] ?
-					 errmsg("pool_health: policy \"%s\" is not in effect: %s",
+					 !NameStr(policies->errors[i].name)[0] ?
+					 errmsg("pool_health: %s", policies->errors[i].error) :
+					 strncmp(policies->errors[i].error, "in effect ", 10) == 0 ?
+					 errmsg("pool_health: policy \"%s\" is %s",
 							NameStr(policies->errors[i].name), policies->errors[i].error) :
-					 errmsg("pool_health: %s", policies->errors[i].error),
+					 errmsg("pool_health: policy \"%s\" is not in effect: %s",
+							NameStr(policies->errors[i].name), policies->errors[i].error),
 					 errhint("See pool_health.policy_errors.")));
+	for (int i = 0; i < policies->count; i++)
+	{
+		int			j = shadowed_new[i];
+
+		if (j >= 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("pool_health: the reserve of policy \"%s\" does not cover the logins policy \"%s\" governs",
+							NameStr(policies->items[i].name), NameStr(policies->items[j].name)),
+					 errdetail("Policy \"%s\" comes first (priority %d, against %d) and may match the sessions \"%s\" matches: a login both match is governed by \"%s\", and the reserve_connections of \"%s\" (%d) covers only the logins it governs.",
+							   NameStr(policies->items[j].name), policies->items[j].priority,
+							   policies->items[i].priority, NameStr(policies->items[i].name),
+							   NameStr(policies->items[j].name), NameStr(policies->items[i].name),
+							   policies->items[i].reserve_connections),
+					 errhint("Give policy \"%s\" a higher priority, or narrow the match of \"%s\"; see status()->'policies'->'warnings'.",
+							 NameStr(policies->items[i].name), NameStr(policies->items[j].name))));
+	}
+	pfree(shadowed_new);
 	pfree(scratch);
 	pfree(is_new);
 	return changed;

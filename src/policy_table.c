@@ -46,6 +46,7 @@
 #include "compat.h"
 #include "extension_tables.h"
 #include "policy.h"
+#include "settings.h"
 
 /* The columns read, with the types the code expects. */
 enum
@@ -260,6 +261,21 @@ compile_headroom(PhPolicies *out, const char *name, TupleTableSlot *slot,
 			return false;
 		}
 		p->reserve_connections = reserve;
+	}
+
+	/*
+	 * A reserve for a role no login of which is ever counted (a superuser,
+	 * or a role in pool_health.protected_roles) would keep its slots free
+	 * for no one: the policy is kept without it.
+	 */
+	if (p->reserve_connections > 0 && p->match_role && OidIsValid(p->role_id) &&
+		(superuser_arg(p->role_id) || ph_role_name_protected(NameStr(p->role))))
+	{
+		ph_policy_error(out, name,
+						"in effect without its reserve_connections %d: role \"%s\" is %s, never counted nor refused at login",
+						p->reserve_connections, NameStr(p->role),
+						superuser_arg(p->role_id) ? "a superuser" : "in pool_health.protected_roles");
+		p->reserve_connections = 0;
 	}
 
 	isnull = true;
