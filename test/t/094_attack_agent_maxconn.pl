@@ -90,8 +90,12 @@ for (1 .. 10)
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 10 FROM pg_stat_activity WHERE usename = 'app' AND query LIKE 'SELECT pg_sleep%'"),
 	'10 sessions through HAProxy');
-ok(wait_for(10, sub { (stat_of()->{slim} // '') ne '' && stat_of()->{slim} <= 7 }),
-	'the agent has set HAProxy\'s maxconn to the 7 free slots');
+ok(wait_for(10, sub {
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', "http://127.0.0.1:$http_port/readyz" ], '>', \$out);
+	$out =~ /"free": 7\b/;
+}), 'pool_health sees 7 free slots');
+usleep(1_000_000);	# 5 agent intervals: HAProxy has applied the agent's answer
 note('HAProxy: scur ' . stat_of()->{scur} . ', slim ' . stat_of()->{slim});
 
 # one more client: the server has 7 free slots
