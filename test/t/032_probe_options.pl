@@ -1,10 +1,11 @@
-# Attack (issue 24): OPTIONS on a probe answers 204 whatever the probe
-# would say.  Patroni answers OPTIONS (and HEAD) with the status of GET,
-# and its documented HAProxy configuration checks with
-# "option httpchk OPTIONS /primary" (or /replica) and
-# "http-check expect status 200".  With 204 every such check fails
-# (a primary is DOWN), and a check without "expect" (HAProxy then takes
-# any 2xx) puts a primary in the replicas' backend.
+# OPTIONS on a probe answers the status GET would, as Patroni's REST API
+# does (do_OPTIONS: the status code only), with Allow and no body: HEAD,
+# OPTIONS and GET agree on /primary, /replica, /readyz (with ?min_free),
+# /replica?lag=, /livez and /health.  A real HAProxy with Patroni's
+# documented recipe ("option httpchk OPTIONS /primary", "http-check
+# expect status 200") puts this primary UP in the primaries' backend and
+# DOWN in the replicas' one (OPTIONS /replica, any 2xx accepted), so no
+# connection through the replicas' backend reaches it.
 use strict;
 use warnings;
 
@@ -43,11 +44,24 @@ sub wait_for
 ok(wait_for(10, sub { code('/livez') eq '200' }), 'the HTTP worker answers');
 
 # OPTIONS, HEAD and GET agree, as Patroni's do
-foreach my $path ('/primary', '/replica', '/readyz', '/readyz?min_free=18', '/replica?lag=1MB', '/livez')
+foreach my $path ('/primary', '/replica', '/readyz', '/readyz?min_free=18', '/replica?lag=1MB', '/livez',
+	'/health', '/readyz?min_free=x')
 {
 	my $get = code($path);
 	is(code($path, '-I'), $get, "HEAD $path: $get as GET");
 	is(code($path, '-X', 'OPTIONS'), $get, "OPTIONS $path: $get as GET");
+}
+# the status code only, with Allow; /status and /metrics: 204 as before
+foreach my $case ([ '/primary', '200' ], [ '/replica', '503' ], [ '/status', '204' ], [ '/metrics', '204' ])
+{
+	my ($path, $want) = @$case;
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-i', '-X', 'OPTIONS', "http://127.0.0.1:$http_port$path" ],
+		'>', \$out);
+	my ($headers, $body) = split /\r\n\r\n/, $out, 2;
+	like($headers, qr{^HTTP/\S+ $want}, "OPTIONS $path: $want");
+	like($headers, qr/^Allow: GET, HEAD, OPTIONS\r?$/mi, "OPTIONS $path: with Allow");
+	is($body // '', '', "OPTIONS $path: no body");
 }
 
 # Patroni's HAProxy configuration in front of this primary
