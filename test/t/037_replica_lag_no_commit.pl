@@ -1,12 +1,9 @@
-# Attack (issue 24): the lag as an interval counts from the last replayed
-# commit; when none was replayed since the standby started
-# (pg_last_xact_replay_timestamp() is NULL), it is taken as 0.  A standby
-# restarted, then stuck (replay paused, or waiting on a conflicting
-# query) while the primary commits, reports lag_seconds 0 and lag_bytes
-# 0 (everything is received) for as long as it stays stuck:
-# /replica?lag=1s is 200 with seconds of commits not replayed, and so is
-# /replica?lag=1kB (Patroni's measure, from the replayed position, says
-# lagging).
+# A standby restarted (no commit replayed since), then with replay paused
+# while the primary commits for 3 s: its lag as an interval counts from
+# when replay was first seen behind (lag_seconds >= 1, /replica?lag=1s
+# 503), and in bytes from the REPLAYED position as Patroni's
+# /replica?lag= does (lag_bytes at least what is received and not
+# replayed, /replica?lag=1kB 503).
 use strict;
 use warnings;
 

@@ -1,14 +1,9 @@
-# Attack (issue 24): the lag as an interval.  It is taken as "how long ago
-# the last transaction replayed committed" whenever replay trails what
-# was received.  After a quiet period on the primary, the first record a
-# standby cannot replay at once makes the reported lag jump to the whole
-# quiet period, though the standby shows the primary's state of the
-# moment that record was written: /replica?lag=3s is 503 (and the
-# standby leaves a load balancer's pool) with under a second of real lag.
-#
-# Here: 4 s without a commit on the primary, then an ACCESS EXCLUSIVE
-# lock whose replay waits on a standby query (max_standby_streaming_delay
-# -1).  The real lag is at most the time since the lock was taken.
+# A standby's lag as an interval is how long replay has been behind what
+# it received, not the time since the last replayed commit: after 4 s
+# without a commit on the primary, a record whose replay waits (an ACCESS
+# EXCLUSIVE lock conflicting with a standby query) reports a lag no
+# longer than the time since the lock was taken, and /replica?lag=3s
+# stays 200 with under a second of real lag.
 use strict;
 use warnings;
 

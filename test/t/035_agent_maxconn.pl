@@ -1,11 +1,8 @@
-# Attack (issue 24): the agent's maxconn is the number of free slots, but
-# HAProxy takes maxconn as the most connections IT may hold to the server
-# ("the maximum number of connections advertised needs to be multiplied by
-# the number of load balancers and different backends": a total, not what
-# is left).  HAProxy's own sessions use slots, so each lowers the maxconn
-# it is given: with 10 sessions through HAProxy and 7 slots free, the
-# agent says maxconn:7 and HAProxy queues the next client (then fails it)
-# though the server would admit 7 more.
+# The agent's maxconn is what HAProxy may hold to the server (HAProxy
+# takes it as the most connections it may have there, not what is left):
+# the free usable slots plus the sessions connected from HAProxy's
+# address.  With 10 sessions through a real HAProxy and 7 slots free,
+# an 11th client through HAProxy is admitted, not queued.
 use strict;
 use warnings;
 

@@ -1,10 +1,9 @@
-# Attack (issue 24): during a smart shutdown the postmaster refuses every
-# new login ("the database system is shutting down") while sessions
-# already open finish; background workers, the HTTP worker among them,
-# keep running.  /readyz must then be 503 ("200 when a new ordinary
-# login would be admitted") and the agent "down" ("when ... not
-# accepting connections"), so that a load balancer stops sending new
-# connections; both say ready and "accepting_connections": true.
+# During a smart shutdown the postmaster refuses every new login ("the
+# database system is shutting down") while the sessions open finish and
+# the background workers, the HTTP worker among them, run on: /livez
+# stays 200, /readyz is 503 with the reason "the server is shutting
+# down" and accepting_connections false, and the agent says down, so
+# that a load balancer sends no new connection there.
 use strict;
 use warnings;
 
@@ -60,7 +59,7 @@ sub wait_for
 	return undef;
 }
 ok(wait_for(10, sub { code('/readyz') eq '200' }), 'before: /readyz 200');
-like(agent(), qr/^up ready/, 'before: the agent says up ready');
+like(agent(), qr/^up (ready )?100% maxconn:17$/, 'before: the agent says up');
 
 # a session open: the smart shutdown waits for it
 my $session = $node->background_psql('postgres');
@@ -75,7 +74,14 @@ ok(wait_for(10, sub {
 is(code('/livez'), '200', '/livez: 200 (the worker answers)');
 ok(wait_for(5, sub { code('/readyz') eq '503' }), 'smart shutdown: /readyz 503')
   or diag(code('/readyz'));
-ok(wait_for(5, sub { agent() =~ /^down\b/ }), 'smart shutdown: the agent says down')
+{
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', "http://127.0.0.1:$http_port/readyz?verbose" ], '>', \$out);
+	like($out, qr/"accepting_connections":\s*false/, 'smart shutdown: accepting_connections false');
+	like($out, qr/"the server is shutting down"/, 'smart shutdown: the reason says so');
+}
+ok(wait_for(5, sub { agent() eq "down #not accepting connections (shutting down)\n" }),
+	'smart shutdown: the agent says down (shutting down)')
   or diag(agent());
 
 $session->quit;

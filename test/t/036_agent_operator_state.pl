@@ -1,15 +1,16 @@
-# Attack (issue 24): the agent says "ready" on every check while healthy.
-# In HAProxy's agent grammar "ready" sets the server's administrative
-# state to READY, "canceling any DRAIN or MAINT state" -- also one that an
-# operator set on the stats socket (set server .../state maint) to take
-# the server out for maintenance.  Within an agent interval the server is
-# back in the farm and receives new connections.
+# The agent does not cancel an operator's MAINT or DRAIN: in the steady
+# state its line is "up N% maxconn:M", without "ready" (which, in
+# HAProxy's agent grammar, cancels any DRAIN or MAINT state).  A server
+# set to maint, then to drain, on HAProxy's stats socket stays so over
+# several agent intervals, and comes back UP when the operator sets it
+# ready.
 use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Socket::INET;
 use IO::Socket::UNIX;
 use Time::HiRes qw(time usleep);
 use PoolHealthTest;
@@ -73,8 +74,18 @@ sub status
 	return '';
 }
 ok(wait_for(10, sub { status() eq 'UP' }), 'HAProxy: s1 UP') or diag($herr);
-# the agent has answered a few times
-usleep(1_000_000);
+# the steady state: 10 s after its start the agent no longer says "ready"
+# (which it says then to undo a DRAIN it may have set before a restart)
+sub agent
+{
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $agent_port, Timeout => 2)
+	  or return '';
+	my $text = join '', <$sock>;
+	close $sock;
+	return $text;
+}
+ok(wait_for(15, sub { agent() eq "up 100% maxconn:17\n" }), 'the agent, steady: up 100% maxconn:17');
+usleep(1_000_000);	# HAProxy has applied it a few times
 
 foreach my $state ('maint', 'drain')
 {
