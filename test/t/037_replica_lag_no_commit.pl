@@ -1,3 +1,5 @@
+# A freshly built standby of an idle primary streams, but its lag is
+# unknown until the primary reports its position: the reason says so.
 # A standby restarted (no commit replayed since), then with replay paused
 # while the primary commits for 3 s: its lag as an interval counts from
 # when replay was first seen behind (lag_seconds >= 1, /replica?lag=1s
@@ -44,6 +46,24 @@ sub wait_for
 		usleep(100_000);
 	}
 	return undef;
+}
+
+# freshly built on an idle primary: its WAL receiver streams from the
+# start of the segment after the backup's, where the primary has written
+# nothing, so the primary reports its position with its first keepalive
+# only: until then the lag is unknown, and the reason says why
+ok(wait_for(30, sub {
+	$standby->safe_psql('postgres', "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") eq '1';
+}), 'the fresh standby streams');
+my ($fresh_status, $fresh) = get_json('/replica?lag=1GB&verbose');
+SKIP:
+{
+	skip 'the primary reported its position already', 2
+	  if $standby->safe_psql('postgres', 'SELECT latest_end_lsn IS NULL FROM pg_stat_wal_receiver') ne 't';
+	is($fresh_status, '503', 'streaming, no position from the primary yet: /replica?lag=1GB 503 (lag unknown)');
+	ok((grep { $_ eq 'the lag is unknown: the primary has reported no WAL position yet' } @{ $fresh->{reasons} // [] }),
+		'the reason: no position reported by the primary yet, not "no WAL receiver is streaming"')
+	  or diag(explain($fresh->{reasons}));
 }
 
 # the standby restarts from a restartpoint after the last commit
