@@ -1,11 +1,14 @@
 # Fitting load balancers and orchestrators: /livez, /readyz, /primary and
 # /replica as a kubelet (status code only) and a Patroni client (HEAD,
-# GET with JSON) use them; OPTIONS; ?verbose; bad query parameters are a
-# 400 naming the parameter and change nothing; /readyz follows the level,
+# GET with JSON) use them; OPTIONS (the status of GET); ?verbose; bad
+# query parameters (a sign, blank, hexadecimal or exponent in a number;
+# lag and max_lag together, named as written) are a 400 naming the
+# parameter and change nothing; /readyz follows the level,
 # ?min_free and a catch-all policy that refuses ordinary logins, and
 # /livez never fails because slots are full.  The HAProxy agent-check
 # (pool_health.agent_listen): one line per connection, whatever the client
-# sends or does not send; its port in use: a WARNING, /health answers, and
+# sends or does not send; "drain" at critical, "up ready" for 10 s after
+# its drain or down, then "up" without "ready"; its port in use: a WARNING, /health answers, and
 # the agent answers once the port is free.  A real HAProxy (2.6) in front
 # of two scratch servers, one filled with sessions: the split of new
 # connections while it is at 80 % (by its agent weight), and how many
