@@ -29,12 +29,13 @@
  *		And the line of the HAProxy agent-check (http_agent.c): "up 37%
  *		maxconn:12" (the weight: the free share of the usable slots;
  *		maxconn: what HAProxy may hold, the free usable slots and the
- *		sessions already connected from HAProxy's address), "drain" at
- *		critical, "down" when exhausted or not accepting connections, and
- *		"up ready ..." for AGENT_READY_MS after a drain or down and after
- *		the agent started: "ready" cancels a DRAIN or MAINT state, the
- *		agent's own but an operator's too, so it is said only to undo the
- *		agent's.
+ *		sessions already connected from HAProxy's address), "up drain"
+ *		at critical ("up": after a "down", HAProxy keeps a server down
+ *		until it hears "up"), "down" when exhausted or not accepting
+ *		connections, and "up ready ..." for AGENT_READY_MS after a
+ *		drain or down and after the agent started: "ready" cancels a
+ *		DRAIN or MAINT state, the agent's own but an operator's too, so
+ *		it is said only to undo the agent's.
  *
  * The lag follows Patroni's /replica?lag=: the primary's last WAL position
  * known here (the WAL receiver's latest_end_lsn: what the primary
@@ -677,7 +678,7 @@ ph_http_agent_started(void)
  * drain); maxconn what HAProxy may hold to this server: the free usable
  * slots and the client backends connected from peer (HAProxy's own
  * sessions, assuming its checks and its traffic come from one address);
- * "drain" at critical; "down" with the reason after '#' when exhausted,
+ * "up drain" at critical; "down" with the reason after '#' when exhausted,
  * when the server refuses connections, when a catch-all policy refuses
  * ordinary logins, or when the evaluation failed.
  *
@@ -710,7 +711,7 @@ ph_http_agent_line(char *line, size_t size, const char *peer)
 		if (down != NULL)
 			snprintf(line, size, "down #%s\n", down);
 		else
-			snprintf(line, size, "drain\n");
+			snprintf(line, size, "up drain\n");
 	}
 	else
 	{

@@ -7,7 +7,7 @@
 # ?min_free and a catch-all policy that refuses ordinary logins, and
 # /livez never fails because slots are full.  The HAProxy agent-check
 # (pool_health.agent_listen): one line per connection, whatever the client
-# sends or does not send; "drain" at critical, "up ready" for 10 s after
+# sends or does not send; "up drain" at critical, "up ready" for 10 s after
 # its drain or down, then "up" without "ready"; its port in use: a WARNING, /health answers, and
 # the agent answers once the port is free.  A real HAProxy (2.6) in front
 # of two scratch servers, one filled with sessions: the split of new
@@ -328,7 +328,7 @@ hold($s1, 4, \@s1_sessions);
 ok(wait_used($s1, 16), '16 of 17: critical');
 is(code($hp, '/readyz'), '503', 'kubelet: /readyz 503 at critical');
 is(code($hp, '/livez'), '200', '/livez 200');
-is(agent($ap), "drain\n", 'agent, critical: drain');
+is(agent($ap), "up drain\n", 'agent, critical: up drain');
 hold($s1, 1, \@s1_sessions);
 ok(wait_used($s1, 17), '17 of 17: exhausted');
 like(ph_try_connect($s1, undef, 'app') // '', qr/remaining connection slots are reserved/,
