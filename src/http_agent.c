@@ -17,9 +17,15 @@
  *
  * When the address cannot be bound (in use, not local), a WARNING, and
  * the worker tries again every AGENT_RETRY_MS; /health answers meanwhile.
+ * The address of pool_health.http_listen itself is refused at the start
+ * with a WARNING, and never tried.  When accept() fails other than for
+ * want of a connection (EMFILE: out of descriptors), the sockets leave
+ * the loop's wait set for AGENT_PAUSE_MS (a listening socket with a
+ * connection waiting stays readable: the loop would spin), with a LOG
+ * the first time.
  *
- * State: the listening sockets and the retry time, local to the HTTP
- * worker's process.
+ * State: the listening sockets, the retry and pause times, local to the
+ * HTTP worker's process.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,14 +33,17 @@
 
 #ifdef PH_HAVE_MICROHTTPD
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "libpq/pqcomm.h"
 #include "utils/timestamp.h"
 
+#include "backend_snapshot.h"
 #include "http.h"
 #include "http_internal.h"
 
@@ -44,12 +53,15 @@
 #define AGENT_DRAIN_BYTES		4096
 #define AGENT_RETRY_MS			10000
 #define AGENT_LINE_SIZE			128
+#define AGENT_PAUSE_MS			100
 
 static pgsocket sockets[AGENT_MAX_SOCKETS];
 static int	nsockets = 0;
 static bool changed = false;	/* sockets opened since the loop asked */
 static TimestampTz next_try = 0;	/* 0: no (more) try to make */
 static bool warned = false;		/* the WARNING of a failure was logged */
+static TimestampTz paused_until = 0;	/* 0: the sockets are waited on */
+static bool accept_logged = false;	/* the LOG of an accept() failure */
 
 /* A listening socket on one address, PGINVALID_SOCKET (errno) if none */
 static pgsocket
@@ -166,12 +178,51 @@ try_listen(void)
 					ph_http_agent_listen)));
 }
 
+/*
+ * Whether pool_health.agent_listen names the address and port of
+ * pool_health.http_listen (the same text, or the same host once
+ * canonical): the agent cannot listen there, ever.
+ */
+static bool
+same_as_http_listen(void)
+{
+	char	   *agent_host;
+	char	   *agent_port;
+	char	   *http_host;
+	char	   *http_port;
+	char		agent_canon[HTTP_HOST_MAX + 1];
+	char		http_canon[HTTP_HOST_MAX + 1];
+
+	if (!ph_http_split_listen(ph_http_agent_listen, &agent_host, &agent_port) ||
+		!ph_http_split_listen(ph_http_listen, &http_host, &http_port) ||
+		atoi(agent_port) != atoi(http_port))
+		return false;
+	if (agent_host == NULL || http_host == NULL)
+		return agent_host == NULL && http_host == NULL;
+	if (strcmp(agent_host, http_host) == 0)
+		return true;
+	return ph_http_canonical_host(agent_host, strlen(agent_host), false, agent_canon) &&
+		ph_http_canonical_host(http_host, strlen(http_host), false, http_canon) &&
+		strcmp(agent_canon, http_canon) == 0;
+}
+
 /* At the worker's start, once the HTTP daemon listens. */
 void
 ph_http_agent_start(void)
 {
 	if (ph_http_agent_listen == NULL || ph_http_agent_listen[0] == '\0')
 		return;
+	if (same_as_http_listen())
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pool_health agent: pool_health.agent_listen \"%s\" is the address of pool_health.http_listen \"%s\"",
+						ph_http_agent_listen, ph_http_listen),
+				 errdetail("HAProxy's agent-check gets no answer; /health is served all the same."),
+				 errhint("Give pool_health.agent_listen another port, and restart the server.")));
+		return;
+	}
+	ph_http_agent_started();
 	try_listen();
 }
 
@@ -185,6 +236,16 @@ ph_http_agent_retry_in(void)
 	long		secs;
 	int			usecs;
 
+	if (paused_until != 0)
+	{
+		if (GetCurrentTimestamp() < paused_until)
+		{
+			TimestampDifference(GetCurrentTimestamp(), paused_until, &secs, &usecs);
+			return secs * 1000 + usecs / 1000;
+		}
+		paused_until = 0;		/* wait on the sockets again */
+		changed = true;
+	}
 	if (next_try == 0)
 		return -1;
 	if (GetCurrentTimestamp() >= next_try)
@@ -197,7 +258,10 @@ ph_http_agent_retry_in(void)
 	return secs * 1000 + usecs / 1000;
 }
 
-/* Whether sockets were opened since the last call (the loop's wait set). */
+/*
+ * Whether sockets were opened, or paused or resumed, since the last call
+ * (the loop's wait set).
+ */
 bool
 ph_http_agent_sockets_changed(void)
 {
@@ -207,11 +271,11 @@ ph_http_agent_sockets_changed(void)
 	return result;
 }
 
-/* The listening sockets, at most max, into sockets_out; their count. */
+/* The listening sockets to wait on, at most max, into sockets_out; their count. */
 int
 ph_http_agent_sockets(pgsocket *sockets_out, int max)
 {
-	int			n = Min(nsockets, max);
+	int			n = paused_until != 0 ? 0 : Min(nsockets, max);
 
 	memcpy(sockets_out, sockets, n * sizeof(pgsocket));
 	return n;
@@ -225,21 +289,50 @@ void
 ph_http_agent_serve(pgsocket listener)
 {
 	char		line[AGENT_LINE_SIZE];
+	char		line_peer[64] = "";
 	size_t		len = 0;
 
+	if (paused_until != 0)
+		return;
 	for (int i = 0; i < AGENT_ACCEPTS_PER_ROUND; i++)
 	{
-		pgsocket	fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		SockAddr	peer;
+		char		peer_text[64];
+		pgsocket	fd;
 		char		discard[1024];
 		size_t		drained = 0;
 		ssize_t		n;
 
+		peer.salen = sizeof(peer.addr);
+		fd = accept4(listener, (struct sockaddr *) &peer.addr, &peer.salen,
+					 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == PGINVALID_SOCKET)
-			break;				/* EAGAIN: none left; else try next round */
-		if (len == 0)
 		{
-			ph_http_agent_line(line, sizeof(line));
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+				errno == ECONNABORTED)
+				break;			/* none left, or that one gone */
+			/* EMFILE, ENFILE, ENOBUFS...: leave the wait set a while */
+			if (!accept_logged)
+				ereport(LOG,
+						(errcode_for_socket_access(),
+						 errmsg("pool_health agent: could not accept a connection: %m"),
+						 errdetail("The agent stops accepting for %d ms after each failure; logged once.",
+								   AGENT_PAUSE_MS)));
+			accept_logged = true;
+			paused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), AGENT_PAUSE_MS);
+			changed = true;
+			break;
+		}
+		/* IPv4 through a dual-stack socket: as a backend's client_addr */
+		if (!ph_client_addr_text(&peer, peer_text, sizeof(peer_text), NULL))
+			peer_text[0] = '\0';
+		else if (strncmp(peer_text, "::ffff:", 7) == 0 && strchr(peer_text + 7, ':') == NULL)
+			memmove(peer_text, peer_text + 7, strlen(peer_text + 7) + 1);
+		if (len == 0 || strcmp(peer_text, line_peer) != 0)
+		{
+			ph_http_agent_line(line, sizeof(line), peer_text[0] != '\0' ? peer_text : NULL);
 			len = strlen(line);
+			strlcpy(line_peer, peer_text, sizeof(line_peer));
 		}
 		/*
 		 * What it sent so far, read first: closing a socket with unread

@@ -196,7 +196,9 @@ extern enum MHD_Result ph_http_answer(void *cls, struct MHD_Connection *connecti
 /* http_probes.c: the answer of a probe endpoint (HTTP_LIVEZ and after) */
 extern unsigned int ph_http_probe_answer(struct MHD_Connection *connection,
 										 HttpEndpoint endpoint, char **body);
-extern void ph_http_agent_line(char *line, size_t size);
+extern void ph_http_agent_line(char *line, size_t size, const char *peer);
+extern void ph_http_agent_started(void);
+extern void ph_http_probe_track(void);
 
 /* http_agent.c, called by the HTTP worker's loop (http_server.c) */
 extern void ph_http_agent_start(void);

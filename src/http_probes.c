@@ -18,26 +18,40 @@
  *			/replica	200 on a hot standby that accepts connections,
  *						with ?lag= (Patroni's name, or max_lag=) as above
  *
- *		?verbose adds the reasons.  The body is JSON; a HEAD gets the same
- *		status without it (libmicrohttpd drops it).  A parameter that is
- *		malformed, out of range, repeated or unknown to the endpoint is a
- *		400 whose JSON names it.
+ *		?verbose adds the reasons.  The body is JSON; a HEAD and an OPTIONS
+ *		(http_requests.c) get the same status without it.  A parameter
+ *		that is malformed, out of range, repeated or unknown to the
+ *		endpoint is a 400 whose JSON names it.  "Accepts connections":
+ *		neither in recovery without hot standby nor shutting down (the
+ *		status line of postmaster.pid says "stopping": a smart shutdown
+ *		refuses new logins while the sessions open finish).
  *
- *		And the line of the HAProxy agent-check (http_agent.c): "up ready
- *		37% maxconn:12" (the weight: the free share of the usable slots;
- *		maxconn: the free usable slots), "up drain" at critical, "down"
- *		when exhausted or not accepting connections.
+ *		And the line of the HAProxy agent-check (http_agent.c): "up 37%
+ *		maxconn:12" (the weight: the free share of the usable slots;
+ *		maxconn: what HAProxy may hold, the free usable slots and the
+ *		sessions already connected from HAProxy's address), "up drain"
+ *		at critical ("up": after a "down", HAProxy keeps a server down
+ *		until it hears "up"), "down" when exhausted or not accepting
+ *		connections, and "up ready ..." for AGENT_READY_MS after a
+ *		drain or down and after the agent started: "ready" cancels a
+ *		DRAIN or MAINT state, the agent's own but an operator's too, so
+ *		it is said only to undo the agent's.
  *
  * The lag follows Patroni's /replica?lag=: the primary's last WAL position
  * known here (the WAL receiver's latest_end_lsn: what the primary
- * reported sending last) less the later of the positions received and
- * replayed, in bytes; as an interval, how long ago the last transaction
- * replayed committed, 0 while everything received is replayed.  Without a
- * streaming WAL receiver the lag is unknown, and a check with a maximum
- * fails.
+ * reported sending last) less the position replayed, in bytes.  As an
+ * interval, how long replay has been behind what was received: the time
+ * since replay was last seen caught up (ph_http_probe_track(), at every
+ * round of the worker's loop, at most PROBE_CACHE_MS apart on a standby),
+ * at most the time since the last transaction replayed committed (a
+ * quiet primary commits nothing, which is no lag); 0 while everything
+ * received is replayed.  Without a streaming WAL receiver, or before the
+ * primary reported its position, the lag is unknown, and a check with a
+ * maximum fails.
  *
- * State: facts (below) and its reasons, local to the HTTP worker's
- * process (TopMemoryContext).
+ * State: facts (below) and its reasons, the replay tracking and the
+ * agent's ready_until, local to the HTTP worker's process
+ * (TopMemoryContext).
  *
  *-------------------------------------------------------------------------
  */
@@ -46,6 +60,8 @@
 #ifdef PH_HAVE_MICROHTTPD
 
 #include <math.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
@@ -55,9 +71,12 @@
 #include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "storage/fd.h"
 #include "utils/memutils.h"
+#include "utils/pidfile.h"
 #include "utils/timestamp.h"
 
+#include "backend_snapshot.h"
 #include "evaluate.h"
 #include "http.h"
 #include "http_internal.h"
@@ -70,6 +89,12 @@
 /* The longest part of a bad parameter's value an error repeats. */
 #define PROBE_ECHO_MAX			64
 
+/* How long the agent says "ready" after a drain or down, and at its start */
+#define AGENT_READY_MS			10000
+
+/* A client address as ph_client_addr_text() writes it */
+#define PROBE_ADDR_SIZE			64
+
 /* What every probe and the agent answer from; recomputed at most once per period */
 typedef struct ProbeFacts
 {
@@ -81,17 +106,32 @@ typedef struct ProbeFacts
 	int			used;
 	int			free;			/* free usable slots */
 	bool		refusing;		/* the postmaster refuses connections */
+	const char *refusing_because;	/* why (a constant), if refusing */
+	bool		stopping;		/* refusing: the postmaster shuts down */
 	NameData	refusing_policy;	/* a catch-all policy that refuses an
 									 * ordinary login now; empty: none */
 	bool		in_recovery;
 	bool		lag_known;		/* a streaming WAL receiver has reported */
+	bool		streaming;		/* a WAL receiver streams (lag_known or not) */
 	int64		lag_bytes;
 	int64		lag_usec;
+	int			nclients;		/* client backends connected over TCP */
+	char	  (*client_addrs)[PROBE_ADDR_SIZE];	/* their addresses
+												 * (TopMemoryContext) */
 	int			nreasons;
 	char	   *reasons[PH_MAX_REASONS];	/* TopMemoryContext */
 } ProbeFacts;
 
 static ProbeFacts facts;
+
+/*
+ * When replay was last seen caught up with what was received, 0 before it
+ * was seen behind or caught up (ph_http_probe_track())
+ */
+static TimestampTz replay_caught_up_at = 0;
+
+/* The agent says "ready" until then (AGENT_READY_MS); 0: not started */
+static TimestampTz agent_ready_until = 0;
 
 /*
  * The policy that governs an ordinary login (one that no policy matching
@@ -119,31 +159,108 @@ find_refusing_policy(const PhEvaluation *eval)
 	}
 }
 
+/*
+ * Note whether replay is caught up with what was received (a standby's
+ * replay_caught_up_at); called at every round of the worker's loop, and
+ * before the lag is measured.  Cheap: two spinlocks.
+ */
+void
+ph_http_probe_track(void)
+{
+	TimestampTz now;
+
+	if (!RecoveryInProgress())
+	{
+		replay_caught_up_at = 0;
+		return;
+	}
+	now = GetCurrentTimestamp();
+	if (GetXLogReplayRecPtr(NULL) >= GetWalRcvFlushRecPtr(NULL, NULL) ||
+		replay_caught_up_at == 0)
+		replay_caught_up_at = now;	/* caught up, or first seen behind */
+}
+
 /* The standby's lag (see the header comment), into facts. */
 static void
 measure_lag(void)
 {
-	XLogRecPtr	replayed = GetXLogReplayRecPtr(NULL);
-	XLogRecPtr	received = GetWalRcvFlushRecPtr(NULL, NULL);
+	XLogRecPtr	replayed;
 	XLogRecPtr	primary_end;
 	WalRcvState state;
 	TimestampTz last_commit;
+	TimestampTz now = GetCurrentTimestamp();
 
+	ph_http_probe_track();
+	replayed = GetXLogReplayRecPtr(NULL);
 	SpinLockAcquire(&WalRcv->mutex);
 	primary_end = WalRcv->latestWalEnd;
 	state = WalRcv->walRcvState;
 	SpinLockRelease(&WalRcv->mutex);
 
-	facts.lag_known = state == WALRCV_STREAMING && !XLogRecPtrIsInvalid(primary_end);
+	facts.streaming = state == WALRCV_STREAMING;
+	facts.lag_known = facts.streaming && !XLogRecPtrIsInvalid(primary_end);
 	facts.lag_bytes = 0;
 	facts.lag_usec = 0;
 	if (!facts.lag_known)
 		return;
-	if (primary_end > Max(replayed, received))
-		facts.lag_bytes = (int64) (primary_end - Max(replayed, received));
+	if (primary_end > replayed)
+		facts.lag_bytes = (int64) (primary_end - replayed);
+	/* behind since replay_caught_up_at (now while caught up) */
+	facts.lag_usec = Max(now - replay_caught_up_at, 0);
 	last_commit = GetLatestXTime();
-	if (replayed < received && last_commit != 0)
-		facts.lag_usec = Max(GetCurrentTimestamp() - last_commit, 0);
+	if (last_commit != 0)
+		facts.lag_usec = Min(facts.lag_usec, Max(now - last_commit, 0));
+}
+
+/*
+ * Whether the postmaster is shutting down (the status line of
+ * postmaster.pid, in the data directory, says "stopping"): a smart
+ * shutdown refuses new logins while background workers run on.
+ */
+static bool
+postmaster_stopping(void)
+{
+	char		text[1024];
+	size_t		len;
+	FILE	   *file = AllocateFile("postmaster.pid", "r");
+	const char *line = text;
+
+	if (file == NULL)
+		return false;			/* gone: the postmaster exits */
+	len = fread(text, 1, sizeof(text) - 1, file);
+	FreeFile(file);
+	text[len] = '\0';
+	for (int i = 1; i < LOCK_FILE_LINE_PM_STATUS && line != NULL; i++)
+	{
+		line = strchr(line, '\n');
+		if (line != NULL)
+			line++;
+	}
+	return line != NULL &&
+		strncmp(line, PM_STATUS_STOPPING, strlen(PM_STATUS_STOPPING)) == 0;
+}
+
+/* The addresses of the client backends connected over TCP, into facts. */
+static void
+note_client_addresses(const PhEvaluation *eval)
+{
+	if (facts.client_addrs != NULL)
+		pfree(facts.client_addrs);
+	facts.client_addrs = NULL;
+	facts.nclients = 0;
+	if (eval->snap.nbackends == 0)
+		return;
+	facts.client_addrs = MemoryContextAlloc(TopMemoryContext,
+											eval->snap.nbackends * PROBE_ADDR_SIZE);
+	for (int i = 0; i < eval->snap.nbackends; i++)
+	{
+		const PhBackend *be = &eval->snap.backends[i];
+
+		if (be->is_client &&
+			ph_client_addr_text(&be->client_addr, facts.client_addrs[facts.nclients],
+								PROBE_ADDR_SIZE, NULL))
+			facts.nclients++;
+	}
 }
 
 /*
@@ -185,11 +302,19 @@ current_facts(void)
 		facts.used = eval.usage.used;
 		facts.free = eval.usage.free;
 		find_refusing_policy(&eval);
+		note_client_addresses(&eval);
 		for (int i = 0; i < eval.usage.nreasons; i++)
 			facts.reasons[facts.nreasons++] =
 				MemoryContextStrdup(TopMemoryContext, eval.usage.reasons[i]);
-		facts.refusing = RecoveryInProgress() && !HotStandbyActive();
 		facts.in_recovery = RecoveryInProgress();
+		facts.refusing = true;
+		facts.stopping = postmaster_stopping();
+		if (facts.stopping)
+			facts.refusing_because = "the server is shutting down";
+		else if (facts.in_recovery && !HotStandbyActive())
+			facts.refusing_because = "the server is in recovery and not accepting connections";
+		else
+			facts.refusing = false;
 		if (facts.in_recovery)
 			measure_lag();
 		facts.evaluated = true;
@@ -222,6 +347,7 @@ typedef struct ProbeQuery
 	const char *bad_why;
 	char		bad_value[PROBE_ECHO_MAX + 1];
 	unsigned int seen;			/* bit per parameter: repeated ones */
+	char		lag_key[PROBE_ECHO_MAX + 1];	/* lag or max_lag, as given */
 } ProbeQuery;
 
 #define PARAM_VERBOSE	0x1
@@ -256,14 +382,30 @@ bad_parameter(ProbeQuery *q, const char *key, size_t key_size,
 
 /*
  * A lag maximum: bytes (a number, or with B, kB, MB, GB or TB, as in
- * PostgreSQL's settings) or an interval (with us, ms, s, min, h or d).
+ * PostgreSQL's settings) or an interval (with us, ms, s, min, h or d);
+ * the number in digits and at most one '.', nothing else (no sign, blank,
+ * exponent or hexadecimal, which parse_real() would take).
  */
 static bool
 parse_lag(const char *value, ProbeQuery *q)
 {
+	static const char *const units[] = {
+		"", "B", "kB", "MB", "GB", "TB", "us", "ms", "s", "min", "h", "d"
+	};
 	double		v;
 	const char *hint;
+	size_t		number = strspn(value, "0123456789.");
+	const char *dot = strchr(value, '.');
+	bool		unit_ok = false;
 
+	if (number == 0 || strspn(value, ".") == number ||
+		(dot != NULL && dot < value + number && memchr(dot + 1, '.', value + number - dot - 1) != NULL))
+		return false;
+	for (int i = 0; i < lengthof(units); i++)
+		if (strcmp(value + number, units[i]) == 0)
+			unit_ok = true;
+	if (!unit_ok)
+		return false;
 	if (parse_real(value, &v, GUC_UNIT_BYTE, &hint))
 		q->lag_is_time = false;
 	else if (parse_real(value, &v, GUC_UNIT_MS, &hint))
@@ -304,10 +446,17 @@ probe_parameter(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_
 #undef KEY_IS
 	if (q->seen & param)
 	{
-		bad_parameter(q, key, key_size, NULL, 0, "given more than once");
+		if (param == PARAM_MAX_LAG &&
+			(key_size != strlen(q->lag_key) || memcmp(key, q->lag_key, key_size) != 0))
+			bad_parameter(q, key, key_size, NULL, 0,
+						  psprintf("given more than once (also as \"%s\")", q->lag_key));
+		else
+			bad_parameter(q, key, key_size, NULL, 0, "given more than once");
 		return MHD_NO;
 	}
 	q->seen |= param;
+	if (param == PARAM_MAX_LAG)
+		echo_copy(q->lag_key, key, key_size);
 	/* a value, without a NUL byte, short enough to be a number */
 	if (value == NULL || value_size == 0)
 	{
@@ -337,9 +486,11 @@ probe_parameter(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_
 		char	   *end;
 		long		n;
 
+		/* digits only: no sign or blank (strtol() would take them) */
 		errno = 0;
 		n = strtol(text, &end, 10);
-		if (end == text || *end != '\0' || errno != 0 || n < 0 || n > MAX_BACKENDS)
+		if (strspn(text, "0123456789") != value_size ||
+			end == text || *end != '\0' || errno != 0 || n < 0 || n > MAX_BACKENDS)
 			bad_parameter(q, key, key_size, value, value_size,
 						  "must be an integer from 0 to 262143");
 		else
@@ -434,7 +585,7 @@ ph_http_probe_answer(struct MHD_Connection *connection, HttpEndpoint endpoint,
 				if (f->refusing)
 				{
 					ok = false;
-					add_reason(why, &nwhy, "the server is in recovery and not accepting connections");
+					add_reason(why, &nwhy, (char *) f->refusing_because);
 				}
 				if (f->level >= PH_LEVEL_CRITICAL)
 				{
@@ -465,7 +616,7 @@ ph_http_probe_answer(struct MHD_Connection *connection, HttpEndpoint endpoint,
 				if (!f->in_recovery)
 					add_reason(why, &nwhy, "the server is not in recovery");
 				else if (f->refusing)
-					add_reason(why, &nwhy, "the server is in recovery and not accepting connections");
+					add_reason(why, &nwhy, (char *) f->refusing_because);
 				break;
 		}
 		if (f->in_recovery && q.lag_given && lag_exceeds(f, &q))
@@ -473,6 +624,8 @@ ph_http_probe_answer(struct MHD_Connection *connection, HttpEndpoint endpoint,
 			ok = false;
 			add_reason(why, &nwhy, f->lag_known ?
 					   psprintf("the lag exceeds max_lag (%s)", q.lag_is_time ? "interval" : "bytes") :
+					   f->streaming ?
+					   "the lag is unknown: the primary has reported no WAL position yet" :
 					   "the lag is unknown: no WAL receiver is streaming");
 		}
 	}
@@ -510,35 +663,67 @@ ph_http_probe_answer(struct MHD_Connection *connection, HttpEndpoint endpoint,
 	return ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
 }
 
+/* The agent starts: it says "ready" for AGENT_READY_MS (see below). */
+void
+ph_http_agent_started(void)
+{
+	agent_ready_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), AGENT_READY_MS);
+}
+
 /*
  * The agent-check line for HAProxy, with its "\n" (size: at least 128
- * bytes).  The weight is the free share of the usable slots (at least 1 %
- * while up: 0 % would drain); maxconn the free usable slots; "drain" at
- * critical; "down" with the reason after '#' when exhausted, when the
- * server refuses connections, when a catch-all policy refuses ordinary
- * logins, or when the evaluation failed.
+ * bytes), for a client connected from peer (its address as
+ * ph_client_addr_text() writes it, NULL if unknown).  The weight is the
+ * free share of the usable slots (at least 1 % while up: 0 % would
+ * drain); maxconn what HAProxy may hold to this server: the free usable
+ * slots and the client backends connected from peer (HAProxy's own
+ * sessions, assuming its checks and its traffic come from one address);
+ * "up drain" at critical; "down" with the reason after '#' when exhausted,
+ * when the server refuses connections, when a catch-all policy refuses
+ * ordinary logins, or when the evaluation failed.
+ *
+ * "ready" cancels any DRAIN or MAINT state in HAProxy, an operator's
+ * too: it is said only for AGENT_READY_MS after the agent last said
+ * drain or down, and after the agent started (a restart may leave a
+ * DRAIN this agent set), so that an operator's MAINT or DRAIN stays.
  */
 void
-ph_http_agent_line(char *line, size_t size)
+ph_http_agent_line(char *line, size_t size, const char *peer)
 {
 	const ProbeFacts *f = current_facts();
+	TimestampTz now = GetCurrentTimestamp();
+	const char *down = NULL;
 
 	if (!f->evaluated)
-		snprintf(line, size, "down #pool_health could not evaluate\n");
+		down = "pool_health could not evaluate";
 	else if (f->refusing)
-		snprintf(line, size, "down #not accepting connections (recovery)\n");
+		down = f->stopping ?
+			"not accepting connections (shutting down)" :
+			"not accepting connections (recovery)";
 	else if (f->level >= PH_LEVEL_EXHAUSTED || f->free <= 0)
-		snprintf(line, size, "down #exhausted: no usable connection slot is free\n");
+		down = "exhausted: no usable connection slot is free";
 	else if (NameStr(f->refusing_policy)[0] != '\0')
-		snprintf(line, size, "down #a catch-all policy refuses ordinary logins\n");
-	else if (f->level >= PH_LEVEL_CRITICAL)
-		snprintf(line, size, "up drain\n");
+		down = "a catch-all policy refuses ordinary logins";
+
+	if (down != NULL || f->level >= PH_LEVEL_CRITICAL)
+	{
+		agent_ready_until = TimestampTzPlusMilliseconds(now, AGENT_READY_MS);
+		if (down != NULL)
+			snprintf(line, size, "down #%s\n", down);
+		else
+			snprintf(line, size, "up drain\n");
+	}
 	else
 	{
 		int			weight = (int) ((100L * f->free + f->usable / 2) / Max(f->usable, 1));
+		int			maxconn = f->free;
 
-		snprintf(line, size, "up ready %d%% maxconn:%d\n",
-				 Max(weight, 1), f->free);
+		if (peer != NULL)
+			for (int i = 0; i < f->nclients; i++)
+				if (strcmp(f->client_addrs[i], peer) == 0)
+					maxconn++;
+		snprintf(line, size, "up %s%d%% maxconn:%d\n",
+				 now < agent_ready_until ? "ready " : "", Max(weight, 1), maxconn);
 	}
 }
 

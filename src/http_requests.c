@@ -12,7 +12,9 @@
  *			GET /status		the JSON of status() (health.c)
  *			GET /metrics	the Prometheus text of metrics() (metrics.c)
  *			GET /livez, /readyz, /primary, /replica: http_probes.c
- *		OPTIONS on each: 204 with Allow.
+ *		OPTIONS: on /health and the probes, the status GET would answer
+ *		(as Patroni does: HAProxy's "option httpchk OPTIONS /primary"),
+ *		on /status and /metrics 204; with Allow and no body.
  *		404 for anything else, 405 for methods other than GET, HEAD and
  *		OPTIONS, 400
  *		for a body, a malformed header line or Host header, 421 when the
@@ -364,10 +366,13 @@ health_json(const PhEvaluation *eval, bool refusing)
 	return buf.data;
 }
 
-/* Queue a response with a body copied from text. */
+/*
+ * Queue a response with a body copied from text; with allow (or for a
+ * 405 or 204), an Allow header.
+ */
 static enum MHD_Result
-respond(struct MHD_Connection *connection, unsigned int status,
-		const char *content_type, const char *text)
+respond_allow(struct MHD_Connection *connection, unsigned int status,
+			  const char *content_type, const char *text, bool allow)
 {
 	struct MHD_Response *response;
 	enum MHD_Result ret;
@@ -382,11 +387,19 @@ respond(struct MHD_Connection *connection, unsigned int status,
 		return MHD_NO;
 	MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 	MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	if (status == MHD_HTTP_METHOD_NOT_ALLOWED || status == MHD_HTTP_NO_CONTENT)
+	if (allow || status == MHD_HTTP_METHOD_NOT_ALLOWED || status == MHD_HTTP_NO_CONTENT)
 		MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, OPTIONS");
 	ret = MHD_queue_response(connection, status, response);
 	MHD_destroy_response(response);
 	return ret;
+}
+
+/* Queue a response with a body copied from text. */
+static enum MHD_Result
+respond(struct MHD_Connection *connection, unsigned int status,
+		const char *content_type, const char *text)
+{
+	return respond_allow(connection, status, content_type, text, false);
 }
 
 /*
@@ -485,6 +498,7 @@ ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
 	HttpEndpoint endpoint;
 	HttpAnswer *result;
 	int			reuse_ms = Min(HTTP_CACHE_MS, ph_sample_interval_ms);
+	bool		options;
 
 	if (slot == NULL)
 		return MHD_NO;			/* cannot happen: close the connection */
@@ -525,7 +539,8 @@ ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
 					   "not found: /health, /status, /metrics, /livez, /readyz, /primary or /replica\n");
 
 	ph_http_count_request();
-	if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0)
+	options = strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0;
+	if (options && endpoint != HTTP_HEALTH && endpoint < HTTP_LIVEZ)
 		return respond(connection, MHD_HTTP_NO_CONTENT, "text/plain", "");
 	if (endpoint >= HTTP_LIVEZ)
 	{
@@ -536,7 +551,8 @@ ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
 
 		/* cheap (the facts are cached): answered from its own parameters */
 		status = ph_http_probe_answer(connection, endpoint, &body);
-		ret = respond(connection, status, "application/json", body);
+		ret = respond_allow(connection, status, "application/json",
+							options ? "" : body, options);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(request_context);
 		return ret;
@@ -545,7 +561,8 @@ ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
 	if (result->computed_at == 0 ||
 		TimestampDifferenceExceeds(result->computed_at, GetCurrentTimestamp(), reuse_ms))
 		compute_answer(endpoint, url);
-	return respond(connection, result->status, result->content_type, result->body);
+	return respond_allow(connection, result->status, result->content_type,
+						 options ? "" : result->body, options);
 }
 
 /* At the worker's start, before the daemon: the memory of one answer. */

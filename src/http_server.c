@@ -21,7 +21,9 @@
  * through the pointers ph_http_load_microhttpd() fills (http_internal.h).
  *
  * The same loop serves the HAProxy agent-check (http_agent.c): its
- * listening sockets are in the wait set with MHD's descriptor.
+ * listening sockets are in the wait set with MHD's descriptor.  On a
+ * standby the loop wakes at least every PH_HTTP_TRACK_MS to note whether
+ * replay is caught up (http_probes.c: the lag as an interval).
  *
  * State: the daemon (daemon_handle), local to this process; in shared
  * memory, the worker's pid (http.c), set once it listens and cleared at
@@ -41,6 +43,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -167,6 +170,9 @@ start_daemon(unsigned int family_flags, uint16 port, const struct sockaddr *addr
  * descriptor and the agent's listening sockets (user_data non-NULL).
  */
 #define HTTP_WAIT_EVENTS		16
+
+/* On a standby, the loop looks at replay at least this often */
+#define PH_HTTP_TRACK_MS		100
 
 static WaitEventSet *
 wait_set(int epoll_fd)
@@ -295,6 +301,10 @@ pool_health_http_main(Datum arg)
 		retry = ph_http_agent_retry_in();
 		if (retry >= 0)
 			timeout = Min(timeout, retry);
+		/* a standby: how long replay has been behind (http_probes.c) */
+		ph_http_probe_track();
+		if (RecoveryInProgress())
+			timeout = Min(timeout, PH_HTTP_TRACK_MS);
 		if (ph_http_agent_sockets_changed())
 		{
 			FreeWaitEventSet(set);

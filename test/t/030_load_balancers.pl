@@ -1,11 +1,14 @@
 # Fitting load balancers and orchestrators: /livez, /readyz, /primary and
 # /replica as a kubelet (status code only) and a Patroni client (HEAD,
-# GET with JSON) use them; OPTIONS; ?verbose; bad query parameters are a
-# 400 naming the parameter and change nothing; /readyz follows the level,
+# GET with JSON) use them; OPTIONS (the status of GET); ?verbose; bad
+# query parameters (a sign, blank, hexadecimal or exponent in a number;
+# lag and max_lag together, named as written) are a 400 naming the
+# parameter and change nothing; /readyz follows the level,
 # ?min_free and a catch-all policy that refuses ordinary logins, and
 # /livez never fails because slots are full.  The HAProxy agent-check
 # (pool_health.agent_listen): one line per connection, whatever the client
-# sends or does not send; its port in use: a WARNING, /health answers, and
+# sends or does not send; "up drain" at critical, "up ready" for 10 s after
+# its drain or down, then "up" without "ready"; its port in use: a WARNING, /health answers, and
 # the agent answers once the port is free.  A real HAProxy (2.6) in front
 # of two scratch servers, one filled with sessions: the split of new
 # connections while it is at 80 % (by its agent weight), and how many
@@ -173,7 +176,7 @@ is($hbody, '', 'no body');
 ($hstatus) = head($hp, '/replica');
 is($hstatus, '503', 'HEAD /replica: 503');
 ($hstatus, $headers, $hbody) = head($hp, '/readyz', 'OPTIONS');
-is($hstatus, '204', 'OPTIONS /readyz: 204');
+is($hstatus, '200', 'OPTIONS /readyz: 200, as GET');
 like($headers, qr/^Allow: GET, HEAD, OPTIONS\r?$/mi, 'with Allow');
 ($hstatus, $headers) = head($hp, '/readyz', 'DELETE');
 is($hstatus, '405', 'DELETE: 405');
@@ -210,7 +213,17 @@ foreach my $case (
 	[ '/readyz?min_free=%FF%FE%C3%A9', 'min_free' ],
 	[ '/readyz?%FF%C3%A9=1', '???' ],
 	[ '/readyz?' . ('x' x 2000) . '=1', 'x' x 64 ],
-	[ '/readyz?min_free=' . ('9' x 2000), 'min_free' ])
+	[ '/readyz?min_free=' . ('9' x 2000), 'min_free' ],
+	[ '/readyz?min_free=+1', 'min_free' ],
+	[ '/readyz?min_free=%201', 'min_free' ],
+	[ '/readyz?min_free=1%20', 'min_free' ],
+	[ '/readyz?max_lag=0x10', 'max_lag' ],
+	[ '/readyz?max_lag=%2B1', 'max_lag' ],
+	[ '/readyz?max_lag=1e3', 'max_lag' ],
+	[ '/readyz?max_lag=1%20kB', 'max_lag' ],
+	[ '/readyz?max_lag=1..2s', 'max_lag' ],
+	[ '/replica?lag=1&max_lag=1', 'max_lag' ],
+	[ '/replica?max_lag=1&lag=1', 'lag' ])
 {
 	my ($path, $param) = @$case;
 	($status, $json, $body) = get_json($hp, $path);
@@ -219,6 +232,14 @@ foreach my $case (
 	is($json && $json->{parameter}, $param, "$short: the JSON names \"$param\"");
 	like($json && $json->{error}, qr/^invalid query parameter "\Q$param\E": /, "$short: the error says what");
 }
+($status, $json) = get_json($hp, '/replica?lag=1&max_lag=1');
+is($json && $json->{error}, 'invalid query parameter "max_lag": given more than once (also as "lag")',
+	'lag and max_lag: the error names both as written');
+foreach my $ok ('/readyz?max_lag=1.5', '/readyz?max_lag=16MB', '/readyz?max_lag=500ms', '/readyz?max_lag=.5s',
+	'/readyz?min_free=007')
+{
+	is(code($hp, $ok), '200', "$ok: accepted");
+}
 is(code($hp, '/health'), '200', 'then /health: 200');
 is($s1->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'"), $worker_pid,
 	'the same HTTP worker');
@@ -226,9 +247,9 @@ is(code($hp, '/health?anything=1'), '200', '/health ignores a query, as before')
 
 # --- the agent ---------------------------------------------------------------------------
 my $ap = $agent_port{s1};
-is(agent($ap), "up ready 100% maxconn:17\n", 'agent, healthy: up ready 100% maxconn:17');
-is(agent($ap, "s1\n"), "up ready 100% maxconn:17\n", 'the same after HAProxy\'s agent-send text');
-is(agent($ap, "\x00\xff garbage \r\n" x 100), "up ready 100% maxconn:17\n", 'and after garbage');
+like(agent($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'agent, healthy: up 100% maxconn:17');
+like(agent($ap, "s1\n"), qr/^up (ready )?100% maxconn:17\n\z/, 'the same after HAProxy\'s agent-send text');
+like(agent($ap, "\x00\xff garbage \r\n" x 100), qr/^up (ready )?100% maxconn:17\n\z/, 'and after garbage');
 {
 	# 200 connections that send nothing and never read, held open: every
 	# one gets its line, the agent and /health go on answering at once
@@ -236,9 +257,9 @@ is(agent($ap, "\x00\xff garbage \r\n" x 100), "up ready 100% maxconn:17\n", 'and
 	is(scalar(grep { defined } @idle), 200, '200 connections to the agent, silent');
 	my $started = time;
 	is(code($hp, '/health'), '200', 'meanwhile /health: 200');
-	is(agent($ap), "up ready 100% maxconn:17\n", 'and the agent answers another client');
+	like(agent($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'and the agent answers another client');
 	cmp_ok(time - $started, '<', 1, 'both within a second');
-	my $answered = grep { my $l = <$_>; defined $l && $l eq "up ready 100% maxconn:17\n" } grep { defined } @idle;
+	my $answered = grep { my $l = <$_>; defined $l && $l =~ /^up (ready )?100% maxconn:17\n\z/ } grep { defined } @idle;
 	is($answered, 200, 'each silent connection got its line and was closed');
 	close $_ for grep { defined } @idle;
 }
@@ -272,7 +293,7 @@ is(agent($ap, "\x00\xff garbage \r\n" x 100), "up ready 100% maxconn:17\n", 'and
 	waitpid($_, 0) for @pids;
 	is($checks, '200 ' x 10, 'while 4 clients reconnect to the agent in a loop, every /health check is answered');
 	cmp_ok($slowest, '<', 1, sprintf('each within a second (slowest %.3f s)', $slowest));
-	is(agent($ap), "up ready 100% maxconn:17\n", 'and the agent still answers');
+	like(agent($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'and the agent still answers');
 }
 {
 	# one that sends a megabyte: answered, nothing waits on it
@@ -280,7 +301,7 @@ is(agent($ap, "\x00\xff garbage \r\n" x 100), "up ready 100% maxconn:17\n", 'and
 	$sock->blocking(0);
 	syswrite($sock, 'x' x 65536) for 1 .. 16;
 	is(code($hp, '/health'), '200', 'a client writing a megabyte to the agent: /health 200');
-	is(agent($ap), "up ready 100% maxconn:17\n", 'the agent answers');
+	like(agent($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'the agent answers');
 	close $sock;
 }
 
@@ -289,7 +310,7 @@ hold($s1, 12, \@s1_sessions);
 ok(wait_used($s1, 12), '12 sessions of 17: degraded');
 ($status, $json) = get_json($hp, '/readyz');
 is("$status $json->{level}", '200 degraded', '/readyz 200 while degraded');
-is(agent($ap), "up ready 29% maxconn:5\n", 'agent, degraded: weight 29% (5 of 17 free), maxconn:5');
+like(agent($ap), qr/^up (ready )?29% maxconn:5\n\z/, 'agent, degraded: weight 29% (5 of 17 free), maxconn:5');
 
 # a catch-all policy that refuses ordinary logins at degraded
 $s1->safe_psql('postgres', "INSERT INTO pool_health.policies (name, refuse_at) VALUES ('everyone', 'degraded')");
@@ -318,7 +339,12 @@ is("$status $json->{level} $json->{free}", '503 exhausted 0', '/readyz 503, exha
 is(agent($ap), "down #exhausted: no usable connection slot is free\n", 'agent, exhausted: down');
 release(\@s1_sessions);
 ok(wait_used($s1, 0), 'emptied');
-is(agent($ap), "up ready 100% maxconn:17\n", 'agent: up ready 100% again');
+is(agent($ap), "up ready 100% maxconn:17\n", 'agent, emptied: up ready 100% (ready undoes its drain and down)');
+# 10 s after its last drain or down, no "ready" (it would cancel an
+# operator's MAINT or DRAIN: 036_agent_operator_state.pl)
+my $steady_from = time;
+ok(wait_for(15, sub { (agent($ap) // '') eq "up 100% maxconn:17\n" }), 'then the steady state: up 100% maxconn:17');
+cmp_ok(time - $steady_from, '>', 5, sprintf('after %.1f s of up ready', time - $steady_from));
 
 # --- s2: its agent port in use -----------------------------------------------------------
 my $held_port = PostgreSQL::Test::Cluster::get_free_port();
@@ -332,7 +358,7 @@ ok(wait_for(10, sub { slurp_file($s2->logfile) =~ /WARNING:  pool_health agent: 
 is(code($http_port{s2}, '/readyz'), '200', '/readyz 200');
 close $holder;
 my $started = time;
-ok(wait_for(15, sub { (agent($held_port) // '') eq "up ready 100% maxconn:17\n" }),
+ok(wait_for(15, sub { (agent($held_port) // '') =~ /^up (ready )?100% maxconn:17\n\z/ }),
 	'the port freed: the agent answers within the retry period');
 note(sprintf('the agent answered %.1f s after the port was freed', time - $started));
 is(scalar(() = slurp_file($s2->logfile) =~ /could not listen on/g), 1, 'the failure was logged once');
@@ -573,7 +599,7 @@ is(code($sp, '/readyz?max_lag=10s'), '200', '/readyz?max_lag=10s 200');
 is($status, '200', '/replica?lag=1MB: 200');
 like("$json->{role} $json->{lag_bytes} $json->{lag_seconds}", qr/^replica \d+ [\d.]+$/, 'role replica, lag_bytes and lag_seconds');
 is(code($sp, '/replica?lag=abc'), '400', '/replica?lag=abc: 400');
-like(agent($sap), qr/^up ready \d+% maxconn:\d+\n$/, 'standby: the agent answers up ready');
+like(agent($sap), qr/^up (ready )?\d+% maxconn:\d+\n$/, 'standby: the agent answers up');
 
 # replay held back (recovery_min_apply_delay): a commit received, not
 # replayed; the lag as an interval grows, in bytes it stays within 16MB
