@@ -76,6 +76,7 @@
 #include "utils/pidfile.h"
 #include "utils/timestamp.h"
 
+#include "admission.h"
 #include "backend_snapshot.h"
 #include "evaluate.h"
 #include "http.h"
@@ -110,6 +111,9 @@ typedef struct ProbeFacts
 	bool		stopping;		/* refusing: the postmaster shuts down */
 	NameData	refusing_policy;	/* a catch-all policy that refuses an
 									 * ordinary login now; empty: none */
+	int			reserved_unused;	/* free slots the reserves of policies
+									 * other than the catch-all keep from
+									 * an ordinary login */
 	bool		in_recovery;
 	bool		lag_known;		/* a streaming WAL receiver has reported */
 	bool		streaming;		/* a WAL receiver streams (lag_known or not) */
@@ -137,12 +141,18 @@ static TimestampTz agent_ready_until = 0;
  * The policy that governs an ordinary login (one that no policy matching
  * a database, role, application or client address governs): the first
  * catch-all policy in precedence order.  Its name into facts if it would
- * refuse one now (admission on): refuse_at reached, or its quota full.
+ * refuse one now (admission on): refuse_at reached (unless its own
+ * reserve covers the login), or its quota full.  And the slots the other
+ * policies' reserves keep from such a login (admission's exact counts,
+ * as the login path reads them).
  */
 static void
 find_refusing_policy(const PhEvaluation *eval)
 {
+	const PhPolicy *catch_all = NULL;
+
 	NameStr(facts.refusing_policy)[0] = '\0';
+	facts.reserved_unused = 0;
 	if (!ph_admission)
 		return;
 	for (int i = 0; i < eval->policies.count; i++)
@@ -151,11 +161,22 @@ find_refusing_policy(const PhEvaluation *eval)
 
 		if (p->specificity != 0)
 			continue;
-		if ((p->refuse_at >= 0 && eval->usage.capacity_level >= (PhLevel) p->refuse_at) ||
+		catch_all = p;
+		if ((p->refuse_at >= 0 && eval->usage.capacity_level >= (PhLevel) p->refuse_at &&
+			 ph_admission_reserve_unused(p) == 0) ||
 			(p->max_connections > 0 && eval->governed != NULL &&
 			 eval->governed[i] >= p->max_connections))
 			namestrcpy(&facts.refusing_policy, NameStr(p->name));
-		return;
+		break;
+	}
+	if (catch_all != NULL && ph_admission_reserve_unused(catch_all) > 0)
+		return;					/* its own reserve covers the login */
+	for (int i = 0; i < eval->policies.count; i++)
+	{
+		const PhPolicy *p = &eval->policies.items[i];
+
+		if (p != catch_all)
+			facts.reserved_unused += ph_admission_reserve_unused(p);
 	}
 }
 
@@ -592,11 +613,15 @@ ph_http_probe_answer(struct MHD_Connection *connection, HttpEndpoint endpoint,
 					ok = false;
 					add_reason(why, &nwhy, psprintf("the level is %s", ph_level_name(f->level)));
 				}
-				if (f->free < q.min_free)
+				if (f->free - f->reserved_unused < q.min_free)
 				{
 					ok = false;
-					add_reason(why, &nwhy, psprintf("%d usable slots free, fewer than min_free (%d)",
-													f->free, q.min_free));
+					if (f->reserved_unused > 0)
+						add_reason(why, &nwhy, psprintf("%d usable slots free, %d of them kept by policies' reserves: fewer than min_free (%d) for an ordinary login",
+														f->free, Min(f->reserved_unused, f->free), q.min_free));
+					else
+						add_reason(why, &nwhy, psprintf("%d usable slots free, fewer than min_free (%d)",
+														f->free, q.min_free));
 				}
 				if (NameStr(f->refusing_policy)[0] != '\0')
 				{
@@ -640,6 +665,7 @@ ph_http_probe_answer(struct MHD_Connection *connection, HttpEndpoint endpoint,
 		ph_json_int(&buf, "usable", f->usable);
 		ph_json_int(&buf, "used", f->used);
 		ph_json_int(&buf, "free", f->free);
+		ph_json_int(&buf, "reserved_unused", f->reserved_unused);
 		if (f->in_recovery)
 		{
 			if (f->lag_known)
