@@ -193,6 +193,34 @@ extern enum MHD_Result ph_http_answer(void *cls, struct MHD_Connection *connecti
 									  const char *version, const char *upload_data,
 									  size_t *upload_data_size, void **request);
 
+/* The longest part of a bad parameter's value an error repeats. */
+#define PROBE_ECHO_MAX			64
+
+/* The query parameters of a probe, as parsed */
+typedef struct ProbeQuery
+{
+	HttpEndpoint endpoint;
+	bool		verbose;
+	int			min_free;		/* 1 unless given */
+	bool		lag_given;
+	bool		lag_is_time;	/* usec, else bytes */
+	double		max_lag;
+	/* the first bad parameter: its name and what is wrong */
+	char		bad_name[PROBE_ECHO_MAX + 1];
+	const char *bad_why;
+	char		bad_value[PROBE_ECHO_MAX + 1];
+	unsigned int seen;			/* bit per parameter: repeated ones */
+	char		lag_key[PROBE_ECHO_MAX + 1];	/* lag or max_lag, as given */
+} ProbeQuery;
+
+#define PARAM_VERBOSE	0x1
+#define PARAM_MIN_FREE	0x2
+#define PARAM_MAX_LAG	0x4
+
+/* http_probe_query.c */
+extern void ph_http_probe_query(struct MHD_Connection *connection,
+								HttpEndpoint endpoint, ProbeQuery *q);
+
 /* http_probes.c: the answer of a probe endpoint (HTTP_LIVEZ and after) */
 extern unsigned int ph_http_probe_answer(struct MHD_Connection *connection,
 										 HttpEndpoint endpoint, char **body);

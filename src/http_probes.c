@@ -87,9 +87,6 @@
 /* The facts are reused for this long at most (floods of checks). */
 #define PROBE_CACHE_MS			100
 
-/* The longest part of a bad parameter's value an error repeats. */
-#define PROBE_ECHO_MAX			64
-
 /* How long the agent says "ready" after a drain or down, and at its start */
 #define AGENT_READY_MS			10000
 
@@ -354,179 +351,6 @@ current_facts(void)
 	return &facts;
 }
 
-/* The query parameters of a probe, as parsed */
-typedef struct ProbeQuery
-{
-	HttpEndpoint endpoint;
-	bool		verbose;
-	int			min_free;		/* 1 unless given */
-	bool		lag_given;
-	bool		lag_is_time;	/* usec, else bytes */
-	double		max_lag;
-	/* the first bad parameter: its name and what is wrong */
-	char		bad_name[PROBE_ECHO_MAX + 1];
-	const char *bad_why;
-	char		bad_value[PROBE_ECHO_MAX + 1];
-	unsigned int seen;			/* bit per parameter: repeated ones */
-	char		lag_key[PROBE_ECHO_MAX + 1];	/* lag or max_lag, as given */
-} ProbeQuery;
-
-#define PARAM_VERBOSE	0x1
-#define PARAM_MIN_FREE	0x2
-#define PARAM_MAX_LAG	0x4
-
-/*
- * Copy at most PROBE_ECHO_MAX bytes of a client's text for the JSON of an
- * error, each byte that is not printable ASCII as '?' (the JSON stays
- * valid UTF-8 whatever was sent).
- */
-static void
-echo_copy(char *out, const char *text, size_t len)
-{
-	len = text == NULL ? 0 : Min(len, PROBE_ECHO_MAX);
-	for (size_t i = 0; i < len; i++)
-		out[i] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
-	out[len] = '\0';
-}
-
-/* Note the first bad parameter. */
-static void
-bad_parameter(ProbeQuery *q, const char *key, size_t key_size,
-			  const char *value, size_t value_size, const char *why)
-{
-	if (q->bad_why != NULL)
-		return;
-	q->bad_why = why;
-	echo_copy(q->bad_name, key, key_size);
-	echo_copy(q->bad_value, value, value_size);
-}
-
-/*
- * A lag maximum: bytes (a number, or with B, kB, MB, GB or TB, as in
- * PostgreSQL's settings) or an interval (with us, ms, s, min, h or d);
- * the number in digits and at most one '.', nothing else (no sign, blank,
- * exponent or hexadecimal, which parse_real() would take).
- */
-static bool
-parse_lag(const char *value, ProbeQuery *q)
-{
-	static const char *const units[] = {
-		"", "B", "kB", "MB", "GB", "TB", "us", "ms", "s", "min", "h", "d"
-	};
-	double		v;
-	const char *hint;
-	size_t		number = strspn(value, "0123456789.");
-	const char *dot = strchr(value, '.');
-	bool		unit_ok = false;
-
-	if (number == 0 || strspn(value, ".") == number ||
-		(dot != NULL && dot < value + number && memchr(dot + 1, '.', value + number - dot - 1) != NULL))
-		return false;
-	for (int i = 0; i < lengthof(units); i++)
-		if (strcmp(value + number, units[i]) == 0)
-			unit_ok = true;
-	if (!unit_ok)
-		return false;
-	if (parse_real(value, &v, GUC_UNIT_BYTE, &hint))
-		q->lag_is_time = false;
-	else if (parse_real(value, &v, GUC_UNIT_MS, &hint))
-	{
-		q->lag_is_time = true;
-		v *= 1000.0;			/* usec */
-	}
-	else
-		return false;
-	if (isnan(v) || isinf(v) || v < 0 || v > (double) PG_INT64_MAX / 2)
-		return false;
-	q->max_lag = v;
-	return true;
-}
-
-/* MHD_get_connection_values_n: one query parameter of a probe. */
-static enum MHD_Result
-probe_parameter(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
-				const char *value, size_t value_size)
-{
-	ProbeQuery *q = (ProbeQuery *) cls;
-	unsigned int param;
-	char		text[PROBE_ECHO_MAX + 1];
-
-#define KEY_IS(name) (key_size == strlen(name) && memcmp(key, name, key_size) == 0)
-	if (KEY_IS("verbose"))
-		param = PARAM_VERBOSE;
-	else if (KEY_IS("min_free") && q->endpoint == HTTP_READYZ)
-		param = PARAM_MIN_FREE;
-	else if ((KEY_IS("max_lag") && (q->endpoint == HTTP_READYZ || q->endpoint == HTTP_REPLICA)) ||
-			 (KEY_IS("lag") && q->endpoint == HTTP_REPLICA))
-		param = PARAM_MAX_LAG;
-	else
-	{
-		bad_parameter(q, key, key_size, NULL, 0, "unknown parameter for this path");
-		return MHD_NO;
-	}
-#undef KEY_IS
-	if (q->seen & param)
-	{
-		if (param == PARAM_MAX_LAG &&
-			(key_size != strlen(q->lag_key) || memcmp(key, q->lag_key, key_size) != 0))
-			bad_parameter(q, key, key_size, NULL, 0,
-						  psprintf("given more than once (also as \"%s\")", q->lag_key));
-		else
-			bad_parameter(q, key, key_size, NULL, 0, "given more than once");
-		return MHD_NO;
-	}
-	q->seen |= param;
-	if (param == PARAM_MAX_LAG)
-		echo_copy(q->lag_key, key, key_size);
-	/* a value, without a NUL byte, short enough to be a number */
-	if (value == NULL || value_size == 0)
-	{
-		if (param == PARAM_VERBOSE)
-		{
-			q->verbose = true;
-			return MHD_YES;
-		}
-		bad_parameter(q, key, key_size, NULL, 0, "a value is required");
-		return MHD_NO;
-	}
-	if (value_size > PROBE_ECHO_MAX || memchr(value, '\0', value_size) != NULL)
-	{
-		bad_parameter(q, key, key_size, value, value_size, "malformed value");
-		return MHD_NO;
-	}
-	memcpy(text, value, value_size);
-	text[value_size] = '\0';
-	if (param == PARAM_VERBOSE)
-	{
-		if (!parse_bool(text, &q->verbose))
-			bad_parameter(q, key, key_size, value, value_size,
-						  "must be a boolean (true, false, on, off, 1, 0) or absent");
-	}
-	else if (param == PARAM_MIN_FREE)
-	{
-		char	   *end;
-		long		n;
-
-		/* digits only: no sign or blank (strtol() would take them) */
-		errno = 0;
-		n = strtol(text, &end, 10);
-		if (strspn(text, "0123456789") != value_size ||
-			end == text || *end != '\0' || errno != 0 || n < 0 || n > MAX_BACKENDS)
-			bad_parameter(q, key, key_size, value, value_size,
-						  "must be an integer from 0 to 262143");
-		else
-			q->min_free = (int) n;
-	}
-	else
-	{
-		if (!parse_lag(text, q))
-			bad_parameter(q, key, key_size, value, value_size,
-						  "must be a number of bytes (optionally with B, kB, MB, GB or TB) or an interval (with us, ms, s, min, h or d), not negative");
-		q->lag_given = true;
-	}
-	return q->bad_why == NULL ? MHD_YES : MHD_NO;
-}
-
 /* Whether the standby's lag exceeds the maximum asked (unknown: it does) */
 static bool
 lag_exceeds(const ProbeFacts *f, const ProbeQuery *q)
@@ -561,11 +385,7 @@ ph_http_probe_answer(struct MHD_Connection *connection, HttpEndpoint endpoint,
 	char	   *why[PH_MAX_REASONS * 2];
 	int			nwhy = 0;
 
-	memset(&q, 0, sizeof(q));
-	q.endpoint = endpoint;
-	q.min_free = 1;
-	(void) MHD_get_connection_values_n(connection, MHD_GET_ARGUMENT_KIND,
-									   probe_parameter, &q);
+	ph_http_probe_query(connection, endpoint, &q);
 	initStringInfo(&buf);
 	ph_json_open(&buf, NULL, '{');
 	if (q.bad_why != NULL)
