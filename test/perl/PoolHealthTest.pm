@@ -7,9 +7,16 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Select;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use JSON::PP;
+use Time::HiRes ();
 
 use Exporter 'import';
-our @EXPORT = qw(ph_node ph_session ph_set ph_app_session ph_gone ph_alive ph_try_connect ph_close_all);
+our @EXPORT = qw(ph_node ph_session ph_set ph_app_session ph_gone ph_alive ph_try_connect ph_close_all
+  ph_wait_for ph_http_code ph_http_json ph_http_head ph_agent_line
+  ph_hap_command ph_hap_stat ph_hap_is);
 
 # ph_node(name, preload => 1, conf => "extra lines", create => 1, init => {...})
 # A started cluster with pool_health preloaded and the extension created
@@ -124,6 +131,122 @@ sub ph_close_all
 		$_->[0]->finish;
 	}
 	@open_connections = ();
+}
+
+# ph_wait_for(secs, sub, pause): call sub until it returns true, at most
+# secs seconds, pausing pause seconds (default 0.05) between calls;
+# returns sub's true value, or undef when time ran out.
+sub ph_wait_for
+{
+	my ($secs, $sub, $pause) = @_;
+	my $deadline = Time::HiRes::time() + $secs;
+	while (Time::HiRes::time() < $deadline)
+	{
+		my $r = $sub->();
+		return $r if $r;
+		Time::HiRes::usleep(($pause // 0.05) * 1_000_000);
+	}
+	return undef;
+}
+
+# ph_http_code(port, path, curl options...): the HTTP status code only
+# (as a kubelet reads it) of a request to 127.0.0.1:port; extra curl
+# options (-I, -X OPTIONS) pick the method.  '000' if none came.
+sub ph_http_code
+{
+	my ($port, $path, @curl) = @_;
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}', @curl,
+		"http://127.0.0.1:$port$path" ], '>', \$out);
+	return $out;
+}
+
+# ph_http_json(port, path): GET with a JSON body, as Patroni's clients
+# read it: (status, decoded body or undef if not JSON, raw body).
+sub ph_http_json
+{
+	my ($port, $path) = @_;
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-w', '\n%{http_code}',
+		"http://127.0.0.1:$port$path" ], '>', \$out);
+	my ($body, $status) = $out =~ /^(.*)\n(\d+)$/s;
+	my $json = eval { decode_json($body) };
+	return ($status // '000', $json, $body // '');
+}
+
+# ph_http_head(port, path, method): HEAD (curl -I), or with method that
+# method (curl -i -X method): (status, status line and headers, whatever
+# came after them).
+sub ph_http_head
+{
+	my ($port, $path, $method) = @_;
+	my $out = '';
+	IPC::Run::run([ 'curl', '-s', '--max-time', '5', $method ? ('-i', '-X', $method) : ('-I'),
+		"http://127.0.0.1:$port$path" ], '>', \$out);
+	my ($headers, $body) = split /\r\n\r\n/, $out, 2;
+	my ($status) = ($headers // '') =~ m{^HTTP/\S+ (\d+)};
+	return ($status // '000', $headers // '', $body // '');
+}
+
+# ph_agent_line(port, send): the HAProxy agent-check's answer to one
+# connection to 127.0.0.1:port (what HAProxy reads), sending send first
+# if given; undef if nothing came within 2 s.
+sub ph_agent_line
+{
+	my ($port, $send) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 2)
+	  or return undef;
+	print $sock $send if defined $send;
+	my $sel = IO::Select->new($sock);
+	my $text = '';
+	my $deadline = Time::HiRes::time() + 2;
+	while (Time::HiRes::time() < $deadline && $sel->can_read($deadline - Time::HiRes::time()))
+	{
+		my $n = sysread($sock, my $chunk, 4096);
+		last if !$n;
+		$text .= $chunk;
+	}
+	close $sock;
+	return $text eq '' ? undef : $text;
+}
+
+# ph_hap_command(socket, command): HAProxy's answer to one command on its
+# stats socket (a path); '' if the socket does not answer.
+sub ph_hap_command
+{
+	my ($socket, $cmd) = @_;
+	my $sock = IO::Socket::UNIX->new(Peer => $socket) or return '';
+	print $sock "$cmd\n";
+	my $text = join '', <$sock>;
+	close $sock;
+	return $text;
+}
+
+# ph_hap_stat(socket): HAProxy's "show stat" on that stats socket, its
+# servers (not the FRONTEND and BACKEND rows):
+# { "proxy/server" => { field => value } }; {} if the socket does not answer.
+sub ph_hap_stat
+{
+	my ($socket) = @_;
+	my @lines = split /\n/, ph_hap_command($socket, 'show stat');
+	my @names = split /,/, substr(shift(@lines) // '# ', 2);
+	my %stat;
+	for (@lines)
+	{
+		my %row;
+		@row{@names} = split /,/;
+		next if !defined $row{svname} || $row{svname} =~ /^(FRONTEND|BACKEND)$/;
+		$stat{"$row{pxname}/$row{svname}"} = \%row;
+	}
+	return \%stat;
+}
+
+# ph_hap_is(socket, "proxy/server", field, regexp): wait (10 s at most)
+# until that server's field in ph_hap_stat matches.
+sub ph_hap_is
+{
+	my ($socket, $server, $field, $want) = @_;
+	return ph_wait_for(10, sub { my $s = ph_hap_stat($socket)->{$server}; $s && $s->{$field} =~ $want });
 }
 
 1;

@@ -23,8 +23,6 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IO::Socket::INET;
-use IO::Socket::UNIX;
-use IO::Select;
 use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(time usleep);
@@ -48,74 +46,10 @@ sub lb_node
 		conf => "$conf\npool_health.http_listen = '127.0.0.1:$http_port{$name}'\npool_health.agent_listen = '127.0.0.1:$agent_port{$name}'");
 }
 
-# kubelet: the status code only
-sub code
-{
-	my ($port, $path, @curl) = @_;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}', @curl,
-		"http://127.0.0.1:$port$path" ], '>', \$out);
-	return $out;
-}
 
-# Patroni's clients: GET with a JSON body (status, decoded body, raw body)
-sub get_json
-{
-	my ($port, $path) = @_;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-w', '\n%{http_code}',
-		"http://127.0.0.1:$port$path" ], '>', \$out);
-	my ($body, $status) = $out =~ /^(.*)\n(\d+)$/s;
-	my $json = eval { decode_json($body) };
-	return ($status // '000', $json, $body // '');
-}
 
-# HEAD (curl -I): the status line and headers, and whatever came after
-sub head
-{
-	my ($port, $path, $method) = @_;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', $method ? ('-i', '-X', $method) : ('-I'),
-		"http://127.0.0.1:$port$path" ], '>', \$out);
-	my ($headers, $body) = split /\r\n\r\n/, $out, 2;
-	my ($status) = ($headers // '') =~ m{^HTTP/\S+ (\d+)};
-	return ($status // '000', $headers // '', $body // '');
-}
 
-# The agent's answer to one connection (what HAProxy reads): send $send
-# first if given; undef if none within 2 s
-sub agent
-{
-	my ($port, $send) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 2)
-	  or return undef;
-	print $sock $send if defined $send;
-	my $sel = IO::Select->new($sock);
-	my $text = '';
-	my $deadline = time + 2;
-	while (time < $deadline && $sel->can_read($deadline - time))
-	{
-		my $n = sysread($sock, my $chunk, 4096);
-		last if !$n;
-		$text .= $chunk;
-	}
-	close $sock;
-	return $text eq '' ? undef : $text;
-}
 
-# poll: call $sub until it returns true, at most $secs
-sub wait_for
-{
-	my ($secs, $sub) = @_;
-	my $deadline = time + $secs;
-	while (time < $deadline)
-	{
-		my $r = $sub->();
-		return $r if $r;
-		usleep(50_000);
-	}
-	return undef;
-}
 
 # a session of role app holding a slot (a leaked transaction); with
 # $superuser, of the test's superuser, which a full server still admits
@@ -139,55 +73,55 @@ sub release
 }
 
 # the level and free slots as /readyz reports them
-sub readyz_json { return (get_json($http_port{$_[0]->name}, '/readyz'))[1]; }
+sub readyz_json { return (ph_http_json($http_port{$_[0]->name}, '/readyz'))[1]; }
 sub wait_used
 {
 	my ($node, $used) = @_;
-	return wait_for(10, sub { my $j = readyz_json($node); $j && $j->{used} == $used });
+	return ph_wait_for(10, sub { my $j = readyz_json($node); $j && $j->{used} == $used });
 }
 
 # --- s1: the endpoints -----------------------------------------------------------------
 my $s1 = lb_node('s1');
 $s1->safe_psql('postgres', 'CREATE ROLE app LOGIN');
 my $hp = $http_port{s1};
-ok(wait_for(10, sub { code($hp, '/livez') eq '200' }), 'the HTTP worker answers /livez');
+ok(ph_wait_for(10, sub { ph_http_code($hp, '/livez') eq '200' }), 'the HTTP worker answers /livez');
 ok(wait_used($s1, 0), 'no client session');
 
-is(code($hp, '/livez'), '200', 'kubelet: /livez 200');
-is(code($hp, '/readyz'), '200', 'kubelet: /readyz 200 while healthy');
-is(code($hp, '/primary'), '200', '/primary 200 on a primary');
-is(code($hp, '/replica'), '503', '/replica 503 on a primary');
-my ($status, $json, $body) = get_json($hp, '/readyz');
+is(ph_http_code($hp, '/livez'), '200', 'kubelet: /livez 200');
+is(ph_http_code($hp, '/readyz'), '200', 'kubelet: /readyz 200 while healthy');
+is(ph_http_code($hp, '/primary'), '200', '/primary 200 on a primary');
+is(ph_http_code($hp, '/replica'), '503', '/replica 503 on a primary');
+my ($status, $json, $body) = ph_http_json($hp, '/readyz');
 is($status, '200', 'GET /readyz: 200');
 is_deeply([ @$json{qw(status state role level accepting_connections usable used free)} ],
 	[ 'ready', 'running', 'primary', 'healthy', JSON::PP::true, 17, 0, 17 ],
 	'with a JSON body: status, state, role, level, usable, used, free');
 ok(!exists $json->{reasons}, 'no reasons without ?verbose');
-($status, $json) = get_json($hp, '/replica?verbose');
+($status, $json) = ph_http_json($hp, '/replica?verbose');
 is($status, '503', 'GET /replica?verbose: 503');
 is($json->{role}, 'primary', 'the role, as Patroni names it (primary)');
 is_deeply($json->{reasons}, [ 'the server is not in recovery' ], '?verbose: the reasons');
-($status, $json) = get_json($hp, '/livez');
+($status, $json) = ph_http_json($hp, '/livez');
 is_deeply($json, { status => 'alive' }, '/livez body');
 
-my ($hstatus, $headers, $hbody) = head($hp, '/readyz');
+my ($hstatus, $headers, $hbody) = ph_http_head($hp, '/readyz');
 is($hstatus, '200', 'HEAD /readyz: 200');
 is($hbody, '', 'no body');
-($hstatus) = head($hp, '/replica');
+($hstatus) = ph_http_head($hp, '/replica');
 is($hstatus, '503', 'HEAD /replica: 503');
-($hstatus, $headers, $hbody) = head($hp, '/readyz', 'OPTIONS');
+($hstatus, $headers, $hbody) = ph_http_head($hp, '/readyz', 'OPTIONS');
 is($hstatus, '200', 'OPTIONS /readyz: 200, as GET');
 like($headers, qr/^Allow: GET, HEAD, OPTIONS\r?$/mi, 'with Allow');
-($hstatus, $headers) = head($hp, '/readyz', 'DELETE');
+($hstatus, $headers) = ph_http_head($hp, '/readyz', 'DELETE');
 is($hstatus, '405', 'DELETE: 405');
 like($headers, qr/^Allow: GET, HEAD, OPTIONS\r?$/mi, 'with Allow');
-is(code($hp, '/readyz', '-H', 'Host: attacker.example'), '421', 'the Host check holds for /readyz');
-is(code($hp, '/livez%00'), '404', '/livez%00 is 404');
+is(ph_http_code($hp, '/readyz', '-H', 'Host: attacker.example'), '421', 'the Host check holds for /readyz');
+is(ph_http_code($hp, '/livez%00'), '404', '/livez%00 is 404');
 
-is(code($hp, '/readyz?min_free=17'), '200', '?min_free=17 with 17 free: 200');
-is(code($hp, '/readyz?min_free=18'), '503', '?min_free=18: 503');
-is(code($hp, '/readyz?min_free=0'), '200', '?min_free=0: 200');
-is(code($hp, '/readyz?max_lag=1'), '200', '?max_lag on a primary: ignored');
+is(ph_http_code($hp, '/readyz?min_free=17'), '200', '?min_free=17 with 17 free: 200');
+is(ph_http_code($hp, '/readyz?min_free=18'), '503', '?min_free=18: 503');
+is(ph_http_code($hp, '/readyz?min_free=0'), '200', '?min_free=0: 200');
+is(ph_http_code($hp, '/readyz?max_lag=1'), '200', '?max_lag on a primary: ignored');
 
 # bad parameters: 400 with a JSON error naming the parameter
 my $worker_pid = $s1->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
@@ -226,38 +160,38 @@ foreach my $case (
 	[ '/replica?max_lag=1&lag=1', 'lag' ])
 {
 	my ($path, $param) = @$case;
-	($status, $json, $body) = get_json($hp, $path);
+	($status, $json, $body) = ph_http_json($hp, $path);
 	my $short = length($path) > 50 ? substr($path, 0, 50) . '...' : $path;
 	is($status, '400', "$short: 400");
 	is($json && $json->{parameter}, $param, "$short: the JSON names \"$param\"");
 	like($json && $json->{error}, qr/^invalid query parameter "\Q$param\E": /, "$short: the error says what");
 }
-($status, $json) = get_json($hp, '/replica?lag=1&max_lag=1');
+($status, $json) = ph_http_json($hp, '/replica?lag=1&max_lag=1');
 is($json && $json->{error}, 'invalid query parameter "max_lag": given more than once (also as "lag")',
 	'lag and max_lag: the error names both as written');
 foreach my $ok ('/readyz?max_lag=1.5', '/readyz?max_lag=16MB', '/readyz?max_lag=500ms', '/readyz?max_lag=.5s',
 	'/readyz?min_free=007')
 {
-	is(code($hp, $ok), '200', "$ok: accepted");
+	is(ph_http_code($hp, $ok), '200', "$ok: accepted");
 }
-is(code($hp, '/health'), '200', 'then /health: 200');
+is(ph_http_code($hp, '/health'), '200', 'then /health: 200');
 is($s1->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'"), $worker_pid,
 	'the same HTTP worker');
-is(code($hp, '/health?anything=1'), '200', '/health ignores a query, as before');
+is(ph_http_code($hp, '/health?anything=1'), '200', '/health ignores a query, as before');
 
 # --- the agent ---------------------------------------------------------------------------
 my $ap = $agent_port{s1};
-like(agent($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'agent, healthy: up 100% maxconn:17');
-like(agent($ap, "s1\n"), qr/^up (ready )?100% maxconn:17\n\z/, 'the same after HAProxy\'s agent-send text');
-like(agent($ap, "\x00\xff garbage \r\n" x 100), qr/^up (ready )?100% maxconn:17\n\z/, 'and after garbage');
+like(ph_agent_line($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'agent, healthy: up 100% maxconn:17');
+like(ph_agent_line($ap, "s1\n"), qr/^up (ready )?100% maxconn:17\n\z/, 'the same after HAProxy\'s agent-send text');
+like(ph_agent_line($ap, "\x00\xff garbage \r\n" x 100), qr/^up (ready )?100% maxconn:17\n\z/, 'and after garbage');
 {
 	# 200 connections that send nothing and never read, held open: every
 	# one gets its line, the agent and /health go on answering at once
 	my @idle = map { IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $ap) } 1 .. 200;
 	is(scalar(grep { defined } @idle), 200, '200 connections to the agent, silent');
 	my $started = time;
-	is(code($hp, '/health'), '200', 'meanwhile /health: 200');
-	like(agent($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'and the agent answers another client');
+	is(ph_http_code($hp, '/health'), '200', 'meanwhile /health: 200');
+	like(ph_agent_line($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'and the agent answers another client');
 	cmp_ok(time - $started, '<', 1, 'both within a second');
 	my $answered = grep { my $l = <$_>; defined $l && $l =~ /^up (ready )?100% maxconn:17\n\z/ } grep { defined } @idle;
 	is($answered, 200, 'each silent connection got its line and was closed');
@@ -286,64 +220,64 @@ like(agent($ap, "\x00\xff garbage \r\n" x 100), qr/^up (ready )?100% maxconn:17\
 	for (1 .. 10)
 	{
 		my $t = time;
-		$checks .= code($hp, '/health') . ' ';
+		$checks .= ph_http_code($hp, '/health') . ' ';
 		$slowest = time - $t if time - $t > $slowest;
 		usleep(200_000);
 	}
 	waitpid($_, 0) for @pids;
 	is($checks, '200 ' x 10, 'while 4 clients reconnect to the agent in a loop, every /health check is answered');
 	cmp_ok($slowest, '<', 1, sprintf('each within a second (slowest %.3f s)', $slowest));
-	like(agent($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'and the agent still answers');
+	like(ph_agent_line($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'and the agent still answers');
 }
 {
 	# one that sends a megabyte: answered, nothing waits on it
 	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $ap);
 	$sock->blocking(0);
 	syswrite($sock, 'x' x 65536) for 1 .. 16;
-	is(code($hp, '/health'), '200', 'a client writing a megabyte to the agent: /health 200');
-	like(agent($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'the agent answers');
+	is(ph_http_code($hp, '/health'), '200', 'a client writing a megabyte to the agent: /health 200');
+	like(ph_agent_line($ap), qr/^up (ready )?100% maxconn:17\n\z/, 'the agent answers');
 	close $sock;
 }
 
 my @s1_sessions;
 hold($s1, 12, \@s1_sessions);
 ok(wait_used($s1, 12), '12 sessions of 17: degraded');
-($status, $json) = get_json($hp, '/readyz');
+($status, $json) = ph_http_json($hp, '/readyz');
 is("$status $json->{level}", '200 degraded', '/readyz 200 while degraded');
-like(agent($ap), qr/^up (ready )?29% maxconn:5\n\z/, 'agent, degraded: weight 29% (5 of 17 free), maxconn:5');
+like(ph_agent_line($ap), qr/^up (ready )?29% maxconn:5\n\z/, 'agent, degraded: weight 29% (5 of 17 free), maxconn:5');
 
 # a catch-all policy that refuses ordinary logins at degraded
 $s1->safe_psql('postgres', "INSERT INTO pool_health.policies (name, refuse_at) VALUES ('everyone', 'degraded')");
-ok(wait_for(10, sub { code($hp, '/readyz') eq '503' }), 'a catch-all policy refusing at degraded: /readyz 503');
-($status, $json) = get_json($hp, '/readyz?verbose=on');
+ok(ph_wait_for(10, sub { ph_http_code($hp, '/readyz') eq '503' }), 'a catch-all policy refusing at degraded: /readyz 503');
+($status, $json) = ph_http_json($hp, '/readyz?verbose=on');
 ok((grep { $_ eq 'policy "everyone" refuses ordinary logins now' } @{ $json->{reasons} }),
 	'the reason names the policy');
-is(agent($ap), "down #a catch-all policy refuses ordinary logins\n", 'agent: down');
+is(ph_agent_line($ap), "down #a catch-all policy refuses ordinary logins\n", 'agent: down');
 like(ph_try_connect($s1, undef, 'app') // '', qr/connection refused by pool_health policy "everyone"/,
 	'and an ordinary login is indeed refused');
 $s1->safe_psql('postgres', "DELETE FROM pool_health.policies");
-ok(wait_for(10, sub { code($hp, '/readyz') eq '200' }), 'the policy gone: /readyz 200');
+ok(ph_wait_for(10, sub { ph_http_code($hp, '/readyz') eq '200' }), 'the policy gone: /readyz 200');
 
 hold($s1, 4, \@s1_sessions);
 ok(wait_used($s1, 16), '16 of 17: critical');
-is(code($hp, '/readyz'), '503', 'kubelet: /readyz 503 at critical');
-is(code($hp, '/livez'), '200', '/livez 200');
-is(agent($ap), "up drain\n", 'agent, critical: up drain');
+is(ph_http_code($hp, '/readyz'), '503', 'kubelet: /readyz 503 at critical');
+is(ph_http_code($hp, '/livez'), '200', '/livez 200');
+is(ph_agent_line($ap), "up drain\n", 'agent, critical: up drain');
 hold($s1, 1, \@s1_sessions);
 ok(wait_used($s1, 17), '17 of 17: exhausted');
 like(ph_try_connect($s1, undef, 'app') // '', qr/remaining connection slots are reserved/,
 	'an ordinary login is refused');
-is(code($hp, '/livez'), '200', 'exhausted: /livez 200');
-($status, $json) = get_json($hp, '/readyz?verbose');
+is(ph_http_code($hp, '/livez'), '200', 'exhausted: /livez 200');
+($status, $json) = ph_http_json($hp, '/readyz?verbose');
 is("$status $json->{level} $json->{free}", '503 exhausted 0', '/readyz 503, exhausted, 0 free');
-is(agent($ap), "down #exhausted: no usable connection slot is free\n", 'agent, exhausted: down');
+is(ph_agent_line($ap), "down #exhausted: no usable connection slot is free\n", 'agent, exhausted: down');
 release(\@s1_sessions);
 ok(wait_used($s1, 0), 'emptied');
-is(agent($ap), "up ready 100% maxconn:17\n", 'agent, emptied: up ready 100% (ready undoes its drain and down)');
+is(ph_agent_line($ap), "up ready 100% maxconn:17\n", 'agent, emptied: up ready 100% (ready undoes its drain and down)');
 # 10 s after its last drain or down, no "ready" (it would cancel an
 # operator's MAINT or DRAIN: 036_agent_operator_state.pl)
 my $steady_from = time;
-ok(wait_for(15, sub { (agent($ap) // '') eq "up 100% maxconn:17\n" }), 'then the steady state: up 100% maxconn:17');
+ok(ph_wait_for(15, sub { (ph_agent_line($ap) // '') eq "up 100% maxconn:17\n" }), 'then the steady state: up 100% maxconn:17');
 cmp_ok(time - $steady_from, '>', 5, sprintf('after %.1f s of up ready', time - $steady_from));
 
 # --- s2: its agent port in use -----------------------------------------------------------
@@ -352,13 +286,13 @@ my $holder = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $held_
 	Listen => 1, ReuseAddr => 0) or die "cannot hold port $held_port: $!";
 my $s2 = lb_node('s2', $held_port);
 $s2->safe_psql('postgres', 'CREATE ROLE app LOGIN');
-ok(wait_for(10, sub { code($http_port{s2}, '/health') eq '200' }), 'agent port in use: /health 200');
-ok(wait_for(10, sub { slurp_file($s2->logfile) =~ /WARNING:  pool_health agent: could not listen on "127.0.0.1:$held_port": Address already in use/ }),
+ok(ph_wait_for(10, sub { ph_http_code($http_port{s2}, '/health') eq '200' }), 'agent port in use: /health 200');
+ok(ph_wait_for(10, sub { slurp_file($s2->logfile) =~ /WARNING:  pool_health agent: could not listen on "127.0.0.1:$held_port": Address already in use/ }),
 	'a WARNING: could not listen, address in use');
-is(code($http_port{s2}, '/readyz'), '200', '/readyz 200');
+is(ph_http_code($http_port{s2}, '/readyz'), '200', '/readyz 200');
 close $holder;
 my $started = time;
-ok(wait_for(15, sub { (agent($held_port) // '') =~ /^up (ready )?100% maxconn:17\n\z/ }),
+ok(ph_wait_for(15, sub { (ph_agent_line($held_port) // '') =~ /^up (ready )?100% maxconn:17\n\z/ }),
 	'the port freed: the agent answers within the retry period');
 note(sprintf('the agent answered %.1f s after the port was freed', time - $started));
 is(scalar(() = slurp_file($s2->logfile) =~ /could not listen on/g), 1, 'the failure was logged once');
@@ -412,31 +346,7 @@ PostgreSQL::Test::Utils::append_to_file("$dir/haproxy.cfg", $cfg);
 my ($hout, $herr) = ('', '');
 my $haproxy = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>', \$hout, '2>', \$herr);
 
-# the stats socket: { "proxy/server" => { status, weight } }
-sub hap_stat
-{
-	my $sock = IO::Socket::UNIX->new(Peer => $stats) or return {};
-	print $sock "show stat\n";
-	my @lines = <$sock>;
-	close $sock;
-	my @names = split /,/, substr(shift(@lines) // '# ', 2);
-	my %stat;
-	for (@lines)
-	{
-		chomp;
-		my %row;
-		@row{@names} = split /,/;
-		next unless defined $row{svname} && $row{svname} =~ /^s\d$/;
-		$stat{"$row{pxname}/$row{svname}"} = \%row;
-	}
-	return \%stat;
-}
-sub hap_is
-{
-	my ($server, $field, $want) = @_;
-	return wait_for(10, sub { my $s = hap_stat()->{$server}; $s && $s->{$field} =~ $want });
-}
-ok(wait_for(15, sub { my $s = hap_stat(); (grep { $_->{status} eq 'UP' } values %$s) == 6 }),
+ok(ph_wait_for(15, sub { my $s = ph_hap_stat($stats); (grep { $_->{status} eq 'UP' } values %$s) == 6 }),
 	'HAProxy started, the 6 servers UP') or diag("haproxy: $herr");
 
 # a client connection through HAProxy: the port of the server it reached,
@@ -465,8 +375,8 @@ sub split_of
 # s1 at 14 of 17 (82 %)
 hold($s1, 14, \@s1_sessions);
 ok(wait_used($s1, 14), 's1 at 14 of 17 (82 %)');
-ok(hap_is('pg_agent/s1', 'weight', qr/^(1[0-9]|2[0-9])$/), 'HAProxy took the agent\'s weight for s1 (18 % of 100)');
-is(hap_stat()->{'pg_agent/s2'}{weight}, '100', 's2 (empty): weight 100');
+ok(ph_hap_is($stats, 'pg_agent/s1', 'weight', qr/^(1[0-9]|2[0-9])$/), 'HAProxy took the agent\'s weight for s1 (18 % of 100)');
+is(ph_hap_stat($stats)->{'pg_agent/s2'}{weight}, '100', 's2 (empty): weight 100');
 my $agent_split = split_of($lb{agent}, 60);
 my $http_split = split_of($lb{http}, 60);
 note("60 connections while s1 is at 82 %: agent check s1 $agent_split->{s1}, s2 $agent_split->{s2}, failed $agent_split->{failed}; "
@@ -480,8 +390,8 @@ cmp_ok($http_split->{s1}, '>=', 25, 'http check: s1 got about half (no weights)'
 hold($s1, 2, \@s1_sessions);
 ok(wait_used($s1, 16), 's1 at 16 of 17: critical');
 $started = time;
-ok(hap_is('pg_agent/s1', 'status', qr/^DRAIN/), 'agent check: s1 DRAIN');
-ok(hap_is('pg_http/s1', 'status', qr/^DOWN/), 'http check: s1 DOWN');
+ok(ph_hap_is($stats, 'pg_agent/s1', 'status', qr/^DRAIN/), 'agent check: s1 DRAIN');
+ok(ph_hap_is($stats, 'pg_http/s1', 'status', qr/^DOWN/), 'http check: s1 DOWN');
 note(sprintf('HAProxy saw both within %.2f s', time - $started));
 my $critical_agent = split_of($lb{agent}, 20);
 note("20 connections with s1 at critical, agent check: s1 $critical_agent->{s1}, s2 $critical_agent->{s2}, failed $critical_agent->{failed}");
@@ -490,7 +400,7 @@ is_deeply($critical_agent, { s1 => 0, s2 => 20, failed => 0 }, 'agent check at c
 # exhausted: count failures through each
 hold($s1, 1, \@s1_sessions);
 ok(wait_used($s1, 17), 's1 exhausted');
-ok(hap_is('pg_agent/s1', 'status', qr/^DOWN/), 'agent check: s1 DOWN (agent)');
+ok(ph_hap_is($stats, 'pg_agent/s1', 'status', qr/^DOWN/), 'agent check: s1 DOWN (agent)');
 my %failed;
 $failed{$_} = split_of($lb{$_}, 40)->{failed} for qw(tcp http agent);
 note("40 connections through HAProxy with s1 exhausted: failed with the plain TCP check $failed{tcp}, the http check $failed{http}, the agent check $failed{agent}");
@@ -501,9 +411,9 @@ is($failed{agent}, 0, 'agent check: none fails');
 # emptied: back in rotation, full weight
 release(\@s1_sessions);
 ok(wait_used($s1, 0), 's1 emptied');
-ok(hap_is('pg_agent/s1', 'status', qr/^UP$/), 'agent check: s1 UP again (the agent brought it back)');
-ok(hap_is('pg_agent/s1', 'weight', qr/^100$/), 'weight 100');
-ok(hap_is('pg_http/s1', 'status', qr/^UP$/), 'http check: s1 UP');
+ok(ph_hap_is($stats, 'pg_agent/s1', 'status', qr/^UP$/), 'agent check: s1 UP again (the agent brought it back)');
+ok(ph_hap_is($stats, 'pg_agent/s1', 'weight', qr/^100$/), 'weight 100');
+ok(ph_hap_is($stats, 'pg_http/s1', 'status', qr/^UP$/), 'http check: s1 UP');
 cmp_ok(split_of($lb{agent}, 10)->{s1}, '>=', 3, 'agent check: s1 takes its share again');
 
 # before and after, under load: clients connect through each of the three
@@ -532,7 +442,7 @@ sub under_load
 	my $started = time;
 	$fill->();
 	my $filled = time - $started;
-	ok(hap_is('pg_agent/s1', 'status', qr/^DOWN/) && hap_is('pg_http/s1', 'status', qr/^DOWN/),
+	ok(ph_hap_is($stats, 'pg_agent/s1', 'status', qr/^DOWN/) && ph_hap_is($stats, 'pg_http/s1', 'status', qr/^DOWN/),
 		"$name: s1 taken out with the agent and the http check");
 	usleep(500_000);
 	PostgreSQL::Test::Utils::append_to_file($stop, '');
@@ -543,7 +453,7 @@ sub under_load
 		$filled, map { ($counts{$_}[1], $counts{$_}[0] + $counts{$_}[1]) } @checks));
 	release(\@s1_sessions);
 	ok(wait_used($s1, 0), "$name: s1 emptied");
-	ok(hap_is('pg_agent/s1', 'status', qr/^UP$/) && hap_is('pg_http/s1', 'status', qr/^UP$/),
+	ok(ph_hap_is($stats, 'pg_agent/s1', 'status', qr/^UP$/) && ph_hap_is($stats, 'pg_http/s1', 'status', qr/^UP$/),
 		"$name: s1 UP again");
 	return \%counts;
 }
@@ -566,7 +476,7 @@ for my $check (qw(tcp agent http))
 		if ($check eq 'tcp') { sleep 1; }
 		else
 		{
-			ok(hap_is("pg_$check/s1", 'status', $check eq 'agent' ? qr/^DRAIN/ : qr/^DOWN/),
+			ok(ph_hap_is($stats, "pg_$check/s1", 'status', $check eq 'agent' ? qr/^DRAIN/ : qr/^DOWN/),
 				"paced, $check check: HAProxy saw s1 critical");
 			ok(wait_used($s1, 16), "paced, $check check: its clients have left s1");
 		}
@@ -591,35 +501,35 @@ $standby->append_conf('postgresql.conf',
 $standby->start;
 $s1->safe_psql('postgres', 'CREATE TABLE t AS SELECT 1 AS x');
 $s1->wait_for_catchup($standby);
-ok(wait_for(10, sub { code($sp, '/replica') eq '200' }), 'standby: /replica 200');
-is(code($sp, '/primary'), '503', 'standby: /primary 503');
-ok(wait_for(10, sub { code($sp, '/replica?lag=16MB') eq '200' }), 'standby, streaming: /replica?lag=16MB 200');
-is(code($sp, '/readyz?max_lag=10s'), '200', '/readyz?max_lag=10s 200');
-($status, $json) = get_json($sp, '/replica?lag=1MB');
+ok(ph_wait_for(10, sub { ph_http_code($sp, '/replica') eq '200' }), 'standby: /replica 200');
+is(ph_http_code($sp, '/primary'), '503', 'standby: /primary 503');
+ok(ph_wait_for(10, sub { ph_http_code($sp, '/replica?lag=16MB') eq '200' }), 'standby, streaming: /replica?lag=16MB 200');
+is(ph_http_code($sp, '/readyz?max_lag=10s'), '200', '/readyz?max_lag=10s 200');
+($status, $json) = ph_http_json($sp, '/replica?lag=1MB');
 is($status, '200', '/replica?lag=1MB: 200');
 like("$json->{role} $json->{lag_bytes} $json->{lag_seconds}", qr/^replica \d+ [\d.]+$/, 'role replica, lag_bytes and lag_seconds');
-is(code($sp, '/replica?lag=abc'), '400', '/replica?lag=abc: 400');
-like(agent($sap), qr/^up (ready )?\d+% maxconn:\d+\n$/, 'standby: the agent answers up');
+is(ph_http_code($sp, '/replica?lag=abc'), '400', '/replica?lag=abc: 400');
+like(ph_agent_line($sap), qr/^up (ready )?\d+% maxconn:\d+\n$/, 'standby: the agent answers up');
 
 # replay held back (recovery_min_apply_delay): a commit received, not
 # replayed; the lag as an interval grows, in bytes it stays within 16MB
 $standby->append_conf('postgresql.conf', "recovery_min_apply_delay = '1h'");
 $standby->reload;
 $s1->safe_psql('postgres', 'INSERT INTO t VALUES (2)');
-ok(wait_for(15, sub { code($sp, '/replica?lag=1s') eq '503' }),
+ok(ph_wait_for(15, sub { ph_http_code($sp, '/replica?lag=1s') eq '503' }),
 	'replay delayed: /replica?lag=1s 503 once the last replayed commit is older than 1 s');
-is(code($sp, '/readyz?max_lag=1s'), '503', '/readyz?max_lag=1s 503');
-is(code($sp, '/replica?lag=16MB'), '200', '/replica?lag=16MB 200 (the lag in bytes, as Patroni measures it, is what was not received)');
-is(code($sp, '/replica?lag=1h'), '200', '/replica?lag=1h 200');
-($status, $json) = get_json($sp, '/replica?lag=1s&verbose');
+is(ph_http_code($sp, '/readyz?max_lag=1s'), '503', '/readyz?max_lag=1s 503');
+is(ph_http_code($sp, '/replica?lag=16MB'), '200', '/replica?lag=16MB 200 (the lag in bytes, as Patroni measures it, is what was not received)');
+is(ph_http_code($sp, '/replica?lag=1h'), '200', '/replica?lag=1h 200');
+($status, $json) = ph_http_json($sp, '/replica?lag=1s&verbose');
 cmp_ok($json->{lag_seconds}, '>=', 1, "lag_seconds $json->{lag_seconds}, at least 1 s (ms precision)");
 ok((grep { $_ eq 'the lag exceeds max_lag (interval)' } @{ $json->{reasons} }), 'the reason says so');
 $s1->stop;
-ok(wait_for(15, sub { code($sp, '/replica?lag=1GB') eq '503' }), 'its primary gone: /replica?lag=1GB 503 (lag unknown)');
-($status, $json) = get_json($sp, '/replica?lag=1GB&verbose');
+ok(ph_wait_for(15, sub { ph_http_code($sp, '/replica?lag=1GB') eq '503' }), 'its primary gone: /replica?lag=1GB 503 (lag unknown)');
+($status, $json) = ph_http_json($sp, '/replica?lag=1GB&verbose');
 ok((grep { /the lag is unknown/ } @{ $json->{reasons} }), 'because the lag is unknown');
 ok(!defined $json->{lag_bytes} && exists $json->{lag_bytes}, 'lag_bytes null');
-is(code($sp, '/replica'), '200', '/replica without a lag maximum: 200');
+is(ph_http_code($sp, '/replica'), '200', '/replica without a lag maximum: 200');
 $standby->stop;
 $s2->stop;
 
@@ -628,7 +538,7 @@ my $lone_port = PostgreSQL::Test::Cluster::get_free_port();
 my $s3 = ph_node('s3', conf => "pool_health.agent_listen = '127.0.0.1:$lone_port'");
 like(slurp_file($s3->logfile), qr/WARNING:  pool_health.agent_listen is ignored: pool_health.http_listen is empty/,
 	'agent_listen without http_listen: a WARNING at startup');
-is(agent($lone_port), undef, 'and nothing answers on its port');
+is(ph_agent_line($lone_port), undef, 'and nothing answers on its port');
 $s3->stop;
 
 done_testing();

@@ -12,8 +12,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::UNIX;
-use Time::HiRes qw(time usleep);
 use PoolHealthTest;
 
 my $http_port = PostgreSQL::Test::Cluster::get_free_port();
@@ -21,44 +19,21 @@ my $node = ph_node('p',
 	conf => "listen_addresses = '127.0.0.1'\nmax_connections = 20\nsuperuser_reserved_connections = 3\n"
 	  . "pool_health.sample_interval = '100ms'\npool_health.http_listen = '127.0.0.1:$http_port'");
 
-sub code
-{
-	my ($path, @curl) = @_;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}', @curl,
-		"http://127.0.0.1:$http_port$path" ], '>', \$out);
-	return $out;
-}
-sub wait_for
-{
-	my ($secs, $sub) = @_;
-	my $deadline = time + $secs;
-	while (time < $deadline)
-	{
-		my $r = $sub->();
-		return $r if $r;
-		usleep(50_000);
-	}
-	return undef;
-}
-ok(wait_for(10, sub { code('/livez') eq '200' }), 'the HTTP worker answers');
+ok(ph_wait_for(10, sub { ph_http_code($http_port, '/livez') eq '200' }), 'the HTTP worker answers');
 
 # OPTIONS, HEAD and GET agree, as Patroni's do
 foreach my $path ('/primary', '/replica', '/readyz', '/readyz?min_free=18', '/replica?lag=1MB', '/livez',
 	'/health', '/readyz?min_free=x')
 {
-	my $get = code($path);
-	is(code($path, '-I'), $get, "HEAD $path: $get as GET");
-	is(code($path, '-X', 'OPTIONS'), $get, "OPTIONS $path: $get as GET");
+	my $get = ph_http_code($http_port, $path);
+	is(ph_http_code($http_port, $path, '-I'), $get, "HEAD $path: $get as GET");
+	is(ph_http_code($http_port, $path, '-X', 'OPTIONS'), $get, "OPTIONS $path: $get as GET");
 }
 # the status code only, with Allow; /status and /metrics: 204 as before
 foreach my $case ([ '/primary', '200' ], [ '/replica', '503' ], [ '/status', '204' ], [ '/metrics', '204' ])
 {
 	my ($path, $want) = @$case;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-i', '-X', 'OPTIONS', "http://127.0.0.1:$http_port$path" ],
-		'>', \$out);
-	my ($headers, $body) = split /\r\n\r\n/, $out, 2;
+	my (undef, $headers, $body) = ph_http_head($http_port, $path, 'OPTIONS');
 	like($headers, qr{^HTTP/\S+ $want}, "OPTIONS $path: $want");
 	like($headers, qr/^Allow: GET, HEAD, OPTIONS\r?$/mi, "OPTIONS $path: with Allow");
 	is($body // '', '', "OPTIONS $path: no body");
@@ -95,23 +70,14 @@ my $haproxy = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>
 sub status_of
 {
 	my ($proxy) = @_;
-	my $sock = IO::Socket::UNIX->new(Peer => $stats) or return '';
-	print $sock "show stat\n";
-	my @lines = <$sock>;
-	close $sock;
-	for (@lines)
-	{
-		my @f = split /,/;
-		return $f[17] if $f[0] eq $proxy && $f[1] eq 'p';
-	}
-	return '';
+	return ph_hap_stat($stats)->{"$proxy/p"}{status} // '';
 }
 # wait until both checks ran a few times
-ok(wait_for(10, sub { status_of('primary') =~ /^(UP|DOWN)/ && status_of('replicas') =~ /^(UP|DOWN)/ }),
+ok(ph_wait_for(10, sub { status_of('primary') =~ /^(UP|DOWN)/ && status_of('replicas') =~ /^(UP|DOWN)/ }),
 	'HAProxy checks the server') or diag($herr);
-ok(wait_for(5, sub { status_of('primary') =~ /^UP/ }),
+ok(ph_wait_for(5, sub { status_of('primary') =~ /^UP/ }),
 	'OPTIONS /primary with expect status 200: the primary is UP') or diag(status_of('primary'));
-ok(wait_for(5, sub { status_of('replicas') =~ /^DOWN/ }),
+ok(ph_wait_for(5, sub { status_of('replicas') =~ /^DOWN/ }),
 	'OPTIONS /replica: the primary is not a replica') or diag(status_of('replicas'));
 my ($out, $err) = ('', '');
 IPC::Run::run([ 'psql', '-XAtq', '-d', "host=127.0.0.1 port=$lb_replicas dbname=postgres connect_timeout=3",

@@ -10,9 +10,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::INET;
-use IO::Select;
-use Time::HiRes qw(time usleep);
 use PoolHealthTest;
 
 my $http_port = PostgreSQL::Test::Cluster::get_free_port();
@@ -22,70 +19,34 @@ my $node = ph_node('p',
 	  . "pool_health.sample_interval = '100ms'\npool_health.http_listen = '127.0.0.1:$http_port'\n"
 	  . "pool_health.agent_listen = '127.0.0.1:$agent_port'");
 
-sub code
-{
-	my ($path) = @_;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}',
-		"http://127.0.0.1:$http_port$path" ], '>', \$out);
-	return $out;
-}
-sub agent
-{
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $agent_port, Timeout => 2)
-	  or return '';
-	my $sel = IO::Select->new($sock);
-	my $text = '';
-	my $deadline = time + 2;
-	while (time < $deadline && $sel->can_read($deadline - time))
-	{
-		my $n = sysread($sock, my $chunk, 4096);
-		last if !$n;
-		$text .= $chunk;
-	}
-	close $sock;
-	return $text;
-}
-sub wait_for
-{
-	my ($secs, $sub) = @_;
-	my $deadline = time + $secs;
-	while (time < $deadline)
-	{
-		my $r = $sub->();
-		return $r if $r;
-		usleep(50_000);
-	}
-	return undef;
-}
-ok(wait_for(10, sub { code('/readyz') eq '200' }), 'before: /readyz 200');
-like(agent(), qr/^up (ready )?100% maxconn:17$/, 'before: the agent says up');
+ok(ph_wait_for(10, sub { ph_http_code($http_port, '/readyz') eq '200' }), 'before: /readyz 200');
+like(ph_agent_line($agent_port) // '', qr/^up (ready )?100% maxconn:17$/, 'before: the agent says up');
 
 # a session open: the smart shutdown waits for it
 my $session = $node->background_psql('postgres');
 $session->query_safe('SELECT 1');
 PostgreSQL::Test::Utils::system_log('pg_ctl', '-D', $node->data_dir, '-m', 'smart', '-W', 'stop');
-ok(wait_for(10, sub {
+ok(ph_wait_for(10, sub {
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c', 'SELECT 1' ],
 		'>', \$out, '2>', \$err);
 	$err =~ /the database system is shutting down/;
 }), 'smart shutdown under way: a new login is refused');
-is(code('/livez'), '200', '/livez: 200 (the worker answers)');
-ok(wait_for(5, sub { code('/readyz') eq '503' }), 'smart shutdown: /readyz 503')
-  or diag(code('/readyz'));
+is(ph_http_code($http_port, '/livez'), '200', '/livez: 200 (the worker answers)');
+ok(ph_wait_for(5, sub { ph_http_code($http_port, '/readyz') eq '503' }), 'smart shutdown: /readyz 503')
+  or diag(ph_http_code($http_port, '/readyz'));
 {
 	my $out = '';
 	IPC::Run::run([ 'curl', '-s', '--max-time', '5', "http://127.0.0.1:$http_port/readyz?verbose" ], '>', \$out);
 	like($out, qr/"accepting_connections":\s*false/, 'smart shutdown: accepting_connections false');
 	like($out, qr/"the server is shutting down"/, 'smart shutdown: the reason says so');
 }
-ok(wait_for(5, sub { agent() eq "down #not accepting connections (shutting down)\n" }),
+ok(ph_wait_for(5, sub { (ph_agent_line($agent_port) // '') eq "down #not accepting connections (shutting down)\n" }),
 	'smart shutdown: the agent says down (shutting down)')
-  or diag(agent());
+  or diag(ph_agent_line($agent_port) // '');
 
 # the last session gone, the smart shutdown ends by itself
 $session->quit;
-ok(wait_for(30, sub { !-f $node->data_dir . '/postmaster.pid' }), 'the session gone, the server stops');
+ok(ph_wait_for(30, sub { !-f $node->data_dir . '/postmaster.pid' }), 'the session gone, the server stops');
 $node->_update_pid(0);
 done_testing();

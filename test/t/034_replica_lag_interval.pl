@@ -10,7 +10,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use JSON::PP;
 use Time::HiRes qw(time usleep);
 use PoolHealthTest;
 
@@ -25,33 +24,12 @@ $standby->append_conf('postgresql.conf',
 	"pool_health.http_listen = '127.0.0.1:$http_port'\nmax_standby_streaming_delay = -1\n");
 $standby->start;
 
-sub get_json
-{
-	my ($path) = @_;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-w', '\n%{http_code}',
-		"http://127.0.0.1:$http_port$path" ], '>', \$out);
-	my ($body, $status) = $out =~ /^(.*)\n(\d+)$/s;
-	return ($status // '000', eval { decode_json($body) } // {});
-}
-sub wait_for
-{
-	my ($secs, $sub) = @_;
-	my $deadline = time + $secs;
-	while (time < $deadline)
-	{
-		my $r = $sub->();
-		return $r if $r;
-		usleep(100_000);
-	}
-	return undef;
-}
 
 # streaming, the lag known (the primary reported its end of WAL)
-ok(wait_for(60, sub {
+ok(ph_wait_for(60, sub {
 	$primary->safe_psql('postgres', 'SELECT pg_switch_wal(); SELECT pg_logical_emit_message(false, \'x\', \'y\')');
-	(get_json('/replica?lag=3s'))[0] eq '200';
-}), 'the standby streams: /replica?lag=3s 200');
+	(ph_http_json($http_port, '/replica?lag=3s'))[0] eq '200';
+}, 0.1), 'the standby streams: /replica?lag=3s 200');
 $primary->wait_for_catchup('standby', 'replay');
 my $last_commit = time;
 $primary->safe_psql('postgres', 'INSERT INTO t VALUES (2)');
@@ -63,18 +41,18 @@ $reader->query_safe('BEGIN; SELECT count(*) FROM t');
 
 # 4 quiet seconds on the primary: no commit (the standby is caught up)
 usleep(4_000_000);
-my ($status, $json) = get_json('/replica?lag=3s');
+my ($status, $json) = ph_http_json($http_port, '/replica?lag=3s');
 is($status, '200', 'quiet primary, standby caught up: /replica?lag=3s 200');
 
 my $locker = $primary->background_psql('postgres');
 my $locked_at = time;
 $locker->query_safe('BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE');
 $primary->safe_psql('postgres', 'SELECT pg_switch_wal()');
-ok(wait_for(10, sub {
+ok(ph_wait_for(10, sub {
 	$standby->safe_psql('postgres', 'SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()') eq 't';
-}), 'the lock record is received, its replay waits on the standby query');
+}, 0.1), 'the lock record is received, its replay waits on the standby query');
 usleep(300_000);	# past the probes' 100 ms cache
-($status, $json) = get_json('/replica?lag=3s&verbose');
+($status, $json) = ph_http_json($http_port, '/replica?lag=3s&verbose');
 my $real = time - $locked_at;
 note(sprintf('real lag at most %.2f s; reported lag_seconds %s, %.1f s since the last commit',
 	$real, $json->{lag_seconds} // 'null', time - $last_commit));

@@ -9,9 +9,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::INET;
-use IO::Socket::UNIX;
-use IO::Select;
 use Time::HiRes qw(time usleep);
 use PoolHealthTest;
 
@@ -24,19 +21,6 @@ my $node = ph_node('s1',
 	  . "pool_health.sample_interval = '100ms'\npool_health.http_listen = '127.0.0.1:$http_port'\n"
 	  . "pool_health.agent_listen = '127.0.0.1:$agent_port'");
 $node->safe_psql('postgres', 'CREATE ROLE app LOGIN');
-
-sub wait_for
-{
-	my ($secs, $sub) = @_;
-	my $deadline = time + $secs;
-	while (time < $deadline)
-	{
-		my $r = $sub->();
-		return $r if $r;
-		usleep(100_000);
-	}
-	return undef;
-}
 
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $stats = "$dir/haproxy.sock";
@@ -61,20 +45,9 @@ my $haproxy = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>
 
 sub stat_of
 {
-	my $sock = IO::Socket::UNIX->new(Peer => $stats) or return {};
-	print $sock "show stat\n";
-	my @lines = <$sock>;
-	close $sock;
-	my @names = split /,/, substr(shift(@lines) // '# ', 2);
-	for (@lines)
-	{
-		my %row;
-		@row{@names} = split /,/;
-		return \%row if ($row{svname} // '') eq 's1';
-	}
-	return {};
+	return ph_hap_stat($stats)->{'pg/s1'} // {};
 }
-ok(wait_for(10, sub { (stat_of()->{status} // '') eq 'UP' }), 'HAProxy: s1 UP') or diag($herr);
+ok(ph_wait_for(10, sub { (stat_of()->{status} // '') eq 'UP' }, 0.1), 'HAProxy: s1 UP') or diag($herr);
 
 # 10 application sessions through HAProxy (the server: 10 of 17 used)
 my @held;
@@ -87,11 +60,11 @@ for (1 .. 10)
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 10 FROM pg_stat_activity WHERE usename = 'app' AND query LIKE 'SELECT pg_sleep%'"),
 	'10 sessions through HAProxy');
-ok(wait_for(10, sub {
+ok(ph_wait_for(10, sub {
 	my $out = '';
 	IPC::Run::run([ 'curl', '-s', "http://127.0.0.1:$http_port/readyz" ], '>', \$out);
 	$out =~ /"free": 7\b/;
-}), 'pool_health sees 7 free slots');
+}, 0.1), 'pool_health sees 7 free slots');
 usleep(1_000_000);	# 5 agent intervals: HAProxy has applied the agent's answer
 note('HAProxy: scur ' . stat_of()->{scur} . ', slim ' . stat_of()->{slim});
 

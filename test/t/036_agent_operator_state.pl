@@ -10,9 +10,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::INET;
-use IO::Socket::UNIX;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(usleep);
 use PoolHealthTest;
 
 my $http_port = PostgreSQL::Test::Cluster::get_free_port();
@@ -21,19 +19,6 @@ my $node = ph_node('s1',
 	conf => "listen_addresses = '127.0.0.1'\nmax_connections = 20\nsuperuser_reserved_connections = 3\n"
 	  . "pool_health.sample_interval = '100ms'\npool_health.http_listen = '127.0.0.1:$http_port'\n"
 	  . "pool_health.agent_listen = '127.0.0.1:$agent_port'");
-
-sub wait_for
-{
-	my ($secs, $sub) = @_;
-	my $deadline = time + $secs;
-	while (time < $deadline)
-	{
-		my $r = $sub->();
-		return $r if $r;
-		usleep(100_000);
-	}
-	return undef;
-}
 
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $stats = "$dir/haproxy.sock";
@@ -55,47 +40,25 @@ EOF2
 my ($hout, $herr) = ('', '');
 my $haproxy = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>', \$hout, '2>', \$herr);
 
-sub cli
-{
-	my ($cmd) = @_;
-	my $sock = IO::Socket::UNIX->new(Peer => $stats) or return '';
-	print $sock "$cmd\n";
-	my $text = join '', <$sock>;
-	close $sock;
-	return $text;
-}
 sub status
 {
-	for (split /\n/, cli('show stat'))
-	{
-		my @f = split /,/;
-		return $f[17] if ($f[1] // '') eq 's1';
-	}
-	return '';
+	return ph_hap_stat($stats)->{'pg/s1'}{status} // '';
 }
-ok(wait_for(10, sub { status() eq 'UP' }), 'HAProxy: s1 UP') or diag($herr);
+ok(ph_wait_for(10, sub { status() eq 'UP' }, 0.1), 'HAProxy: s1 UP') or diag($herr);
 # the steady state: 10 s after its start the agent no longer says "ready"
 # (which it says then to undo a DRAIN it may have set before a restart)
-sub agent
-{
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $agent_port, Timeout => 2)
-	  or return '';
-	my $text = join '', <$sock>;
-	close $sock;
-	return $text;
-}
-ok(wait_for(15, sub { agent() eq "up 100% maxconn:17\n" }), 'the agent, steady: up 100% maxconn:17');
+ok(ph_wait_for(15, sub { (ph_agent_line($agent_port) // '') eq "up 100% maxconn:17\n" }, 0.1), 'the agent, steady: up 100% maxconn:17');
 usleep(1_000_000);	# HAProxy has applied it a few times
 
 foreach my $state ('maint', 'drain')
 {
-	cli("set server pg/s1 state $state");
+	ph_hap_command($stats, "set server pg/s1 state $state");
 	like(status(), qr/^(MAINT|DRAIN)/i, "the operator sets s1 to $state: " . status());
 	usleep(1_500_000);	# several agent intervals (200 ms)
 	like(status(), $state eq 'maint' ? qr/^MAINT/ : qr/^DRAIN/,
 		"1.5 s later s1 is still in $state") or diag('status: ' . status());
-	cli('set server pg/s1 state ready');
-	ok(wait_for(5, sub { status() eq 'UP' }), 'the operator sets it ready: UP');
+	ph_hap_command($stats, 'set server pg/s1 state ready');
+	ok(ph_wait_for(5, sub { status() eq 'UP' }, 0.1), 'the operator sets it ready: UP');
 }
 
 $haproxy->kill_kill;

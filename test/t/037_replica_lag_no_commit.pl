@@ -12,7 +12,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use JSON::PP;
 use Time::HiRes qw(time usleep);
 use PoolHealthTest;
 
@@ -26,36 +25,15 @@ my $http_port = PostgreSQL::Test::Cluster::get_free_port();
 $standby->append_conf('postgresql.conf', "pool_health.http_listen = '127.0.0.1:$http_port'\n");
 $standby->start;
 
-sub get_json
-{
-	my ($path) = @_;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-w', '\n%{http_code}',
-		"http://127.0.0.1:$http_port$path" ], '>', \$out);
-	my ($body, $status) = $out =~ /^(.*)\n(\d+)$/s;
-	return ($status // '000', eval { decode_json($body) } // {});
-}
-sub wait_for
-{
-	my ($secs, $sub) = @_;
-	my $deadline = time + $secs;
-	while (time < $deadline)
-	{
-		my $r = $sub->();
-		return $r if $r;
-		usleep(100_000);
-	}
-	return undef;
-}
 
 # freshly built on an idle primary: its WAL receiver streams from the
 # start of the segment after the backup's, where the primary has written
 # nothing, so the primary reports its position with its first keepalive
 # only: until then the lag is unknown, and the reason says why
-ok(wait_for(30, sub {
+ok(ph_wait_for(30, sub {
 	$standby->safe_psql('postgres', "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") eq '1';
-}), 'the fresh standby streams');
-my ($fresh_status, $fresh) = get_json('/replica?lag=1GB&verbose');
+}, 0.1), 'the fresh standby streams');
+my ($fresh_status, $fresh) = ph_http_json($http_port, '/replica?lag=1GB&verbose');
 SKIP:
 {
 	skip 'the primary reported its position already', 2
@@ -82,13 +60,13 @@ while (time < $first + 3)
 	$primary->safe_psql('postgres', 'INSERT INTO t VALUES (1)');
 	usleep(100_000);
 }
-ok(wait_for(10, sub {
+ok(ph_wait_for(10, sub {
 	$standby->safe_psql('postgres',
 		"SELECT pg_last_wal_receive_lsn() >= '" . $primary->lsn('insert') . "'::pg_lsn AND pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()") eq 't';
-}), 'the standby has received every commit and replayed none');
+}, 0.1), 'the standby has received every commit and replayed none');
 my $behind = time - $first;
 usleep(300_000);	# past the probes' 100 ms cache
-my ($status, $json) = get_json('/replica?lag=1s&verbose');
+my ($status, $json) = ph_http_json($http_port, '/replica?lag=1s&verbose');
 note(sprintf('commits not replayed for %.1f s; lag_bytes %s, lag_seconds %s', time - $first,
 	$json->{lag_bytes} // 'null', $json->{lag_seconds} // 'null'));
 cmp_ok($json->{lag_seconds} // 0, '>=', 1, 'the reported lag counts the commits not replayed');
@@ -98,7 +76,7 @@ is($status, '503', sprintf('/replica?lag=1s with %.1f s of commits not replayed:
 # + lag), not with the later of received and replayed
 my $unreplayed = $standby->safe_psql('postgres',
 	'SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())');
-($status, $json) = get_json('/replica?lag=1kB');
+($status, $json) = ph_http_json($http_port, '/replica?lag=1kB');
 cmp_ok($json->{lag_bytes} // 0, '>=', $unreplayed, "lag_bytes counts the $unreplayed bytes received, not replayed");
 is($status, '503', "/replica?lag=1kB with $unreplayed bytes not replayed: 503");
 

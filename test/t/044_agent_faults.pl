@@ -18,51 +18,14 @@ use POSIX ();
 use Time::HiRes qw(time usleep);
 use PoolHealthTest;
 
-sub code
-{
-	my ($port, $path) = @_;
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}',
-		"http://127.0.0.1:$port$path" ], '>', \$out);
-	return $out;
-}
-sub agent
-{
-	my ($port) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 2)
-	  or return '';
-	my $sel = IO::Select->new($sock);
-	my $text = '';
-	my $deadline = time + 2;
-	while (time < $deadline && $sel->can_read($deadline - time))
-	{
-		my $n = sysread($sock, my $chunk, 4096);
-		last if !$n;
-		$text .= $chunk;
-	}
-	close $sock;
-	return $text;
-}
-sub wait_for
-{
-	my ($secs, $sub) = @_;
-	my $deadline = time + $secs;
-	while (time < $deadline)
-	{
-		my $r = $sub->();
-		return $r if $r;
-		usleep(50_000);
-	}
-	return undef;
-}
 
 # --- agent_listen = http_listen ---------------------------------------------------------
 my $same_port = PostgreSQL::Test::Cluster::get_free_port();
 my $same = ph_node('same',
 	conf => "listen_addresses = '127.0.0.1'\npool_health.http_listen = '127.0.0.1:$same_port'\n"
 	  . "pool_health.agent_listen = '127.0.0.1:$same_port'");
-ok(wait_for(10, sub { code($same_port, '/health') eq '200' }), 'agent_listen = http_listen: /health 200');
-ok(wait_for(10, sub { slurp_file($same->logfile) =~
+ok(ph_wait_for(10, sub { ph_http_code($same_port, '/health') eq '200' }), 'agent_listen = http_listen: /health 200');
+ok(ph_wait_for(10, sub { slurp_file($same->logfile) =~
 	/WARNING:  pool_health agent: pool_health.agent_listen "127.0.0.1:$same_port" is the address of pool_health.http_listen "127.0.0.1:$same_port"/ }),
 	'a WARNING naming both settings');
 unlike(slurp_file($same->logfile), qr/could not listen on/, 'no try to listen, so no retry every 10 s');
@@ -75,7 +38,7 @@ my $agent_port = PostgreSQL::Test::Cluster::get_free_port();
 my $node = ph_node('p',
 	conf => "listen_addresses = '127.0.0.1'\npool_health.http_listen = '127.0.0.1:$http_port'\n"
 	  . "pool_health.agent_listen = '127.0.0.1:$agent_port'");
-ok(wait_for(10, sub { agent($agent_port) =~ /^up / }), 'the agent answers');
+ok(ph_wait_for(10, sub { (ph_agent_line($agent_port) // '') =~ /^up / }), 'the agent answers');
 my $pid = $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'pid'");
 like($pid, qr/^\d+$/, "the HTTP worker: $pid");
 
@@ -104,7 +67,7 @@ my $used = (cpu_ticks() - $ticks) / POSIX::sysconf(POSIX::_SC_CLK_TCK);
 my $elapsed = time - $from;
 note(sprintf('HTTP worker CPU while accept() fails: %.2f s in %.2f s', $used, $elapsed));
 cmp_ok($used, '<', 0.3 * $elapsed, 'it does not spin on the failing accept()');
-ok(wait_for(5, sub { slurp_file($node->logfile) =~ /LOG:  pool_health agent: could not accept a connection: Too many open files/ }),
+ok(ph_wait_for(5, sub { slurp_file($node->logfile) =~ /LOG:  pool_health agent: could not accept a connection: Too many open files/ }),
 	'logged: could not accept, too many open files');
 is(scalar(() = slurp_file($node->logfile) =~ /could not accept a connection/g), 1, 'logged once');
 
@@ -114,7 +77,7 @@ my $sel = IO::Select->new($waiting);
 my $line = '';
 $line = <$waiting> if $sel->can_read(3);
 like($line // '', qr/^up /, 'the limit raised: the waiting client gets its line');
-like(agent($agent_port), qr/^up /, 'and the agent answers new clients');
-is(code($http_port, '/health'), '200', '/health 200');
+like(ph_agent_line($agent_port) // '', qr/^up /, 'and the agent answers new clients');
+is(ph_http_code($http_port, '/health'), '200', '/health 200');
 
 done_testing();

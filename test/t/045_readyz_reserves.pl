@@ -10,7 +10,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use JSON::PP;
 use PoolHealthTest;
 
 # 20 slots, 3 for superusers: 17 usable
@@ -27,15 +26,6 @@ $node->safe_psql('postgres', q{
 ok($node->poll_query_until('postgres',
 	"SELECT (s->'policies'->>'in_effect')::bool FROM pool_health.status() s"), 'web reserves 5 of 17');
 
-sub readyz
-{
-	my $out = '';
-	IPC::Run::run([ 'curl', '-s', '--max-time', '5', '-w', '\n%{http_code}',
-		"http://127.0.0.1:$http/readyz?verbose" ], '>', \$out);
-	my ($body, $status) = $out =~ /^(.*)\n(\d+)$/s;
-	return ($status // '000', eval { decode_json($body) } || {});
-}
-
 # wait until /readyz reports this many used (the facts are cached 100 ms)
 sub readyz_at
 {
@@ -43,7 +33,8 @@ sub readyz_at
 	my ($status, $j);
 	for (1 .. 100)
 	{
-		($status, $j) = readyz();
+		($status, $j) = ph_http_json($http, '/readyz?verbose');
+		$j ||= {};
 		return ($status, $j) if defined $j->{used} && $j->{used} == $used;
 		select(undef, undef, undef, 0.1);
 	}
