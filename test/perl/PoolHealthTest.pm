@@ -16,7 +16,7 @@ use Time::HiRes ();
 use Exporter 'import';
 our @EXPORT = qw(ph_node ph_session ph_set ph_app_session ph_gone ph_alive ph_try_connect ph_close_all
   ph_wait_for ph_http_code ph_http_json ph_http_head ph_agent_line
-  ph_hap_command ph_hap_stat ph_hap_is);
+  ph_haproxy_start ph_hap_command ph_hap_stat ph_hap_is);
 
 # ph_node(name, preload => 1, conf => "extra lines", create => 1, init => {...})
 # A started cluster with pool_health preloaded and the extension created
@@ -208,6 +208,28 @@ sub ph_agent_line
 	}
 	close $sock;
 	return $text eq '' ? undef : $text;
+}
+
+# ph_haproxy_start(config, global => "lines", defaults => "lines"): a real
+# HAProxy in the foreground (-db) running config (its listen sections)
+# after a global section with its stats socket (in a new temporary
+# directory) and the tests' defaults (mode tcp; timeouts: connect 2s,
+# client and server 60s, check 1s), each followed by the extra lines
+# given.  Returns (IPC::Run handle, stats socket path, reference to its
+# stderr).
+sub ph_haproxy_start
+{
+	my ($config, %opt) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $stats = "$dir/haproxy.sock";
+	PostgreSQL::Test::Utils::append_to_file("$dir/haproxy.cfg",
+		"global\n    stats socket $stats mode 600 level admin\n" . ($opt{global} // '')
+		  . "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n"
+		  . "    timeout server 60s\n    timeout check 1s\n" . ($opt{defaults} // '')
+		  . $config);
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>', \$out, '2>', \$err);
+	return ($h, $stats, \$err);
 }
 
 # ph_hap_command(socket, command): HAProxy's answer to one command on its

@@ -302,7 +302,6 @@ my $dir = PostgreSQL::Test::Utils::tempdir();
 my %lb = (tcp => PostgreSQL::Test::Cluster::get_free_port(),
 	http => PostgreSQL::Test::Cluster::get_free_port(),
 	agent => PostgreSQL::Test::Cluster::get_free_port());
-my $stats = "$dir/haproxy.sock";
 my $servers = sub {
 	my ($check) = @_;
 	my $text = '';
@@ -318,16 +317,7 @@ my $servers = sub {
 	}
 	return $text;
 };
-my $cfg = <<"EOF";
-global
-    stats socket $stats mode 600 level admin
-    maxconn 2000
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout check 1s
+my ($haproxy, $stats, $herr) = ph_haproxy_start(<<"EOF", global => "    maxconn 2000\n");
 listen pg_tcp
     bind 127.0.0.1:$lb{tcp}
     balance roundrobin
@@ -342,12 +332,9 @@ listen pg_agent
     balance roundrobin
 @{[ $servers->('agent') ]}
 EOF
-PostgreSQL::Test::Utils::append_to_file("$dir/haproxy.cfg", $cfg);
-my ($hout, $herr) = ('', '');
-my $haproxy = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>', \$hout, '2>', \$herr);
 
 ok(ph_wait_for(15, sub { my $s = ph_hap_stat($stats); (grep { $_->{status} eq 'UP' } values %$s) == 6 }),
-	'HAProxy started, the 6 servers UP') or diag("haproxy: $herr");
+	'HAProxy started, the 6 servers UP') or diag("haproxy: $$herr");
 
 # a client connection through HAProxy: the port of the server it reached,
 # or undef if it failed

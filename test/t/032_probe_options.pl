@@ -40,20 +40,10 @@ foreach my $case ([ '/primary', '200' ], [ '/replica', '503' ], [ '/status', '20
 }
 
 # Patroni's HAProxy configuration in front of this primary
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my $stats = "$dir/haproxy.sock";
 my ($lb_primary, $lb_replicas) =
   (PostgreSQL::Test::Cluster::get_free_port(), PostgreSQL::Test::Cluster::get_free_port());
 my $port = $node->port;
-PostgreSQL::Test::Utils::append_to_file("$dir/haproxy.cfg", <<"EOF2");
-global
-    stats socket $stats mode 600 level admin
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout check 1s
+my ($haproxy, $stats, $herr) = ph_haproxy_start(<<"EOF2");
 listen primary
     bind 127.0.0.1:$lb_primary
     option httpchk OPTIONS /primary
@@ -64,8 +54,6 @@ listen replicas
     option httpchk OPTIONS /replica
     server p 127.0.0.1:$port check port $http_port inter 200ms fall 1 rise 1
 EOF2
-my ($hout, $herr) = ('', '');
-my $haproxy = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>', \$hout, '2>', \$herr);
 
 sub status_of
 {
@@ -74,7 +62,7 @@ sub status_of
 }
 # wait until both checks ran a few times
 ok(ph_wait_for(10, sub { status_of('primary') =~ /^(UP|DOWN)/ && status_of('replicas') =~ /^(UP|DOWN)/ }),
-	'HAProxy checks the server') or diag($herr);
+	'HAProxy checks the server') or diag($$herr);
 ok(ph_wait_for(5, sub { status_of('primary') =~ /^UP/ }),
 	'OPTIONS /primary with expect status 200: the primary is UP') or diag(status_of('primary'));
 ok(ph_wait_for(5, sub { status_of('replicas') =~ /^DOWN/ }),

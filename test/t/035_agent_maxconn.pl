@@ -22,32 +22,19 @@ my $node = ph_node('s1',
 	  . "pool_health.agent_listen = '127.0.0.1:$agent_port'");
 $node->safe_psql('postgres', 'CREATE ROLE app LOGIN');
 
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my $stats = "$dir/haproxy.sock";
 my $lb = PostgreSQL::Test::Cluster::get_free_port();
 my $port = $node->port;
-PostgreSQL::Test::Utils::append_to_file("$dir/haproxy.cfg", <<"EOF2");
-global
-    stats socket $stats mode 600 level admin
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout queue 2s
-    timeout client 60s
-    timeout server 60s
-    timeout check 1s
+my ($haproxy, $stats, $herr) = ph_haproxy_start(<<"EOF2", defaults => "    timeout queue 2s\n");
 listen pg
     bind 127.0.0.1:$lb
     server s1 127.0.0.1:$port weight 100 check inter 200ms agent-check agent-port $agent_port agent-inter 200ms
 EOF2
-my ($hout, $herr) = ('', '');
-my $haproxy = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>', \$hout, '2>', \$herr);
 
 sub stat_of
 {
 	return ph_hap_stat($stats)->{'pg/s1'} // {};
 }
-ok(ph_wait_for(10, sub { (stat_of()->{status} // '') eq 'UP' }, 0.1), 'HAProxy: s1 UP') or diag($herr);
+ok(ph_wait_for(10, sub { (stat_of()->{status} // '') eq 'UP' }, 0.1), 'HAProxy: s1 UP') or diag($$herr);
 
 # 10 application sessions through HAProxy (the server: 10 of 17 used)
 my @held;

@@ -20,31 +20,19 @@ my $node = ph_node('s1',
 	  . "pool_health.sample_interval = '100ms'\npool_health.http_listen = '127.0.0.1:$http_port'\n"
 	  . "pool_health.agent_listen = '127.0.0.1:$agent_port'");
 
-my $dir = PostgreSQL::Test::Utils::tempdir();
-my $stats = "$dir/haproxy.sock";
 my $lb = PostgreSQL::Test::Cluster::get_free_port();
 my $port = $node->port;
-PostgreSQL::Test::Utils::append_to_file("$dir/haproxy.cfg", <<"EOF2");
-global
-    stats socket $stats mode 600 level admin
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout check 1s
+my ($haproxy, $stats, $herr) = ph_haproxy_start(<<"EOF2");
 listen pg
     bind 127.0.0.1:$lb
     server s1 127.0.0.1:$port weight 100 check inter 200ms agent-check agent-port $agent_port agent-inter 200ms
 EOF2
-my ($hout, $herr) = ('', '');
-my $haproxy = IPC::Run::start([ 'haproxy', '-db', '-f', "$dir/haproxy.cfg" ], '>', \$hout, '2>', \$herr);
 
 sub status
 {
 	return ph_hap_stat($stats)->{'pg/s1'}{status} // '';
 }
-ok(ph_wait_for(10, sub { status() eq 'UP' }, 0.1), 'HAProxy: s1 UP') or diag($herr);
+ok(ph_wait_for(10, sub { status() eq 'UP' }, 0.1), 'HAProxy: s1 UP') or diag($$herr);
 # the steady state: 10 s after its start the agent no longer says "ready"
 # (which it says then to undo a DRAIN it may have set before a restart)
 ok(ph_wait_for(15, sub { (ph_agent_line($agent_port) // '') eq "up 100% maxconn:17\n" }, 0.1), 'the agent, steady: up 100% maxconn:17');
