@@ -80,6 +80,9 @@ static bool my_login = false;	/* in my_group->logins (attached at login) */
 /* This backend. */
 static PhAppGroup *my_group = NULL; /* attached to (connections + 1) */
 static PhAppBackend *my_slot = NULL;	/* its slot, while attached */
+static PhAppServer *my_server = NULL;	/* ph_acct->server, kept here so that
+										 * a transaction does not read the
+										 * accounting's header (one page) */
 static char my_application[NAMEDATALEN];	/* the name it was attached with */
 static bool exit_registered = false;
 static PhAppGroup *xact_group = NULL;	/* in a counted transaction */
@@ -294,6 +297,7 @@ attach_session(void)
 		before_shmem_exit(accounting_exit, (Datum) 0);
 		exit_registered = true;
 	}
+	my_server = ph_acct->server;
 	strlcpy(my_application, current_application(), NAMEDATALEN);
 	role = MyProcPort->user_name != NULL ? MyProcPort->user_name : "";
 	if (old != NULL)
@@ -367,7 +371,7 @@ ph_accounting_statement_slow(void)
 static pg_attribute_hot void
 begin_counted_xact(PhAppGroup *g, TimestampTz started, bool explicit)
 {
-	PhAppServer *server = ph_acct->server;
+	PhAppServer *server = my_server;
 	uint32		n;
 
 	n = SAT_IN_XACT(ph_acct_saturation_change(g, 0, 1, started));
@@ -466,7 +470,7 @@ end_counted_xact(void)
 	PH_END_WRITE(b);
 	ph_acct_atomic_max_u64(&g->xact_max_us, (uint64) duration);
 	(void) ph_acct_saturation_change(g, 0, -1, now);
-	pg_atomic_fetch_sub_u32(&ph_acct->server->in_xact, 1);
+	pg_atomic_fetch_sub_u32(&my_server->in_xact, 1);
 }
 
 /*

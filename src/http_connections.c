@@ -29,7 +29,10 @@
  *
  * State: slots[] and drains[], local to the HTTP worker's process, like
  * everything MHD calls back (ph_http_notify_connection(),
- * ph_http_request_completed()); no shared memory.
+ * ph_http_request_completed()); no shared memory.  Allocated when the
+ * worker starts, not static: 21 kB of .bss would sit between the
+ * library's other statics and spread the few that every transaction of
+ * every backend reads over more pages (see docs/performance.md).
  *
  *-------------------------------------------------------------------------
  */
@@ -45,13 +48,14 @@
 #include <linux/sockios.h>
 #endif
 
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "http.h"
 #include "http_internal.h"
 #include "policy.h"
 
-static HttpSlot slots[HTTP_SLOTS];
+static HttpSlot *slots;			/* HTTP_SLOTS of them */
 static int	slots_used = 0;		/* slots with a connection */
 
 /*
@@ -68,7 +72,7 @@ typedef struct HttpDrain
 	TimestampTz deadline;
 } HttpDrain;
 
-static HttpDrain drains[HTTP_SLOTS];
+static HttpDrain *drains;		/* HTTP_SLOTS of them */
 static int	drains_used = 0;
 
 /* The slot of a connection (NULL if MHD did not tell us of it). */
@@ -377,10 +381,15 @@ ph_http_request_completed(void *cls, struct MHD_Connection *connection,
 	}
 }
 
-/* At the worker's start: every drain entry free. */
+/* At the worker's start: the tables, every slot and drain entry free. */
 void
 ph_http_connections_init(void)
 {
+	if (slots == NULL)
+	{
+		slots = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpSlot) * HTTP_SLOTS);
+		drains = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpDrain) * HTTP_SLOTS);
+	}
 	for (int i = 0; i < HTTP_SLOTS; i++)
 		drains[i].fd = -1;
 }

@@ -7,7 +7,9 @@
 #   oversized	pool 20, opened up front, 20 requests/s of 60 ms
 #   starved		pool 3, 55 requests/s of 60 ms (more than 3 connections serve)
 #   lazy		pool 5 declared, 2 worker threads (SQLAlchemy opens 2)
-#   lazyu		pool 5 not declared, 2 worker threads busy half the time
+#   lazyu		pool 5 not declared, 2 worker threads busy 40 % of the time, in
+#			step (both in a transaction 40 % of the time: clear of the 50 %
+#			at which an undeclared pool is called saturated)
 #
 # A request's arrivals come from a fixed seed: each round replays the
 # same load.  The server's figures are checked against the client's:
@@ -128,7 +130,7 @@ my %load = (
 	oversized => [ '--warm', '--declare', '--rate', 20, '--duration-ms', 60 ],
 	starved => [ '--declare', '--rate', 55, '--duration-ms', 60 ],
 	lazy => [ '--declare', '--workers', 2, '--think-ms', 10, '--duration-ms', 60 ],
-	lazyu => [ '--workers', 2, '--think-ms', 40, '--duration-ms', 40 ]);
+	lazyu => [ '--workers', 2, '--think-ms', 60, '--duration-ms', 40 ]);
 my $seconds = 15;
 
 # run(round, app => pool_size, ...): the applications at once; returns
