@@ -224,6 +224,38 @@ compile_flag(PhPolicies *out, const char *name, TupleTableSlot *slot,
 }
 
 /*
+ * An optional int4 column: absent from the table or NULL leaves *value
+ * alone and *present false; else in [min, max] (true), or false with the
+ * error recorded: "invalid COLUMN N: THING must be between MIN and MAX".
+ */
+static bool
+optional_int_column(PhPolicies *out, const char *name, TupleTableSlot *slot,
+					const AttrNumber *attnums, int col, const char *column,
+					const char *thing, int32 min, int32 max,
+					int32 *value, bool *present)
+{
+	bool		isnull = true;
+	Datum		d = (Datum) 0;
+	int32		v;
+
+	*present = false;
+	if (attnums[col] != InvalidAttrNumber)
+		d = slot_getattr(slot, attnums[col], &isnull);
+	if (isnull)
+		return true;
+	v = DatumGetInt32(d);
+	if (v < min || v > max)
+	{
+		ph_policy_error(out, name, "invalid %s %d: %s must be between %d and %d",
+						column, v, thing, min, max);
+		return false;
+	}
+	*value = v;
+	*present = true;
+	return true;
+}
+
+/*
  * The headroom columns of a row (reserve_connections,
  * max_logins_per_second, login_burst), into *p; false (with the error
  * recorded) if invalid.  A column the table lacks (attnum invalid) is
@@ -235,32 +267,22 @@ compile_headroom(PhPolicies *out, const char *name, TupleTableSlot *slot,
 {
 	bool		isnull = true;
 	Datum		d = (Datum) 0;
+	bool		present;
 
 	p->reserve_connections = 0;
 	p->max_logins_per_second = 0;
 	p->login_burst = 0;
 
-	if (attnums[COL_RESERVE_CONNECTIONS] != InvalidAttrNumber)
-		d = slot_getattr(slot, attnums[COL_RESERVE_CONNECTIONS], &isnull);
-	if (!isnull)
+	if (!optional_int_column(out, name, slot, attnums, COL_RESERVE_CONNECTIONS,
+							 "reserve_connections", "a reserve", 0, RESERVE_MAX,
+							 &p->reserve_connections, &present))
+		return false;
+	if (p->max_connections > 0 && p->reserve_connections > p->max_connections)
 	{
-		int32		reserve = DatumGetInt32(d);
-
-		if (reserve < 0 || reserve > RESERVE_MAX)
-		{
-			ph_policy_error(out, name,
-							"invalid reserve_connections %d: a reserve must be between 0 and %d",
-							reserve, RESERVE_MAX);
-			return false;
-		}
-		if (p->max_connections > 0 && reserve > p->max_connections)
-		{
-			ph_policy_error(out, name,
-							"invalid reserve_connections %d: larger than the policy's max_connections (%d)",
-							reserve, p->max_connections);
-			return false;
-		}
-		p->reserve_connections = reserve;
+		ph_policy_error(out, name,
+						"invalid reserve_connections %d: larger than the policy's max_connections (%d)",
+						p->reserve_connections, p->max_connections);
+		return false;
 	}
 
 	/*
@@ -299,30 +321,18 @@ compile_headroom(PhPolicies *out, const char *name, TupleTableSlot *slot,
 		p->max_logins_per_second = rate;
 	}
 
-	isnull = true;
-	if (attnums[COL_LOGIN_BURST] != InvalidAttrNumber)
-		d = slot_getattr(slot, attnums[COL_LOGIN_BURST], &isnull);
-	if (!isnull)
+	if (!optional_int_column(out, name, slot, attnums, COL_LOGIN_BURST,
+							 "login_burst", "a burst", 1, LOGIN_BURST_MAX,
+							 &p->login_burst, &present))
+		return false;
+	if (present && p->max_logins_per_second == 0)
 	{
-		int32		burst = DatumGetInt32(d);
-
-		if (burst < 1 || burst > LOGIN_BURST_MAX)
-		{
-			ph_policy_error(out, name,
-							"invalid login_burst %d: a burst must be between 1 and %d",
-							burst, LOGIN_BURST_MAX);
-			return false;
-		}
-		if (p->max_logins_per_second == 0)
-		{
-			ph_policy_error(out, name,
-							"login_burst %d without max_logins_per_second: a burst needs a rate",
-							burst);
-			return false;
-		}
-		p->login_burst = burst;
+		ph_policy_error(out, name,
+						"login_burst %d without max_logins_per_second: a burst needs a rate",
+						p->login_burst);
+		return false;
 	}
-	else if (p->max_logins_per_second > 0)
+	if (!present && p->max_logins_per_second > 0)
 		p->login_burst = (int32) Max(1.0, ceil(p->max_logins_per_second));
 	return true;
 }

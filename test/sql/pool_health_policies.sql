@@ -153,6 +153,22 @@ SELECT line FROM regexp_split_to_table(pool_health.metrics(), E'\n') line
 WHERE line ~ '^pool_health_policy_(reserve|login|refusals_by_reason)' ORDER BY 1;
 DELETE FROM pool_health.policies;
 SELECT wait_for_policies();
+-- headroom values past everything (their constraints dropped by the owner,
+-- the trigger bypassed): the worker leaves each such policy out and lists it
+ALTER TABLE pool_health.policies DROP CONSTRAINT reserve_connections_in_range,
+    DROP CONSTRAINT login_burst_in_range,
+    DROP CONSTRAINT login_burst_needs_max_logins_per_second;
+SET session_replication_role = replica;
+INSERT INTO pool_health.policies (name, application_name, reserve_connections) VALUES ('negative_reserve', 'x%', -1);
+INSERT INTO pool_health.policies (name, application_name, max_logins_per_second, login_burst) VALUES ('zero_burst', 'y%', 5, 0);
+INSERT INTO pool_health.policies (name, application_name, login_burst) VALUES ('burst_without_rate', 'z%', 3);
+RESET session_replication_role;
+UPDATE pool_health.policies SET comment = NULL WHERE false;	-- tells the worker
+SELECT wait_for_policies();
+SELECT name, error FROM pool_health.policy_errors ORDER BY name;
+SELECT count(*) AS in_effect FROM pool_health.usage_by_policy;
+DELETE FROM pool_health.policies;
+SELECT wait_for_policies();
 
 -- the cleanup functions check their arguments
 SELECT expect_error($$SELECT * FROM pool_health.terminate_idle(NULL)$$);
