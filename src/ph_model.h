@@ -11,7 +11,7 @@
  *
  *	backend_snapshot.c	one pass over backend status (PhSnapshot)
  *	policy_table.c		the rows of pool_health.policies, validated and
- *						compiled (PhPolicies); bad rows become PhPolicyError
+ *	policy_row.c		compiled (PhPolicies); bad rows become PhPolicyError
  *	policy_match.c		which policy governs a session (never raises)
  *	policy_set.c		the compiled set the worker publishes in shared
  *						memory, copied out by every reader with its version

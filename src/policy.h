@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * policy.h
- *		Policies: reading and compiling pool_health.policies (policy_table.c),
+ *		Policies: reading and compiling pool_health.policies (policy_table.c,
+ *		policy_row.c),
  *		matching a session (policy_match.c, never raises) and the set the
  *		worker publishes in shared memory (policy_set.c).
  *

@@ -535,12 +535,8 @@ ph_sql_statement(const char *source, int from, int location, int len,
 	int			start;
 	int			end;
 
-	/*
-	 * tags and tags_len are set apart: set together, the compiler stores
-	 * the pair as one 8-byte constant loaded from .rodata, a page the
-	 * transaction would not otherwise touch (docs/performance.md).
-	 */
-	out->tags = -1;
+	out->tags = -1;				/* tags_len below: set together, they were
+								 * one 8-byte constant read from .rodata */
 	if (location < 0)
 	{
 		location = 0;
