@@ -121,6 +121,14 @@ def report(args):
             vals = [data.get((l, w, k), 0.0) for l in labels]
             print("%-28s" % k + "".join("%*.1f" % (width, v) for v in vals)
                   + "".join("%*.1f" % (width, v - vals[0]) for v in vals[1:]))
+        # every transaction runs the library's hooks: an arm with the library
+        # loaded that counts less than a page of it did not see its pages
+        for l in labels[1:]:
+            if data.get((l, w, "pool_health.so"), 0.0) < 1.0:
+                print("warning: %s counts %.1f pages of pool_health.so per transaction, "
+                      "which runs its hooks every time: the kernel's accessed bits were "
+                      "cleared by something else (a DAMON monitor, kdamond?) and "
+                      "these counts are too low" % (l, data.get((l, w, "pool_health.so"), 0.0)))
 
 
 if __name__ == "__main__":
