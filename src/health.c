@@ -118,6 +118,7 @@ append_worker_state(StringInfo buf)
 		ph_json_str(buf, "listen", ph_http_listen[0] ? ph_http_listen : NULL);
 		ph_json_int(buf, "pid", ph_http_worker_pid());
 		ph_json_int(buf, "requests", (int64) ph_http_requests_answered());
+		ph_json_int(buf, "evaluations", (int64) ph_http_evaluations_made());
 		ph_json_close(buf, '}');
 	}
 }

@@ -24,13 +24,15 @@
  * worker's registration, and the module's shared memory.  The worker is
  * http_server.c (its process, libmicrohttpd, the wait loop),
  * http_connections.c (the table of connections, their limits and
- * deadlines) and http_requests.c (what a request is answered);
- * http_internal.h is what they share.
+ * deadlines), http_requests.c (what a request is answered),
+ * http_probes.c and http_agent.c (the probes and HAProxy's agent-check)
+ * and http_evaluation.c (the one evaluation per period they all answer
+ * from); http_internal.h is what they share.
  *
  * State: the parsed allowed hosts (this process's, the setting's "extra")
  * and the listen host (the worker's, set at its start); in shared memory
- * ("pool_health http", PhHttpShared below) the worker's pid and the count
- * of requests it answered, atomics written by the worker alone and read
+ * ("pool_health http", PhHttpShared below) the worker's pid and the counts
+ * of requests it answered and evaluations it made, atomics written by the worker alone and read
  * without a lock by status().
  *
  *-------------------------------------------------------------------------
@@ -292,7 +294,7 @@ ph_http_register(void)
 
 /*
  * The module's shared memory: what status() shows of the HTTP worker.
- * Both fields are atomics written by that worker alone and read without a
+ * Every field is an atomic written by that worker alone and read without a
  * lock (each is one value: nothing is read together with the other).
  */
 typedef struct PhHttpShared
@@ -301,6 +303,8 @@ typedef struct PhHttpShared
 								 * its start and at its exit */
 	pg_atomic_uint64 requests;	/* requests it answered (routed to an
 								 * endpoint) since the server started */
+	pg_atomic_uint64 evaluations;	/* evaluations it made to answer them
+									 * (http_evaluation.c) */
 } PhHttpShared;
 
 static PhHttpShared *http_shared = NULL;
@@ -323,6 +327,7 @@ ph_http_shmem_startup(void)
 	{
 		pg_atomic_init_u32(&http_shared->pid, 0);
 		pg_atomic_init_u64(&http_shared->requests, 0);
+		pg_atomic_init_u64(&http_shared->evaluations, 0);
 	}
 }
 
@@ -347,6 +352,13 @@ ph_http_requests_answered(void)
 	return http_shared == NULL ? 0 : pg_atomic_read_u64(&http_shared->requests);
 }
 
+/* The evaluations the HTTP worker made (0 without the preload). */
+uint64
+ph_http_evaluations_made(void)
+{
+	return http_shared == NULL ? 0 : pg_atomic_read_u64(&http_shared->evaluations);
+}
+
 /* The HTTP worker, at its start (its pid) and its exit (0). */
 void
 ph_http_set_pid(int pid)
@@ -359,4 +371,11 @@ void
 ph_http_count_request(void)
 {
 	pg_atomic_fetch_add_u64(&http_shared->requests, 1);
+}
+
+/* The HTTP worker, for each evaluation it makes. */
+void
+ph_http_count_evaluation(void)
+{
+	pg_atomic_fetch_add_u64(&http_shared->evaluations, 1);
 }

@@ -29,5 +29,6 @@ extern void ph_http_shmem_startup(void);
 /* status()'s "http" object: the HTTP worker's pid (0 if none), its requests */
 extern int	ph_http_worker_pid(void);
 extern uint64 ph_http_requests_answered(void);
+extern uint64 ph_http_evaluations_made(void);
 
 #endif							/* PH_HTTP_H */

@@ -53,6 +53,7 @@ extern bool ph_http_split_listen(const char *value, char **host, char **port);
 extern bool ph_http_shmem_attached(void);
 extern void ph_http_set_pid(int pid);
 extern void ph_http_count_request(void);
+extern void ph_http_count_evaluation(void);
 
 #ifdef PH_HAVE_MICROHTTPD
 #include <microhttpd.h>
@@ -182,6 +183,10 @@ extern void ph_http_notify_connection(void *cls, struct MHD_Connection *connecti
 extern void ph_http_request_completed(void *cls, struct MHD_Connection *connection,
 									  void **request,
 									  enum MHD_RequestTerminationCode toe);
+
+/* http_evaluation.c */
+extern const PhEvaluation *ph_http_evaluation(TimestampTz *made_at,
+											  const char **error);
 
 /* http_requests.c */
 extern void ph_http_requests_init(void);

@@ -2,9 +2,10 @@
  *
  * http_probes.c
  *		What load balancers and orchestrators ask the HTTP worker, answered
- *		from one set of facts (ProbeFacts below) computed at most once per
- *		100 ms (or sample interval, if shorter) from the evaluation
- *		http_requests.c also uses and from the recovery state:
+ *		from one set of facts (ProbeFacts below) computed once per
+ *		evaluation of the period (http_evaluation.c: at most one per 100
+ *		ms, or sample interval if shorter, which /health, /status and
+ *		/metrics share) and from the recovery state:
  *
  *			/livez		200 while the worker answers: never from slots
  *			/readyz		200 when a new ordinary login would be admitted
@@ -42,7 +43,7 @@
  * reported sending last) less the position replayed, in bytes.  As an
  * interval, how long replay has been behind what was received: the time
  * since replay was last seen caught up (ph_http_probe_track(), at every
- * round of the worker's loop, at most PROBE_CACHE_MS apart on a standby),
+ * round of the worker's loop, at most PH_HTTP_TRACK_MS apart on a standby),
  * at most the time since the last transaction replayed committed (a
  * quiet primary commits nothing, which is no lag); 0 while everything
  * received is replayed.  Without a streaming WAL receiver, or before the
@@ -84,9 +85,6 @@
 #include "json_writer.h"
 #include "settings.h"
 
-/* The facts are reused for this long at most (floods of checks). */
-#define PROBE_CACHE_MS			100
-
 /* How long the agent says "ready" after a drain or down, and at its start */
 #define AGENT_READY_MS			10000
 
@@ -96,7 +94,8 @@
 /* What every probe and the agent answer from; recomputed at most once per period */
 typedef struct ProbeFacts
 {
-	TimestampTz computed_at;	/* 0: none yet */
+	TimestampTz made_from;		/* when the evaluation they were computed
+								 * from was made (0: none yet) */
 	bool		evaluated;		/* false: the evaluation failed (error) */
 	char	   *error;			/* why, if it failed */
 	PhLevel		level;
@@ -282,20 +281,23 @@ note_client_addresses(const PhEvaluation *eval)
 }
 
 /*
- * The facts, computed again when older than the period.  An error is
- * kept as the facts' error (every probe but /livez then fails), never a
- * longjmp through libmicrohttpd.
+ * The facts, computed again from each new evaluation (one per period,
+ * http_evaluation.c).  An error, of the evaluation or here, is kept as
+ * the facts' error (every probe but /livez then fails), never a longjmp
+ * through libmicrohttpd.
  */
 static const ProbeFacts *
 current_facts(void)
 {
-	int			reuse_ms = Min(PROBE_CACHE_MS, ph_sample_interval_ms);
 	MemoryContext old;
 	volatile uint32 holdoff;
 	MemoryContext context;
+	const PhEvaluation *eval;
+	const char *error;
+	TimestampTz made_at;
 
-	if (facts.computed_at != 0 &&
-		!TimestampDifferenceExceeds(facts.computed_at, GetCurrentTimestamp(), reuse_ms))
+	eval = ph_http_evaluation(&made_at, &error);
+	if (facts.made_from == made_at)
 		return &facts;
 
 	for (int i = 0; i < facts.nreasons; i++)
@@ -304,6 +306,13 @@ current_facts(void)
 	if (facts.error != NULL)
 		pfree(facts.error);
 	facts.error = NULL;
+	facts.made_from = made_at;
+	if (eval == NULL)
+	{
+		facts.evaluated = false;
+		facts.error = MemoryContextStrdup(TopMemoryContext, error);
+		return &facts;
+	}
 
 	context = AllocSetContextCreate(CurrentMemoryContext, "pool_health http probe",
 									ALLOCSET_SMALL_SIZES);
@@ -312,18 +321,15 @@ current_facts(void)
 	old = MemoryContextSwitchTo(context);
 	PG_TRY();
 	{
-		PhEvaluation eval;
-
-		ph_evaluate(&eval, PH_EVAL_NO_CATALOG);
-		facts.level = eval.usage.level;
-		facts.usable = eval.usage.usable;
-		facts.used = eval.usage.used;
-		facts.free = eval.usage.free;
-		find_refusing_policy(&eval);
-		note_client_addresses(&eval);
-		for (int i = 0; i < eval.usage.nreasons; i++)
+		facts.level = eval->usage.level;
+		facts.usable = eval->usage.usable;
+		facts.used = eval->usage.used;
+		facts.free = eval->usage.free;
+		find_refusing_policy(eval);
+		note_client_addresses(eval);
+		for (int i = 0; i < eval->usage.nreasons; i++)
 			facts.reasons[facts.nreasons++] =
-				MemoryContextStrdup(TopMemoryContext, eval.usage.reasons[i]);
+				MemoryContextStrdup(TopMemoryContext, eval->usage.reasons[i]);
 		facts.in_recovery = RecoveryInProgress();
 		facts.refusing = true;
 		facts.stopping = postmaster_stopping();
@@ -347,7 +353,6 @@ current_facts(void)
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(context);
 	RESUME_INTERRUPTS();
-	facts.computed_at = GetCurrentTimestamp();
 	return &facts;
 }
 

@@ -21,11 +21,11 @@
  *		Host header names a host this server is not (DNS rebinding: see
  *		host_allowed()).
  *
- * The answers are computed in this process, from shared memory: one
- * evaluation of backend status made without the catalog (evaluate.c),
- * with the published policies and the worker's state, at most once per
- * 100 ms per endpoint.  An error while computing one is a 500, never a
- * longjmp through libmicrohttpd.
+ * The answers are computed in this process, from the evaluation of the
+ * period that every endpoint and probe shares (http_evaluation.c: backend
+ * status and the published policies, without the catalog, at most once
+ * per 100 ms), once per endpoint and evaluation.  An error while computing
+ * one is a 500, never a longjmp through libmicrohttpd.
  *
  * State: answers[] (the last answer of each endpoint, in
  * TopMemoryContext) and request_context, local to the HTTP worker's
@@ -51,17 +51,12 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "evaluate.h"
 #include "health.h"
 #include "http.h"
 #include "http_internal.h"
 #include "json_writer.h"
 #include "metrics.h"
 #include "rules.h"
-#include "settings.h"
-
-/* An answer is reused for this long at most (floods of health checks). */
-#define HTTP_CACHE_MS			100
 
 /* Where an answer is computed, reset after each */
 static MemoryContext request_context = NULL;
@@ -69,7 +64,8 @@ static MemoryContext request_context = NULL;
 /* The last answer of each endpoint (TopMemoryContext). */
 typedef struct HttpAnswer
 {
-	TimestampTz computed_at;	/* 0: none yet */
+	TimestampTz made_from;		/* when the evaluation it was made from was
+								 * made (0: none yet) */
 	unsigned int status;
 	const char *content_type;
 	char	   *body;
@@ -423,12 +419,14 @@ ph_http_caught_error(uint32 holdoff, MemoryContext context)
 }
 
 /*
- * Compute the answer of an endpoint into answers[endpoint].  An error is a
- * 500, never a longjmp through MHD; interrupts are held, so that a SIGTERM
- * cannot exit from inside MHD_run() (it is served by the wait loop).
+ * Compute the answer of an endpoint into answers[endpoint], from eval
+ * (made at made_at; NULL: it failed with error).  An error is a 500, never
+ * a longjmp through MHD; interrupts are held, so that a SIGTERM cannot
+ * exit from inside MHD_run() (it is served by the wait loop).
  */
 static void
-compute_answer(HttpEndpoint endpoint, const char *url)
+compute_answer(HttpEndpoint endpoint, const char *url,
+			   const PhEvaluation *eval, const char *error, TimestampTz made_at)
 {
 	HttpAnswer *result = &answers[endpoint];
 	MemoryContext old;
@@ -442,22 +440,21 @@ compute_answer(HttpEndpoint endpoint, const char *url)
 	old = MemoryContextSwitchTo(request_context);
 	PG_TRY();
 	{
-		PhEvaluation eval;
-
-		ph_evaluate(&eval, PH_EVAL_NO_CATALOG);
+		if (eval == NULL)
+			ereport(ERROR, (errmsg_internal("%s", error)));
 		if (endpoint == HTTP_HEALTH)
 		{
 			bool		refusing = refusing_connections();
 
-			body = health_json(&eval, refusing);
-			status = ph_rules_healthy(eval.usage.level, refusing) ?
+			body = health_json(eval, refusing);
+			status = ph_rules_healthy(eval->usage.level, refusing) ?
 				MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
 		}
 		else if (endpoint == HTTP_STATUS)
-			body = ph_status_json(&eval);
+			body = ph_status_json(eval);
 		else
 		{
-			body = ph_metrics_text(&eval);
+			body = ph_metrics_text(eval);
 			content_type = "text/plain; version=0.0.4; charset=utf-8";
 		}
 	}
@@ -477,7 +474,7 @@ compute_answer(HttpEndpoint endpoint, const char *url)
 	result->body = MemoryContextStrdup(TopMemoryContext, body);
 	result->status = status;
 	result->content_type = content_type;
-	result->computed_at = GetCurrentTimestamp();
+	result->made_from = made_at;
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(request_context);
 	RESUME_INTERRUPTS();
@@ -485,9 +482,9 @@ compute_answer(HttpEndpoint endpoint, const char *url)
 
 /*
  * Answer one request (called by MHD_run(), in this process).  The answer
- * of an endpoint is computed at most once per HTTP_CACHE_MS (or sample
- * interval, if shorter), so that a flood of checks costs one evaluation
- * per period.
+ * of an endpoint is computed once per evaluation (http_evaluation.c: one
+ * per period for all endpoints and probes), so that a flood of checks
+ * costs one evaluation per period.
  */
 enum MHD_Result
 ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
@@ -497,7 +494,9 @@ ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
 	HttpSlot   *slot = ph_http_slot_of(connection);
 	HttpEndpoint endpoint;
 	HttpAnswer *result;
-	int			reuse_ms = Min(HTTP_CACHE_MS, ph_sample_interval_ms);
+	const PhEvaluation *eval;
+	const char *error;
+	TimestampTz made_at;
 	bool		options;
 
 	if (slot == NULL)
@@ -558,9 +557,9 @@ ph_http_answer(void *cls, struct MHD_Connection *connection, const char *url,
 		return ret;
 	}
 	result = &answers[endpoint];
-	if (result->computed_at == 0 ||
-		TimestampDifferenceExceeds(result->computed_at, GetCurrentTimestamp(), reuse_ms))
-		compute_answer(endpoint, url);
+	eval = ph_http_evaluation(&made_at, &error);
+	if (result->made_from != made_at)
+		compute_answer(endpoint, url, eval, error, made_at);
 	return respond_allow(connection, result->status, result->content_type,
 						 options ? "" : result->body, options);
 }

@@ -6,7 +6,9 @@
 # requests, a client sending one byte a second, 16 idle connections from
 # one address (the next from it is answered, the oldest of them gives way;
 # another address is answered) and 200 requests leave it answering,
-# without a line in the log.
+# without a line in the log; a second of checks of /health, /status,
+# /metrics, /readyz and /primary back to back costs at most one
+# evaluation per 100 ms period (status() counts requests and evaluations).
 # Hostile clients: the Host header (loopback names and addresses in any
 # form, none at all: answered; another name: 421, also at /status;
 # allowed by pool_health.http_allowed_hosts after a reload, or by *;
@@ -91,7 +93,14 @@ is(maps($node->safe_psql('postgres', "SELECT pool_health.status()->'worker'->>'p
 like($body, qr/^\{"level": "healthy", "reasons": \[\], "usage": \{"max_connections": 12, .*"usable": 9, "used": \d+/,
 	'with the level, reasons and usage');
 my ($web) = ph_app_session($node, 'web-frontend', role => 'app');
+# an answer comes from the evaluation of its period, up to 100 ms old
 ($status, $body) = get('/status');
+my $until = time + 10;
+while ($body !~ /"top_consumers": \[\{"application_name": / && time < $until)
+{
+	usleep(20_000);
+	($status, $body) = get('/status');
+}
 is($status, '200', 'GET /status: 200');
 like($body, qr/"worker": \{"preloaded": true, "running": true/, 'with the worker state');
 like($body, qr/"top_consumers": \[\{"application_name": /, 'top consumers by application_name (no catalog)');
@@ -240,6 +249,34 @@ is($status, '200', 'then /status still answers');
 my $log = slurp_file($node->logfile, $log_before);
 unlike($log, qr/pool_health http/, 'bad clients leave no line in the log');
 close $slow;
+
+# Every endpoint and probe answers from one evaluation per 100 ms (the
+# sample interval here): checks of all of them, back to back for a
+# second, cost no more evaluations than the 100 ms periods they span (one
+# for each endpoint a period, and one more for the probes, before)
+{
+	my $http = sub { $node->safe_psql('postgres', "SELECT pool_health.status()->'http'->>'$_[0]'") };
+	my ($requests0, $evaluations0) = ($http->('requests'), $http->('evaluations'));
+	my @paths = map { ('/health', '/status', '/metrics', '/readyz', '/primary') } 1 .. 20;
+	my ($sent, $answered) = (0, 0);
+	my $started = time;
+	while (time - $started < 1)
+	{
+		my ($codes, $cerr) = ('', '');
+		IPC::Run::run([ 'curl', '-s', '--max-time', '30', '-w', '%{http_code}\n',
+				map { ('-o', '/dev/null', "$base$_") } @paths ],
+			'>', \$codes, '2>', \$cerr);
+		$sent += @paths;
+		$answered += () = $codes =~ /^(200|503)$/mg;
+	}
+	my $periods = (time - $started) / 0.1;
+	is($answered, $sent, "$sent checks of /health, /status, /metrics, /readyz and /primary in a second: all answered");
+	is($http->('requests') - $requests0, $sent, 'status() counts them');
+	my $evaluations = $http->('evaluations') - $evaluations0;
+	cmp_ok($evaluations, '<=', int($periods) + 2,
+		sprintf('with %d evaluations in %.1f periods of 100 ms', $evaluations, $periods));
+	cmp_ok($evaluations, '>=', int($periods / 2), 'and one in most periods');
+}
 
 # --- the Host header (DNS rebinding) and paths byte for byte ----------------------------------
 
