@@ -10,8 +10,9 @@
  * The data flow:
  *
  *	backend_snapshot.c	one pass over backend status (PhSnapshot)
- *	policy_table.c		the rows of pool_health.policies, validated and
- *	policy_row.c		compiled (PhPolicies); bad rows become PhPolicyError
+ *	policy_table.c		pool_health.policies found and scanned
+ *	policy_row.c		each row validated and compiled (PhPolicies); bad
+ *						rows become PhPolicyError
  *	policy_match.c		which policy governs a session (never raises)
  *	policy_set.c		the compiled set the worker publishes in shared
  *						memory, copied out by every reader with its version
